@@ -1,0 +1,166 @@
+"""The config schema: sections, their named defaults, and loading from TOML.
+
+Validation happens here, at load time; everything after loading can trust
+the values. Errors are ConfigError with file, line and key in the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from greenmon import __version__
+from greenmon.auth import AuthSource, parse_auth
+from greenmon.schema import (ConfigError, Document, boolean, buckets, integer, interpolate,
+                             listen_address, number, optional_file, string)
+from greenmon.targets import Target, parse_target
+
+DEFAULT_CONFIG_PATH = "greenmon.toml"
+CONFIG_ENV = "GREENMON_CONFIG"
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    concurrency: int = 1000
+    timeout: float = 10.0
+    interval: float = 60.0
+    max_body_bytes: int = 1024 * 1024
+    verify_tls: bool = True
+    ca_file: str = ""
+    follow_redirects: bool = True
+    user_agent: str = f"greenmon/{__version__}"
+    slo_p95_seconds: float = 2.0
+    state_file: str = ""
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    retries: int = 3
+    backoff: float = 1.0
+    max_backoff: float = 30.0
+    jitter: bool = False
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    failure_threshold: int = 3
+    recovery_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    listen: str = "0.0.0.0:9715"
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    per_target_histograms: bool = True
+
+
+_SECTION_CHECKS = {
+    "monitor": (MonitorSettings, {
+        "concurrency": integer(1), "timeout": number(above=0), "interval": number(above=0),
+        "max_body_bytes": integer(1), "verify_tls": boolean, "ca_file": optional_file,
+        "follow_redirects": boolean, "user_agent": string, "slo_p95_seconds": number(above=0),
+        "state_file": string,
+    }),
+    "retry": (RetrySettings, {
+        "retries": integer(0), "backoff": number(at_least=0), "max_backoff": number(at_least=0),
+        "jitter": boolean,
+    }),
+    "breaker": (BreakerSettings, {
+        "failure_threshold": integer(1), "recovery_timeout": number(above=0),
+    }),
+    "server": (ServerSettings, {"listen": listen_address}),
+    "metrics": (MetricsSettings, {"buckets": buckets, "per_target_histograms": boolean}),
+}
+_TOP_LEVEL = set(_SECTION_CHECKS) | {"auth", "targets"}
+
+
+@dataclass(frozen=True)
+class Config:
+    monitor: MonitorSettings = MonitorSettings()
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
+    server: ServerSettings = ServerSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    auth: Mapping[str, AuthSource] = field(default_factory=dict)
+    targets: tuple[Target, ...] = ()
+    source: str = "<defaults>"
+
+    @property
+    def enabled_targets(self) -> tuple[Target, ...]:
+        return tuple(t for t in self.targets if t.enabled)
+
+    def replace(self, section: str | None = None, **changes: Any) -> "Config":
+        """A copy with changes to the top level, or to one section (``replace("monitor", timeout=2)``)."""
+        if section is None:
+            return dataclasses.replace(self, **changes)
+        updated = dataclasses.replace(getattr(self, section), **changes)
+        return dataclasses.replace(self, **{section: updated})
+
+
+def config_path(explicit: str | None) -> str:
+    """--config, else $GREENMON_CONFIG, else ./greenmon.toml."""
+    return explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate a config file; raises ConfigError naming file, line and key."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config file: {error.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, filename: str = "<string>") -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{filename}: TOML syntax error: {error}") from None
+    doc = Document.from_text(text, filename)
+    raw = interpolate(raw, doc)
+    for key in raw:
+        if key not in _TOP_LEVEL:
+            raise doc.error((key,), f"unknown key (known: {', '.join(sorted(_TOP_LEVEL))})")
+
+    sections = {}
+    for name, (cls, checks) in _SECTION_CHECKS.items():
+        sections[name] = cls(**doc.read_table(raw.get(name, {}), (name,), checks))
+
+    raw_auth = raw.get("auth", {})
+    if not isinstance(raw_auth, dict):
+        raise doc.error(("auth",), "must be a table of [auth.NAME] tables")
+    auth = {name: parse_auth(doc, name, table) for name, table in raw_auth.items()}
+
+    raw_targets = raw.get("targets", [])
+    if not isinstance(raw_targets, list):
+        raise doc.error(("targets",), "must be an array of [[targets]] tables")
+    targets = tuple(parse_target(doc, item, i, auth) for i, item in enumerate(raw_targets))
+    seen: dict[str, int] = {}
+    for i, target in enumerate(targets):
+        if target.name in seen:
+            raise doc.error(("targets", i, "name"),
+                            f"duplicate target name {target.name!r} (also targets[{seen[target.name]}])")
+        seen[target.name] = i
+    config = Config(auth=auth, targets=targets, source=filename, **sections)
+    if not config.enabled_targets:
+        raise doc.error(("targets",), "no enabled targets: add at least one [[targets]] entry")
+    return config

@@ -1,0 +1,141 @@
+"""Sweeps: every enabled target checked on one gevent pool, through the breaker gate.
+
+The engine is the only place that spawns greenlets. Each result is handed
+to the registered listeners as soon as its check ends (jsonl output, the
+exporter), and the whole list is returned in target order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Iterable, Sequence
+from urllib.parse import urlsplit
+
+import gevent.monkey
+import gevent.pool
+
+from greenmon import statefile
+from greenmon.breaker import HALF_OPEN, BreakerState, Gate, gate, record
+from greenmon.config import Config
+from greenmon.limits import fit_concurrency
+from greenmon.prober import Prober
+from greenmon.result import MonitorResult, Outcome
+from greenmon.targets import Target
+from greenmon.tls import TrustStore
+from greenmon.transport import Transport
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[MonitorResult], None]
+
+
+class NotPatchedError(RuntimeError):
+    """greenmon was used without gevent monkey-patching: checks would run one at a time."""
+
+
+def require_gevent_patching() -> None:
+    if not (gevent.monkey.is_module_patched("socket") and gevent.monkey.is_module_patched("ssl")):
+        raise NotPatchedError(
+            "greenmon needs gevent monkey-patching: call gevent.monkey.patch_all() before "
+            "importing requests or greenmon (the greenmon command does this itself)")
+
+
+class Engine:
+    """Holds what outlives one sweep: the HTTP session, the prober and the breaker table."""
+
+    def __init__(self, config: Config, *, transport: Transport | None = None,
+                 clock: Callable[[], float] = time.time, listeners: Iterable[Listener] = ()):
+        require_gevent_patching()
+        self.config = config
+        self.concurrency = fit_concurrency(config.monitor.concurrency)
+        hosts = len({urlsplit(t.url).netloc for t in config.enabled_targets})
+        self.transport = transport or Transport(
+            pool_size=min(self.concurrency, max(len(config.enabled_targets), 1)),
+            user_agent=config.monitor.user_agent, hosts=hosts)
+        self.prober = Prober(self.transport, config, TrustStore())
+        self.clock = clock
+        self.listeners: list[Listener] = list(listeners)
+        self.breakers: dict[str, BreakerState] = {}
+        if config.monitor.state_file:
+            self.breakers = statefile.load(config.monitor.state_file)
+
+    def sweep(self, targets: Sequence[Target] | None = None) -> list[MonitorResult]:
+        """Check every target once, concurrently; results in the order of ``targets``."""
+        if targets is None:
+            targets = self.config.enabled_targets
+        if not targets:
+            return []
+        pool = gevent.pool.Pool(min(self.concurrency, len(targets)))
+        results = pool.map(self._check, targets)
+        if self.config.monitor.state_file:
+            self._save_state(targets)
+        return results
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def _save_state(self, targets: Sequence[Target]) -> None:
+        names = {t.name for t in self.config.targets} | {t.name for t in targets}
+        table = {name: state for name, state in self.breakers.items() if name in names}
+        try:
+            statefile.save(self.config.monitor.state_file, table)
+        except OSError as error:
+            log.warning("cannot save state file %s: %s", self.config.monitor.state_file,
+                        error.strerror)
+
+    def _check(self, target: Target) -> MonitorResult:
+        settings = self.config.breaker
+        checked_at = self.clock()
+        state = self.breakers.get(target.name, BreakerState())
+        decision = gate(state, checked_at, settings)
+        if decision is Gate.SKIP:
+            result = skipped_result(target, state, checked_at)
+        else:
+            trial = decision is Gate.TRIAL
+            if trial:
+                self.breakers[target.name] = BreakerState(HALF_OPEN, state.failures,
+                                                          state.opened_at, state.failure)
+            outcome = self.prober.check(target, trial=trial)
+            state = record(state, outcome.last.failure, self.clock(), settings, trial=trial)
+            self.breakers[target.name] = state
+            result = checked_result(target, outcome, state, checked_at)
+        if not result.ok:
+            log.warning("check failed: target=%s class=%s detail=%s breaker=%s", result.target,
+                        result.error_class, result.detail, result.breaker)
+        for listener in self.listeners:
+            listener(result)
+        return result
+
+
+def checked_result(target: Target, outcome: Outcome, state: BreakerState,
+                   checked_at: float) -> MonitorResult:
+    last = outcome.last
+    failure = last.failure
+    return MonitorResult(
+        target=target.name, url=target.display_url, method=target.method, ok=failure is None,
+        status_code=last.status_code, latency_s=last.latency_s, elapsed_s=outcome.elapsed_s,
+        attempts=len(outcome.attempts),
+        error_class=failure and failure.error_class, detail=failure and failure.detail,
+        error=failure and failure.message, breaker=state.state, checked_at=checked_at,
+        body_bytes=last.body_bytes, labels=target.labels, retried_classes=outcome.retried_classes)
+
+
+def skipped_result(target: Target, state: BreakerState, checked_at: float) -> MonitorResult:
+    """An open breaker: not contacted, down, with the failure that opened it."""
+    failure = state.failure
+    return MonitorResult(
+        target=target.name, url=target.display_url, method=target.method, ok=False,
+        status_code=None, latency_s=None, elapsed_s=0.0, attempts=0,
+        error_class=failure and failure.error_class, detail=failure and failure.detail,
+        error=failure and failure.message, breaker=state.state, checked_at=checked_at,
+        body_bytes=None, labels=target.labels)
+
+
+def sweep(targets: Sequence[Target], config: Config) -> list[MonitorResult]:
+    """Python API: one sweep of ``targets`` with ``config`` (gevent must be patched)."""
+    engine = Engine(config)
+    try:
+        return engine.sweep(targets)
+    finally:
+        engine.close()

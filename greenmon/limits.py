@@ -1,0 +1,34 @@
+"""Process limits: enough open files for the configured concurrency."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+FD_RESERVE = 64        # files the process needs besides its sockets
+SOCKETS_PER_CHECK = 2  # one in flight, plus idle keep-alive connections of other hosts
+
+
+def fit_concurrency(concurrency: int) -> int:
+    """Raise the open-file soft limit for ``concurrency`` checks; lower concurrency if the hard limit forbids."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return concurrency
+    need = concurrency * SOCKETS_PER_CHECK + FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return concurrency
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    except (ValueError, OSError):
+        pass
+    if soft >= need:
+        return concurrency
+    fitted = max(1, (soft - FD_RESERVE) // SOCKETS_PER_CHECK)
+    log.warning("open-file limit %d allows only %d checks in flight (concurrency %d asked); "
+                "raise it with `ulimit -n %d`", soft, fitted, concurrency, need)
+    return fitted

@@ -1,0 +1,122 @@
+"""One check of one target: attempts, auth refresh, backoff retries and the response verdict.
+
+Retries use the ``backoff`` library around a single attempt; only failures
+whose class is retryable (errors.Failure.retryable) are tried again. The
+sleeping between attempts is backoff's ``time.sleep``, which gevent patches.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import backoff
+
+from greenmon.config import Config
+from greenmon.errors import AUTH, CONTENT, Failure, TransportError, status_failure
+from greenmon.result import Attempt, Outcome
+from greenmon.targets import Target
+from greenmon.transport import Request, Response, Transport
+
+log = logging.getLogger(__name__)
+
+
+class AttemptFailed(Exception):
+    def __init__(self, attempt: Attempt):
+        super().__init__(attempt.failure.message)
+        self.attempt = attempt
+
+
+def _give_up(error: AttemptFailed) -> bool:
+    return not error.attempt.failure.retryable
+
+
+def _log_retry(details) -> None:
+    attempts = details["args"][0]
+    failure = attempts[-1].failure
+    log.debug("retrying %s in %.2fs after %s/%s (attempt %d)", details["args"][1].name,
+              details["wait"], failure.error_class, failure.detail, details["tries"])
+
+
+def evaluate(target: Target, response: Response) -> Failure | None:
+    """The verdict on a response: expected status, then the body patterns."""
+    if response.status_code not in target.expect_status:
+        return status_failure(response.status_code, response.reason)
+    if target.expect_body is not None or target.reject_body is not None:
+        text = response.body.decode("utf-8", errors="replace")
+        if target.expect_body is not None and not target.expect_body.search(text):
+            return Failure(CONTENT, "expect_body", "body does not match expect_body")
+        if target.reject_body is not None and target.reject_body.search(text):
+            return Failure(CONTENT, "reject_body", "body matches reject_body")
+    return None
+
+
+class Prober:
+    """Checks targets through a shared Transport with the config's retry policy."""
+
+    def __init__(self, transport: Transport, config: Config, trust_store=None):
+        self._transport = transport
+        self._monitor = config.monitor
+        self._trust_store = trust_store
+        retry = config.retry
+        self._attempt_with_retries = backoff.on_exception(
+            backoff.expo, AttemptFailed,
+            max_tries=retry.retries + 1, giveup=_give_up,
+            jitter=backoff.full_jitter if retry.jitter else None,
+            on_backoff=_log_retry, logger=None,
+            base=2, factor=retry.backoff, max_value=retry.max_backoff,
+        )(self._attempt)
+
+    def check(self, target: Target, *, trial: bool = False) -> Outcome:
+        """Run one check; a half-open ``trial`` is a single attempt without retries."""
+        attempts: list[Attempt] = []
+        started = time.monotonic()
+        try:
+            (self._attempt if trial else self._attempt_with_retries)(attempts, target)
+        except AttemptFailed:
+            pass
+        return Outcome(tuple(attempts), time.monotonic() - started)
+
+    def _attempt(self, attempts: list[Attempt], target: Target) -> None:
+        """One attempt, repeated once after refreshing the auth source on 401/403."""
+        attempt = self._send(target)
+        if (attempt.failure is not None and attempt.failure.error_class == AUTH
+                and target.auth is not None and target.auth.refreshable):
+            attempts.append(attempt)
+            target.auth.refresh()
+            attempt = self._send(target)
+        attempts.append(attempt)
+        if attempt.failure is not None:
+            raise AttemptFailed(attempt)
+
+    def _send(self, target: Target) -> Attempt:
+        request = self._request(target)
+        started = time.monotonic()
+        try:
+            response = self._transport.send(request)
+        except TransportError as error:
+            attempt = Attempt(error.status_code, time.monotonic() - started, None, error.failure)
+        else:
+            attempt = Attempt(response.status_code, time.monotonic() - started,
+                              len(response.body), evaluate(target, response))
+        if attempt.failure is not None:
+            log.debug("attempt on %s failed: %s/%s", target.name,
+                      attempt.failure.error_class, attempt.failure.detail)
+        return attempt
+
+    def _request(self, target: Target) -> Request:
+        monitor = self._monitor
+        headers = dict(target.headers)
+        if target.auth is not None:
+            name, value = target.auth.header()
+            headers[name] = value
+        verify_tls = monitor.verify_tls if target.verify_tls is None else target.verify_tls
+        ca_file = monitor.ca_file if target.ca_file is None else target.ca_file
+        verify: bool | str = verify_tls
+        if verify_tls and ca_file and self._trust_store is not None:
+            verify = self._trust_store.bundle_with(ca_file)
+        return Request(
+            method=target.method, url=target.url, headers=headers, body=target.body,
+            timeout=target.timeout or monitor.timeout, verify=verify,
+            follow_redirects=monitor.follow_redirects, max_body_bytes=monitor.max_body_bytes,
+        )

@@ -1,0 +1,86 @@
+"""MonitorResult, the outcome of one check as every sink sees it, and its JSON form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from greenmon.errors import Failure
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One request of a check: what came back and, if it failed, why."""
+
+    status_code: int | None
+    latency_s: float
+    body_bytes: int | None
+    failure: Failure | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """All attempts of one check, as the prober made them."""
+
+    attempts: tuple[Attempt, ...]
+    elapsed_s: float
+
+    @property
+    def last(self) -> Attempt:
+        return self.attempts[-1]
+
+    @property
+    def ok(self) -> bool:
+        return self.last.failure is None
+
+    @property
+    def retried_classes(self) -> tuple[str, ...]:
+        """The class of each failure that was followed by another attempt."""
+        return tuple(a.failure.error_class for a in self.attempts[:-1] if a.failure)
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    target: str
+    url: str
+    method: str
+    ok: bool
+    status_code: int | None
+    latency_s: float | None
+    elapsed_s: float
+    attempts: int
+    error_class: str | None
+    detail: str | None
+    error: str | None
+    breaker: str
+    checked_at: float  # epoch seconds; JSON shows ISO 8601 UTC
+    body_bytes: int | None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    # Not part of the JSON form: the classes of failures that were retried (for metrics).
+    retried_classes: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def skipped(self) -> bool:
+        """True when an open breaker kept the target from being contacted."""
+        return self.attempts == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "url": self.url, "method": self.method, "ok": self.ok,
+            "status_code": self.status_code,
+            "latency_s": round_seconds(self.latency_s), "elapsed_s": round_seconds(self.elapsed_s),
+            "attempts": self.attempts, "error_class": self.error_class, "detail": self.detail,
+            "error": self.error, "breaker": self.breaker,
+            "checked_at": iso_timestamp(self.checked_at), "body_bytes": self.body_bytes,
+            "labels": dict(self.labels),
+        }
+
+
+def round_seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def iso_timestamp(epoch: float) -> str:
+    moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

@@ -1,0 +1,175 @@
+"""Validation primitives for the config: typed checks whose errors name file, line and key.
+
+config, targets and auth all validate through this module, so every config
+error reads the same way: ``greenmon.toml:12: targets[2].timeout: must be > 0``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from greenmon.tomlpos import KeyLocator
+
+Path = tuple  # key path inside the document, e.g. ("targets", 2, "timeout")
+Check = Callable[[Any], Any]  # returns the accepted value or raises ValueError(problem)
+
+_ENV_REF = re.compile(r"\$\{([^}]*)\}")
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message says where and why (exit code 2)."""
+
+
+def dotted(path: Path) -> str:
+    """("targets", 2, "timeout") -> "targets[2].timeout"."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+@dataclass(frozen=True)
+class Document:
+    """A config file being validated: its name and where each key was written."""
+
+    filename: str
+    locator: KeyLocator
+
+    @classmethod
+    def from_text(cls, text: str, filename: str) -> "Document":
+        return cls(filename, KeyLocator(text))
+
+    def error(self, path: Path, problem: str) -> ConfigError:
+        line = self.locator.line_of(path)
+        where = f"{self.filename}:{line}" if line else self.filename
+        return ConfigError(f"{where}: {dotted(path)}: {problem}" if path else f"{where}: {problem}")
+
+    def read_table(self, raw: Any, path: Path, checks: Mapping[str, Check]) -> dict[str, Any]:
+        """Validate a table against its checks; unknown keys are errors."""
+        if not isinstance(raw, dict):
+            raise self.error(path, f"must be a table, got {type_name(raw)}")
+        values = {}
+        for key, value in raw.items():
+            if key not in checks:
+                known = ", ".join(sorted(checks))
+                raise self.error(path + (key,), f"unknown key (known keys: {known})")
+            values[key] = self.check(value, path + (key,), checks[key])
+        return values
+
+    def check(self, value: Any, path: Path, check: Check) -> Any:
+        try:
+            return check(value)
+        except ValueError as problem:
+            raise self.error(path, str(problem)) from None
+
+
+def interpolate(raw: Any, doc: Document, path: Path = (), environ: Mapping[str, str] | None = None) -> Any:
+    """Replace ${VAR} in every string value; a missing variable is a config error."""
+    env = os.environ if environ is None else environ
+    if isinstance(raw, str):
+        def substitute(match: re.Match) -> str:
+            name = match.group(1)
+            if name not in env:
+                raise doc.error(path, f"environment variable ${{{name}}} is not set")
+            return env[name]
+        return _ENV_REF.sub(substitute, raw)
+    if isinstance(raw, dict):
+        return {key: interpolate(value, doc, path + (key,), env) for key, value in raw.items()}
+    if isinstance(raw, list):
+        return [interpolate(value, doc, path + (i,), env) for i, value in enumerate(raw)]
+    return raw
+
+
+def type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+# --- checks -----------------------------------------------------------------
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {type_name(value)}")
+    return value
+
+
+def string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {type_name(value)}")
+    return value
+
+
+def non_empty_string(value: Any) -> str:
+    if not string(value).strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def integer(minimum: int) -> Check:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be an integer, got {type_name(value)}")
+        if value < minimum:
+            raise ValueError(f"must be >= {minimum}, got {value}")
+        return value
+    return check
+
+
+def number(*, above: float | None = None, at_least: float | None = None) -> Check:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"must be a number, got {type_name(value)}")
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("must be a finite number")
+        if above is not None and value <= above:
+            raise ValueError(f"must be > {above:g}, got {value:g}")
+        if at_least is not None and value < at_least:
+            raise ValueError(f"must be >= {at_least:g}, got {value:g}")
+        return value
+    return check
+
+
+def string_table(key_check: Check | None = None, value_check: Check = string) -> Check:
+    def check(value: Any) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise ValueError(f"must be a table of strings, got {type_name(value)}")
+        out = {}
+        for key, item in value.items():
+            if key_check is not None:
+                key_check(key)
+            try:
+                out[key] = value_check(item)
+            except ValueError as problem:
+                raise ValueError(f"{key}: {problem}") from None
+        return out
+    return check
+
+
+def optional_file(value: Any) -> str:
+    path = string(value)
+    if path and not os.path.isfile(path):
+        raise ValueError(f"file not found: {path}")
+    return path
+
+
+def listen_address(value: Any) -> str:
+    host, _, port = string(value).rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be HOST:PORT with a port in 1-65535, got {value!r}")
+    return value
+
+
+def buckets(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("must be a non-empty array of numbers")
+    out = tuple(number(above=0)(item) for item in value)
+    if list(out) != sorted(set(out)):
+        raise ValueError("must be strictly increasing")
+    return out

@@ -1,0 +1,173 @@
+"""The target model: one interface to watch, validated from a [[targets]] entry."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+from greenmon.auth import AuthSource
+from greenmon.schema import (ConfigError, Document, Path, boolean, non_empty_string, number,
+                             optional_file, string, string_table, type_name)
+
+DEFAULT_EXPECT_STATUS = ("2xx",)
+_METHOD = re.compile(r"^[A-Z]+$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+RESERVED_LABELS = frozenset({"target", "url", "method", "class", "le", "version", "instance", "job"})
+_STATUS_CLASS = re.compile(r"^([1-5])xx$")
+
+
+@dataclass(frozen=True)
+class StatusMatcher:
+    """Expected status codes and classes ("2xx")."""
+
+    codes: frozenset[int] = frozenset()
+    classes: frozenset[int] = frozenset({2})
+
+    def __contains__(self, status: int) -> bool:
+        return status in self.codes or status // 100 in self.classes
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str
+    method: str = "GET"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: str = ""
+    expect_status: StatusMatcher = StatusMatcher()
+    expect_body: re.Pattern | None = None
+    reject_body: re.Pattern | None = None
+    timeout: float | None = None      # None: monitor.timeout
+    verify_tls: bool | None = None    # None: monitor.verify_tls
+    ca_file: str | None = None        # None: monitor.ca_file
+    auth: AuthSource | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    enabled: bool = True
+
+    @property
+    def display_url(self) -> str:
+        """The URL without a password in its user info (safe to print and export)."""
+        return redact_url(self.url)
+
+    def shard_hash(self) -> int:
+        """Stable across processes and versions (never Python's hash())."""
+        return int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:8], "big")
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _url(value: Any) -> str:
+    url = non_empty_string(value)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as problem:
+        raise ValueError(f"is not a valid URL ({problem}): {redact_url(url)!r}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"scheme must be http or https, got {parts.scheme or 'none'!r}")
+    if not parts.hostname:
+        raise ValueError(f"has no host: {redact_url(url)!r}")
+    if port == 0:
+        raise ValueError("port must be in 1-65535")
+    if any(c in url for c in " \r\n\t"):
+        raise ValueError("must not contain whitespace")
+    return url
+
+
+def _method(value: Any) -> str:
+    method = non_empty_string(value).upper()
+    if not _METHOD.match(method):
+        raise ValueError(f"is not an HTTP method: {value!r}")
+    return method
+
+
+def _header_value(value: Any) -> str:
+    text = string(value)
+    if any(c in text for c in "\r\n\0") or len(text) > 8192:
+        raise ValueError("must be one line of at most 8192 characters")
+    return text
+
+
+def _header_name(name: str) -> None:
+    if not name or not name.isascii() or any(c in name for c in ":\r\n\0 \t"):
+        raise ValueError(f"is not a valid HTTP header name: {name!r}")
+
+
+def _label_name(name: str) -> None:
+    if not _LABEL_NAME.match(name) or name.startswith("__") or name in RESERVED_LABELS:
+        raise ValueError(f"{name!r} is not a usable label name (Prometheus names, not {', '.join(sorted(RESERVED_LABELS))})")
+
+
+def _expect_status(value: Any) -> StatusMatcher:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"must be a non-empty array of codes (200) or classes (\"2xx\"), got {type_name(value)}")
+    codes, classes = set(), set()
+    for item in value:
+        if isinstance(item, str) and _STATUS_CLASS.match(item.lower()):
+            classes.add(int(item[0]))
+        elif isinstance(item, str) and item.isdigit():
+            item = int(item)
+        if isinstance(item, int) and not isinstance(item, bool):
+            if not 100 <= item <= 599:
+                raise ValueError(f"status code must be in 100-599, got {item}")
+            codes.add(item)
+        elif not (isinstance(item, str) and _STATUS_CLASS.match(item.lower())):
+            raise ValueError(f"{item!r} is neither a status code nor a class like \"2xx\"")
+    return StatusMatcher(frozenset(codes), frozenset(classes))
+
+
+def _regex(value: Any) -> re.Pattern | None:
+    text = string(value)
+    if not text:
+        return None
+    try:
+        return re.compile(text)
+    except re.error as problem:
+        raise ValueError(f"is not a valid regular expression: {problem}") from None
+
+
+_CHECKS = {
+    "name": non_empty_string,
+    "url": _url,
+    "method": _method,
+    "headers": string_table(_header_name, _header_value),
+    "body": string,
+    "expect_status": _expect_status,
+    "expect_body": _regex,
+    "reject_body": _regex,
+    "timeout": number(above=0),
+    "verify_tls": boolean,
+    "ca_file": optional_file,
+    "auth": non_empty_string,
+    "labels": string_table(_label_name),
+    "enabled": boolean,
+}
+
+
+def parse_target(doc: Document, raw: Any, index: int, auth: Mapping[str, AuthSource]) -> Target:
+    path: Path = ("targets", index)
+    try:
+        values = doc.read_table(raw, path, _CHECKS)
+    except ConfigError as error:
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if isinstance(name, str) and name:
+            raise ConfigError(f"{error} (target {name!r})") from None
+        raise
+    if "url" not in values:
+        raise doc.error(path, "url is required")
+    if "auth" in values:
+        if values["auth"] not in auth:
+            raise doc.error(path + ("auth",), f"no [auth.{values['auth']}] table is defined")
+        values["auth"] = auth[values["auth"]]
+    values.setdefault("method", "GET")
+    values.setdefault("name", f"{values['method']} {redact_url(values['url'])}")
+    return Target(**values)

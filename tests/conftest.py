@@ -1,0 +1,32 @@
+"""Test setup: gevent patches first, exactly as the greenmon command does.
+
+Name lookups go to gevent's c-ares resolver pointed at 127.0.0.1, where no
+DNS server listens: names that are not in /etc/hosts fail at once, and no
+test ever queries the machine's own resolver (only loopback traffic).
+"""
+
+import os
+
+os.environ["GEVENT_RESOLVER"] = "ares"
+os.environ["GEVENT_RESOLVER_NAMESERVERS"] = "127.0.0.1"
+
+from gevent import monkey  # noqa: E402
+
+monkey.patch_all()
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Write TOML text to a file in tmp_path and return its path."""
+    def write(text: str, name: str = "greenmon.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+    return write
