@@ -12,7 +12,7 @@ from typing import IO, Sequence
 from greenmon import __version__
 from greenmon.config import Config, config_path, load_config
 from greenmon.report import FORMATS, ProgressLine, jsonl_line, write_json, write_table
-from greenmon.schema import ConfigError
+from greenmon.schema import ConfigError, listen_address
 from greenmon.summary import summarize
 
 EXIT_UP, EXIT_DOWN, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -41,6 +41,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _listen(text: str) -> str:
+    try:
+        return listen_address(text)
+    except ValueError as problem:
+        raise argparse.ArgumentTypeError(str(problem)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="greenmon", description="Check HTTP endpoints concurrently and report who is down.")
@@ -55,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="checks in flight at once (monitor.concurrency)")
     parser.add_argument("--timeout", type=_positive_float, metavar="S",
                         help="total deadline of one attempt in seconds (monitor.timeout)")
+    parser.add_argument("--listen", metavar="HOST:PORT", type=_listen,
+                        help="daemon: serve /metrics here (server.listen)")
+    parser.add_argument("--textfile", metavar="PATH.prom",
+                        help="with --once: also write the metrics for node_exporter's textfile collector")
+    parser.add_argument("--pushgateway", metavar="URL",
+                        help="with --once: also push the metrics to a Pushgateway (job greenmon)")
     parser.add_argument("--state-file", metavar="PATH",
                         help="keep the breaker table in PATH across runs (monitor.state_file)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="warning", type=str.lower)
@@ -69,37 +82,56 @@ def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
     changes = {key: value for key, value in (
         ("concurrency", args.concurrency), ("timeout", args.timeout),
         ("state_file", args.state_file)) if value is not None}
-    return config.replace("monitor", **changes) if changes else config
+    if changes:
+        config = config.replace("monitor", **changes)
+    if args.listen is not None:
+        config = config.replace("server", listen=args.listen)
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_interrupts()
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         with contextlib.ExitStack() as stack:
+            if (args.textfile or args.pushgateway) and not args.once:
+                raise UsageError("--textfile and --pushgateway need --once")
             if args.demo:
                 from greenmon.demo import DemoFarm
                 farm = stack.enter_context(DemoFarm())
-                config = farm.config()
+                loader = farm.config
             else:
-                config = load_config(config_path(args.config))
-            config = apply_overrides(config, args)
+                path = config_path(args.config)
+                loader = lambda: load_config(path)  # noqa: E731
+            config = apply_overrides(loader(), args)
             if args.check_config:
                 print(describe(config))
                 return EXIT_UP
             if not args.once:
-                print("greenmon: error: daemon mode is not available in this version; use --once",
-                      file=sys.stderr)
-                return EXIT_USAGE
+                from greenmon.daemon import run_daemon
+                return run_daemon(config, lambda: apply_overrides(loader(), args))
             out = stack.enter_context(_open_output(args.output))
-            return run_once(config, args.format, out)
+            return run_once(config, args.format, out, textfile=args.textfile,
+                            pushgateway=args.pushgateway)
+    except UsageError as error:
+        print(f"greenmon: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except ConfigError as error:
         print(f"greenmon: config error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("greenmon: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _quiet_interrupts() -> None:
+    """Ctrl-C still interrupts (exit 130), but gevent's hub does not print it as an error."""
+    import gevent
+
+    hub = gevent.get_hub()
+    hub.NOT_ERROR = tuple(hub.NOT_ERROR) + (KeyboardInterrupt,)
 
 
 def describe(config: Config) -> str:
@@ -121,11 +153,21 @@ def _open_output(path: str | None):
         yield handle
 
 
-def run_once(config: Config, output_format: str, out: IO[str]) -> int:
+class UsageError(Exception):
+    """Flags that do not fit together (exit code 2)."""
+
+
+def run_once(config: Config, output_format: str, out: IO[str], *, textfile: str | None = None,
+             pushgateway: str | None = None) -> int:
     """One sweep of every enabled target; exit 0 if all are up, 1 otherwise."""
     from greenmon.engine import Engine
+    from greenmon.exporter import store_for
 
     engine = Engine(config)
+    store = None
+    if textfile or pushgateway:
+        store = store_for(config, config.enabled_targets)
+        engine.listeners.append(store.observe)
     progress = ProgressLine(len(config.enabled_targets))
     engine.listeners.append(progress)
     if output_format == "jsonl":
@@ -139,9 +181,32 @@ def run_once(config: Config, output_format: str, out: IO[str]) -> int:
     finally:
         progress.stop()
         engine.close()
-    summary = summarize(results, time.monotonic() - started, config.monitor.slo_p95_seconds)
+    duration = time.monotonic() - started
+    summary = summarize(results, duration, config.monitor.slo_p95_seconds)
+    if store is not None:
+        store.sweep_finished(duration)
+        publish_metrics(store, textfile, pushgateway)
     if output_format == "json":
         write_json(out, results, summary)
     elif output_format == "table":
         write_table(out, results, summary)
     return EXIT_UP if all(r.ok for r in results) else EXIT_DOWN
+
+
+def publish_metrics(store, textfile: str | None, pushgateway: str | None) -> None:
+    """--textfile and --pushgateway: a failure is reported on stderr; the sweep's exit code stands."""
+    from prometheus_client import push_to_gateway, write_to_textfile
+
+    from greenmon.exporter import build_registry
+
+    registry = build_registry(store)
+    if textfile:
+        try:
+            write_to_textfile(textfile, registry)  # writes a temporary file, then renames it
+        except OSError as error:
+            log.error("cannot write --textfile %s: %s", textfile, error.strerror or error)
+    if pushgateway:
+        try:
+            push_to_gateway(pushgateway, job="greenmon", registry=registry, timeout=10)
+        except OSError as error:
+            log.error("cannot push to --pushgateway %s: %s", pushgateway, error)

@@ -12,6 +12,7 @@ import time
 from typing import Callable, Iterable, Sequence
 from urllib.parse import urlsplit
 
+import gevent
 import gevent.monkey
 import gevent.pool
 
@@ -57,6 +58,8 @@ class Engine:
         self.clock = clock
         self.listeners: list[Listener] = list(listeners)
         self.breakers: dict[str, BreakerState] = {}
+        self.inflight = 0
+        self._pool: gevent.pool.Pool | None = None
         if config.monitor.state_file:
             self.breakers = statefile.load(config.monitor.state_file)
 
@@ -66,11 +69,28 @@ class Engine:
             targets = self.config.enabled_targets
         if not targets:
             return []
-        pool = gevent.pool.Pool(min(self.concurrency, len(targets)))
-        results = pool.map(self._check, targets)
+        self._pool = gevent.pool.Pool(min(self.concurrency, len(targets)))
+        checks = [self._pool.spawn(self._check, target) for target in targets]
+        self._pool.join()
+        for check in checks:
+            if check.exception is not None and not isinstance(check.exception, gevent.GreenletExit):
+                raise check.exception
         if self.config.monitor.state_file:
             self._save_state(targets)
-        return results
+        # A check killed by stop() has no result.
+        return [check.value for check in checks if isinstance(check.value, MonitorResult)]
+
+    def stop(self, grace_s: float) -> None:
+        """Shut down: no new retries; checks still running after ``grace_s`` are killed."""
+        self.prober.stopping = True
+        if self._pool is not None and not self._pool.join(timeout=grace_s):
+            self._pool.kill(timeout=1)
+
+    @property
+    def longest_timeout(self) -> float:
+        """The longest deadline any target's attempt may run for."""
+        timeouts = [t.timeout for t in self.config.enabled_targets if t.timeout]
+        return max(timeouts + [self.config.monitor.timeout])
 
     def close(self) -> None:
         self.transport.close()
@@ -85,27 +105,33 @@ class Engine:
                         error.strerror)
 
     def _check(self, target: Target) -> MonitorResult:
-        settings = self.config.breaker
-        checked_at = self.clock()
-        state = self.breakers.get(target.name, BreakerState())
-        decision = gate(state, checked_at, settings)
-        if decision is Gate.SKIP:
-            result = skipped_result(target, state, checked_at)
-        else:
-            trial = decision is Gate.TRIAL
-            if trial:
-                self.breakers[target.name] = BreakerState(HALF_OPEN, state.failures,
-                                                          state.opened_at, state.failure)
-            outcome = self.prober.check(target, trial=trial)
-            state = record(state, outcome.last.failure, self.clock(), settings, trial=trial)
-            self.breakers[target.name] = state
-            result = checked_result(target, outcome, state, checked_at)
+        self.inflight += 1
+        try:
+            result = self._gated_check(target)
+        finally:
+            self.inflight -= 1
         if not result.ok:
             log.warning("check failed: target=%s class=%s detail=%s breaker=%s", result.target,
                         result.error_class, result.detail, result.breaker)
         for listener in self.listeners:
             listener(result)
         return result
+
+    def _gated_check(self, target: Target) -> MonitorResult:
+        settings = self.config.breaker
+        checked_at = self.clock()
+        state = self.breakers.get(target.name, BreakerState())
+        decision = gate(state, checked_at, settings)
+        if decision is Gate.SKIP:
+            return skipped_result(target, state, checked_at)
+        trial = decision is Gate.TRIAL
+        if trial:
+            self.breakers[target.name] = BreakerState(HALF_OPEN, state.failures,
+                                                      state.opened_at, state.failure)
+        outcome = self.prober.check(target, trial=trial)
+        state = record(state, outcome.last.failure, self.clock(), settings, trial=trial)
+        self.breakers[target.name] = state
+        return checked_result(target, outcome, state, checked_at)
 
 
 def checked_result(target: Target, outcome: Outcome, state: BreakerState,
@@ -118,7 +144,8 @@ def checked_result(target: Target, outcome: Outcome, state: BreakerState,
         attempts=len(outcome.attempts),
         error_class=failure and failure.error_class, detail=failure and failure.detail,
         error=failure and failure.message, breaker=state.state, checked_at=checked_at,
-        body_bytes=last.body_bytes, labels=target.labels, retried_classes=outcome.retried_classes)
+        body_bytes=last.body_bytes, labels=target.labels, retried_classes=outcome.retried_classes,
+        attempt_latencies=tuple(a.latency_s for a in outcome.attempts))
 
 
 def skipped_result(target: Target, state: BreakerState, checked_at: float) -> MonitorResult:

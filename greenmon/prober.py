@@ -27,10 +27,6 @@ class AttemptFailed(Exception):
         self.attempt = attempt
 
 
-def _give_up(error: AttemptFailed) -> bool:
-    return not error.attempt.failure.retryable
-
-
 def _log_retry(details) -> None:
     attempts = details["args"][0]
     failure = attempts[-1].failure
@@ -58,14 +54,18 @@ class Prober:
         self._transport = transport
         self._monitor = config.monitor
         self._trust_store = trust_store
+        self.stopping = False  # set on shutdown: attempts in flight end, no new retries start
         retry = config.retry
         self._attempt_with_retries = backoff.on_exception(
             backoff.expo, AttemptFailed,
-            max_tries=retry.retries + 1, giveup=_give_up,
+            max_tries=retry.retries + 1, giveup=self._give_up,
             jitter=backoff.full_jitter if retry.jitter else None,
             on_backoff=_log_retry, logger=None,
             base=2, factor=retry.backoff, max_value=retry.max_backoff,
         )(self._attempt)
+
+    def _give_up(self, error: AttemptFailed) -> bool:
+        return self.stopping or not error.attempt.failure.retryable
 
     def check(self, target: Target, *, trial: bool = False) -> Outcome:
         """Run one check; a half-open ``trial`` is a single attempt without retries."""

@@ -57,8 +57,10 @@ class MonitorResult:
     checked_at: float  # epoch seconds; JSON shows ISO 8601 UTC
     body_bytes: int | None
     labels: Mapping[str, str] = field(default_factory=dict)
-    # Not part of the JSON form: the classes of failures that were retried (for metrics).
+    # Not part of the JSON form, for metrics: the class of each failure that was
+    # retried, and the duration of every attempt.
     retried_classes: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    attempt_latencies: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def skipped(self) -> bool:

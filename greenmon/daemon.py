@@ -1,0 +1,32 @@
+"""Daemon wiring: the monitor, its web server and its signals (TERM/INT stop, HUP reloads)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Callable
+
+import gevent
+
+from greenmon.config import Config
+from greenmon.monitor import Monitor
+from greenmon.web import WebServer
+
+log = logging.getLogger(__name__)
+
+
+def run_daemon(config: Config, loader: Callable[[], Config]) -> int:
+    monitor = Monitor(config, loader=loader)
+    server = WebServer(monitor, config.server.listen)
+    server.start()
+    handlers = [gevent.signal_handler(signal.SIGTERM, monitor.stop),
+                gevent.signal_handler(signal.SIGINT, monitor.stop),
+                gevent.signal_handler(signal.SIGHUP, monitor.reload)]
+    try:
+        monitor.run()
+    finally:
+        for handler in handlers:
+            handler.cancel()
+        server.stop()
+    log.info("stopped")
+    return 0
