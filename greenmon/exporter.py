@@ -156,11 +156,11 @@ class StoreCollector(Collector):
         for s in series:
             name = s.target.name
             last = s.last
-            up.add_metric([name], 1 if last is not None and last.ok else 0)
-            status.add_metric([name], (last.status_code or 0) if last is not None else 0)
             state = breakers.get(name) or (last.breaker if last is not None else "closed")
             breaker.add_metric([name], STATE_VALUES[state])
-            if last is not None:
+            if last is not None:  # no up/status series before the first check: no false "down"
+                up.add_metric([name], 1 if last.ok else 0)
+                status.add_metric([name], last.status_code or 0)
                 last_check.add_metric([name], last.checked_at)
             checks.add_metric([name], s.checks)
             for error_class, count in s.errors.items():

@@ -1,0 +1,341 @@
+"""Prometheus integration with the real binaries (SPEC sections 2, 6 and 7).
+
+promtool lints a real daemon's /metrics, the rules and their unit tests, and the
+Prometheus config; amtool checks the Alertmanager config; and one end-to-end run
+goes from local targets through the greenmon daemon, a real Prometheus and a real
+Alertmanager to a webhook in this process. A missing binary skips these tests,
+or fails them when GREENMON_REQUIRE_PROMETHEUS=1 (CI). Every process listens on
+127.0.0.1 only and is stopped when its test ends, whatever happens.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import gevent
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from prom_helpers import (DEPLOY, REPO, REQUIRE_ENV, SKIP_REASON, Budget, Processes,
+                          WebhookRecorder, describe_run, find_binary, finite_value, greenmon_argv,
+                          greenmon_toml, http_get, is_ready, prom_query, run_tool,
+                          shorten_for_durations, wait_until, write_yaml)
+from servers import HTTPFarm, closed_port, reply
+
+ALERTS_YML = DEPLOY / "prometheus" / "alerts.yml"
+ALERTS_TEST_YML = DEPLOY / "prometheus" / "alerts_test.yml"
+PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
+ALERTMANAGER_YML = DEPLOY / "alertmanager" / "alertmanager.yml"
+
+E2E_BUDGET_S = 90.0
+
+
+# --- The binary finder itself ----------------------------------------------------
+
+@pytest.mark.parametrize("require", ["", "0", "1"])
+def test_missing_binary_skips_or_fails_by_environment(require, monkeypatch, tmp_path):
+    """Not found on the search path: skip with the install hint, or fail naming it when required."""
+    monkeypatch.setenv(REQUIRE_ENV, require)
+    empty_path = str(tmp_path)  # a directory with no executables
+    if require == "1":
+        with pytest.raises(pytest.fail.Exception) as failed:
+            find_binary("alertmanager", search_path=empty_path)
+        assert "alertmanager or prometheus-alertmanager" in str(failed.value)
+    else:
+        with pytest.raises(pytest.skip.Exception) as skipped:
+            find_binary("promtool", search_path=empty_path)
+        assert str(skipped.value) == SKIP_REASON
+
+
+def test_binary_found_under_its_debian_name(tmp_path):
+    """alertmanager is found as prometheus-alertmanager (Debian) when no `alertmanager` exists."""
+    fake = tmp_path / "prometheus-alertmanager"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    assert find_binary("alertmanager", search_path=str(tmp_path)) == str(fake)
+
+
+# --- promtool check metrics on a real daemon's /metrics ----------------------------
+
+def wait_for_sweeps(base_url: str, processes: Processes, count: int, timeout: float = 20.0) -> str:
+    """The /metrics text once greenmon has finished ``count`` sweeps."""
+    def metrics_after_sweeps():
+        response = http_get(f"{base_url}/metrics")
+        if response.status_code != 200:
+            return None
+        for family in text_string_to_metric_families(response.text):
+            if family.name == "greenmon_sweeps":
+                if family.samples and family.samples[0].value >= count:
+                    return response.text
+        return None
+
+    return wait_until(metrics_after_sweeps, timeout=timeout, processes=processes,
+                      what=f"{count} greenmon sweeps at {base_url}/metrics")
+
+
+def families_by_name(text: str) -> dict:
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+NOTE_NEEDING_ESCAPES = 'a "quoted" word, a back\\slash, ünïcode'  # escaped in the exposition
+
+
+@pytest.mark.parametrize("per_target_histograms", [None, False], ids=["default", "shared-histogram"])
+def test_promtool_check_metrics_on_daemon_output(per_target_histograms, tmp_path):
+    promtool = find_binary("promtool")
+    refused = closed_port()
+    with HTTPFarm({"/ok": reply(), "/unavailable": reply("503 Service Unavailable", "down")}) as farm:
+        targets = [
+            {"name": "healthy", "url": farm.url("/ok")},
+            {"name": "unavailable", "url": farm.url("/unavailable")},
+            # No name: the default "GET http://127.0.0.1:PORT/" (spaces, colons, slashes) is the label.
+            {"url": f"http://127.0.0.1:{refused}/"},
+            {"name": "labelled", "url": farm.url("/ok"),
+             "labels": {"team": "identity", "note": NOTE_NEEDING_ESCAPES}},
+        ]
+        sections = {"monitor": {"interval": 1.0, "timeout": 1.0}, "retry": {"retries": 0}}
+        if per_target_histograms is not None:
+            sections["metrics"] = {"per_target_histograms": per_target_histograms}
+        config = tmp_path / "greenmon.toml"
+        config.write_text(greenmon_toml(targets, **sections), encoding="utf-8")
+        port = closed_port()
+        with Processes(tmp_path) as processes:
+            processes.start("greenmon", greenmon_argv(config, port), cwd=REPO)
+            text = wait_for_sweeps(f"http://127.0.0.1:{port}", processes, count=2)
+
+            result = run_tool([promtool, "check", "metrics"], input_text=text)
+            assert result.returncode == 0 and result.stdout == "" and result.stderr == "", (
+                describe_run(result) + "\n--- /metrics ---\n" + text)
+
+            # And the linted text is the one the contract describes.
+            families = families_by_name(text)
+            up = {s.labels["target"]: s.value for s in families["greenmon_up"].samples}
+            assert up == {"healthy": 1, "unavailable": 0, f"GET http://127.0.0.1:{refused}/": 0,
+                          "labelled": 1}
+            info = {s.labels["target"]: s.labels for s in families["greenmon_target_info"].samples}
+            assert info["labelled"]["team"] == "identity"
+            assert info["labelled"]["note"] == NOTE_NEEDING_ESCAPES
+            assert info["labelled"]["url"] == farm.url("/ok") and info["labelled"]["method"] == "GET"
+            errors = {(s.labels["target"], s.labels["class"]): s.value
+                      for s in families["greenmon_check_errors"].samples}
+            assert errors[("unavailable", "http")] >= 1
+            assert errors[(f"GET http://127.0.0.1:{refused}/", "connection")] >= 1
+
+            buckets = [s for s in families["greenmon_check_duration_seconds"].samples
+                       if s.name.endswith("_bucket")]
+            assert {"2.0", "+Inf"} <= {s.labels["le"] for s in buckets}
+            if per_target_histograms is False:
+                assert all(set(s.labels) == {"le"} for s in buckets), buckets[:3]
+            else:
+                assert {s.labels["target"] for s in buckets} == set(up)
+
+
+def test_promtool_check_metrics_on_textfile_output(tmp_path):
+    """`--once --textfile` writes what node_exporter's textfile collector accepts."""
+    promtool = find_binary("promtool")
+    refused = closed_port()
+    with HTTPFarm({"/ok": reply()}) as farm:
+        config = tmp_path / "greenmon.toml"
+        config.write_text(greenmon_toml(
+            [{"name": "healthy", "url": farm.url("/ok"), "labels": {"team": "identity"}},
+             {"name": "refused", "url": f"http://127.0.0.1:{refused}/"}],
+            monitor={"timeout": 1.0}, retry={"retries": 0}), encoding="utf-8")
+        textfile = tmp_path / "greenmon.prom"
+        once = run_tool([sys.executable, "-m", "greenmon", "--config", str(config), "--once",
+                         "--textfile", str(textfile)], cwd=REPO)
+    assert once.returncode == 1, describe_run(once)  # one target down
+    text = textfile.read_text(encoding="utf-8")
+    result = run_tool([promtool, "check", "metrics"], input_text=text)
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == "", (
+        describe_run(result) + "\n--- textfile ---\n" + text)
+    up = {s.labels["target"]: s.value for s in families_by_name(text)["greenmon_up"].samples}
+    assert up == {"healthy": 1, "refused": 0}
+
+
+# --- The deploy/ files ------------------------------------------------------------
+
+def test_promtool_check_rules_passes():
+    promtool = find_binary("promtool")
+    result = run_tool([promtool, "check", "rules", str(ALERTS_YML)])
+    assert result.returncode == 0, describe_run(result)
+    assert "SUCCESS: 5 rules found" in result.stdout, describe_run(result)
+
+
+def test_alert_rules_exist_as_the_spec_names_them():
+    text = ALERTS_YML.read_text(encoding="utf-8")
+    for name in ("GreenmonTargetDown", "GreenmonLatencyP95High", "GreenmonErrorRateHigh",
+                 "GreenmonBreakerOpen", "GreenmonAbsent"):
+        assert f"alert: {name}\n" in text, name
+
+
+def test_promtool_test_rules_passes(tmp_path):
+    promtool = find_binary("promtool")
+    # alerts_test.yml names alerts.yml relative to itself: run it from a copy of both.
+    for source in (ALERTS_YML, ALERTS_TEST_YML):
+        shutil.copy(source, tmp_path / source.name)
+    result = run_tool([promtool, "test", "rules", ALERTS_TEST_YML.name], cwd=tmp_path)
+    assert result.returncode == 0, describe_run(result)
+    assert "SUCCESS" in result.stdout and "FAILED" not in result.stdout, describe_run(result)
+
+
+def test_promtool_check_config_passes(tmp_path):
+    promtool = find_binary("promtool")
+    # prometheus.yml loads alerts.yml beside it: check a copy of both in one directory.
+    for source in (PROMETHEUS_YML, ALERTS_YML):
+        shutil.copy(source, tmp_path / source.name)
+    result = run_tool([promtool, "check", "config", str(tmp_path / "prometheus.yml")], cwd=tmp_path)
+    assert result.returncode == 0, describe_run(result)
+    assert "1 rule files found" in result.stdout, describe_run(result)
+    assert "SUCCESS: 5 rules found" in result.stdout, describe_run(result)
+
+
+def test_amtool_check_config_passes():
+    amtool = find_binary("amtool")
+    result = run_tool([amtool, "check-config", str(ALERTMANAGER_YML)])
+    assert result.returncode == 0, describe_run(result)
+    assert "SUCCESS" in result.stdout, describe_run(result)
+
+
+# --- End to end: targets -> greenmon -> Prometheus -> Alertmanager -> webhook -------------
+
+class Switch:
+    """A handler answering 200 until ``fail()``, 500 after."""
+
+    def __init__(self):
+        self.failing = False
+
+    def fail(self) -> None:
+        self.failing = True
+
+    def __call__(self, environ):
+        if self.failing:
+            return "500 Internal Server Error", [], b"broken"
+        return "200 OK", [], b"ok"
+
+
+P95_QUERY = ("histogram_quantile(0.95, sum by (le, target) "
+             "(rate(greenmon_check_duration_seconds_bucket[1m])))")
+
+
+def test_end_to_end_alert_reaches_alertmanager_webhook(tmp_path):
+    prometheus = find_binary("prometheus")
+    alertmanager = find_binary("alertmanager")
+    budget = Budget(E2E_BUDGET_S)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    switch = Switch()
+    webhook = WebhookRecorder()
+    # The farm runs on this process's gevent hub: every wait below yields to it.
+    with HTTPFarm({"/healthy": reply(), "/switch": switch, "/webhook": webhook}) as farm, \
+            Processes(logs) as processes:
+        def wait(probe, what, timeout=30.0, interval=0.25):
+            return wait_until(probe, timeout=min(timeout, budget.left()), interval=interval,
+                              what=what, processes=processes)
+
+        # greenmon: one sweep a second, no retries, short deadline.
+        gm_port = closed_port()
+        gm_config = tmp_path / "greenmon.toml"
+        gm_config.write_text(greenmon_toml(
+            [{"name": "healthy", "url": farm.url("/healthy")},
+             {"name": "flaky", "url": farm.url("/switch")}],
+            monitor={"interval": 1.0, "timeout": 1.0}, retry={"retries": 0}), encoding="utf-8")
+        processes.start("greenmon", greenmon_argv(gm_config, gm_port), cwd=REPO)
+        wait_for_sweeps(f"http://127.0.0.1:{gm_port}", processes, count=1,
+                        timeout=min(20.0, budget.left()))
+
+        # Alertmanager: one route to the webhook, notifications within a second.
+        am_port = closed_port()
+        am_url = f"http://127.0.0.1:{am_port}"
+        am_config = write_yaml(tmp_path / "alertmanager.yml", {
+            "route": {"receiver": "webhook", "group_by": ["alertname", "target"],
+                      "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
+            "receivers": [{"name": "webhook", "webhook_configs": [
+                {"url": farm.url("/webhook"), "send_resolved": True}]}],
+        })
+        (tmp_path / "am-data").mkdir()
+        processes.start("alertmanager", [
+            alertmanager, f"--config.file={am_config}", f"--storage.path={tmp_path / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{am_port}", f"--web.external-url={am_url}/",
+            "--cluster.listen-address=",  # empty: no gossip cluster, nothing binds beyond loopback
+        ])
+        wait(lambda: is_ready(f"{am_url}/-/ready"), "Alertmanager ready", timeout=20)
+
+        # The deploy rules, with every `for:` cut to 2s. The real durations (2m to 10m)
+        # cannot elapse inside this test's 90 s bound; 2s still makes an alert pend
+        # through two 1s evaluations before it fires, so `for` is exercised, not removed.
+        rules_text, replaced = shorten_for_durations(ALERTS_YML.read_text(encoding="utf-8"), "2s")
+        assert replaced == rules_text.count("- alert:") == 5, rules_text
+        rules = tmp_path / "alerts.yml"
+        rules.write_text(rules_text, encoding="utf-8")
+
+        # Prometheus: scrapes only greenmon, alerts only to that Alertmanager, all on 127.0.0.1.
+        prom_port = closed_port()
+        prom_url = f"http://127.0.0.1:{prom_port}"
+        prom_config = write_yaml(tmp_path / "prometheus.yml", {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(rules)],
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
+            "scrape_configs": [{"job_name": "greenmon",
+                                "static_configs": [{"targets": [f"127.0.0.1:{gm_port}"]}]}],
+        })
+        (tmp_path / "prom-data").mkdir()
+        processes.start("prometheus", [
+            prometheus, f"--config.file={prom_config}", f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}", f"--web.external-url={prom_url}/",
+        ])
+        wait(lambda: is_ready(f"{prom_url}/-/ready"), "Prometheus ready", timeout=30)
+
+        def up_values():
+            values = {item["metric"]["target"]: float(item["value"][1])
+                      for item in prom_query(prom_url, "greenmon_up")}
+            return values if values == {"healthy": 1.0, "flaky": 1.0} else None
+
+        # Scraped, and both targets up in Prometheus.
+        wait(up_values, "greenmon_up == 1 for both targets in Prometheus")
+        scrape = prom_query(prom_url, 'up{job="greenmon"}')
+        assert [float(item["value"][1]) for item in scrape] == [1.0], scrape
+
+        # The P95 expression of the contract (over 1m here) has a value for the healthy target.
+        p95 = wait(lambda: finite_value(prom_query(prom_url, P95_QUERY), target="healthy"),
+                   "a P95 value for the healthy target")
+        assert 0 < p95 <= 1.0, p95  # a local 200 OK: under the 1 s deadline
+
+        # The switch: the flaky target answers 500 from now on.
+        switch.fail()
+        switched_at = budget.elapsed()
+
+        def target_down_alert():
+            return [alert for alert in webhook.alerts(alertname="GreenmonTargetDown", target="flaky")
+                    if alert.get("status") == "firing"]
+
+        fired = wait(target_down_alert, "GreenmonTargetDown for flaky at the webhook", timeout=60,
+                     interval=0.2)
+        alert = fired[0]
+        assert alert["labels"]["severity"] == "page", alert
+        assert alert["labels"]["job"] == "greenmon", alert
+        assert alert["labels"]["instance"] == f"127.0.0.1:{gm_port}", alert
+        assert alert["annotations"]["summary"] == "flaky is down", alert
+        print(f"GreenmonTargetDown reached the webhook {budget.elapsed() - switched_at:.1f}s "
+              f"after the switch")
+
+        # Two more evaluation rounds, then: the healthy target never alerted, at the webhook
+        # or even as a pending alert in Prometheus.
+        gevent.sleep(2.5)
+        assert webhook.errors == [], webhook.errors
+        assert webhook.alerts(alertname="GreenmonTargetDown", target="healthy") == [], webhook.bodies
+        ever = prom_query(prom_url, 'count_over_time(ALERTS{alertname="GreenmonTargetDown", '
+                                    'target="healthy"}[10m])')
+        assert ever == [], ever
+        firing = prom_query(prom_url, 'ALERTS{alertname="GreenmonTargetDown", alertstate="firing"}')
+        assert [item["metric"]["target"] for item in firing] == ["flaky"], firing
+        assert budget.elapsed() < E2E_BUDGET_S + 5, budget.elapsed()
+
+
+def test_p95_query_in_spec_matches_the_alert_rule():
+    """The SPEC's P95 expression and the rule's agree (the e2e test uses a 1m window of it)."""
+    spec_expr = ("histogram_quantile(0.95, sum by (le, target) "
+                 "(rate(greenmon_check_duration_seconds_bucket[5m])))")
+    assert f"expr: {spec_expr} > 2\n" in ALERTS_YML.read_text(encoding="utf-8")
+    assert P95_QUERY == spec_expr.replace("[5m]", "[1m]")
