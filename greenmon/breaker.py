@@ -19,7 +19,7 @@ from greenmon.errors import Failure
 
 CLOSED = "closed"
 OPEN = "open"
-HALF_OPEN = "half_open"
+HALF_OPEN = "half-open"
 STATE_VALUES = {CLOSED: 0, OPEN: 1, HALF_OPEN: 2}  # greenmon_breaker_state
 
 
@@ -40,7 +40,8 @@ class BreakerState:
 def gate(state: BreakerState, now: float, settings: BreakerSettings) -> Gate:
     if state.state == CLOSED:
         return Gate.CALL
-    if state.opened_at is not None and now - state.opened_at < settings.recovery_timeout:
+    # A clock that went backwards (now < opened_at) must not keep a target unchecked: trial.
+    if state.opened_at is not None and 0 <= now - state.opened_at < settings.recovery_timeout:
         return Gate.SKIP
     return Gate.TRIAL
 

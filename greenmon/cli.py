@@ -92,6 +92,7 @@ def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_interrupts()
+    _quiet_warnings()
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -124,6 +125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("greenmon: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _quiet_warnings() -> None:
+    """verify_tls = false is the operator's explicit choice: no warning per request."""
+    import warnings
+
+    from urllib3.exceptions import InsecureRequestWarning
+
+    warnings.filterwarnings("ignore", category=InsecureRequestWarning)
 
 
 def _quiet_interrupts() -> None:

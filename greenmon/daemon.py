@@ -10,6 +10,7 @@ import gevent
 
 from greenmon.config import Config
 from greenmon.monitor import Monitor
+from greenmon.schema import ConfigError
 from greenmon.web import WebServer
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,11 @@ log = logging.getLogger(__name__)
 def run_daemon(config: Config, loader: Callable[[], Config]) -> int:
     monitor = Monitor(config, loader=loader)
     server = WebServer(monitor, config.server.listen)
-    server.start()
+    try:
+        server.start()
+    except OSError as error:
+        raise ConfigError(f"server.listen {config.server.listen}: cannot listen: "
+                          f"{error.strerror or error}") from None
     handlers = [gevent.signal_handler(signal.SIGTERM, monitor.stop),
                 gevent.signal_handler(signal.SIGINT, monitor.stop),
                 gevent.signal_handler(signal.SIGHUP, monitor.reload)]

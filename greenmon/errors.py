@@ -52,10 +52,9 @@ class DeadlineExceeded(BaseException):
 class TransportError(Exception):
     """An attempt that got no usable response; carries its classified Failure."""
 
-    def __init__(self, failure: Failure, status_code: int | None = None):
+    def __init__(self, failure: Failure):
         super().__init__(failure.message)
         self.failure = failure
-        self.status_code = status_code  # set when a response arrived but its body was refused
 
 
 def status_failure(status: int, reason: str) -> Failure:
@@ -82,12 +81,13 @@ def _chain(exc: BaseException):
     todo = [exc]
     while todo:
         item = todo.pop(0)
-        if item is None or any(item is s for s in seen):
+        # ssl.SSLError.reason is a string, urllib3's is an exception: follow exceptions only.
+        if not isinstance(item, BaseException) or any(item is s for s in seen):
             continue
         seen.append(item)
         todo.extend([getattr(item, "reason", None), item.__cause__, item.__context__])
         todo.extend(arg for arg in item.args if isinstance(arg, BaseException))
-    return [e for e in seen if isinstance(e, BaseException)]
+    return seen
 
 
 def classify_exception(exc: BaseException, timeout: float) -> Failure:

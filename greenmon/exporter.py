@@ -60,8 +60,9 @@ class TargetSeries:
     target: Target
     checks: int = 0
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_CLASSES, 0))
-    retries: dict[str, int] = field(default_factory=dict)
+    retries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_CLASSES, 0))
     last: MonitorResult | None = None
+    last_checked_at: float | None = None  # of the last check that contacted the target
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_LATENCIES))
 
 
@@ -110,10 +111,11 @@ class MetricsStore:
         if result.skipped:
             return  # not contacted: no check, no error counted; greenmon_up stays 0
         series.checks += 1
+        series.last_checked_at = result.checked_at
         if not result.ok:
             series.errors[result.error_class] += 1
         for error_class in result.retried_classes:
-            series.retries[error_class] = series.retries.get(error_class, 0) + 1
+            series.retries[error_class] += 1
         if result.latency_s is not None:
             series.recent.append(result.latency_s)
         key = result.target if self.per_target_histograms else ""
@@ -161,7 +163,8 @@ class StoreCollector(Collector):
             if last is not None:  # no up/status series before the first check: no false "down"
                 up.add_metric([name], 1 if last.ok else 0)
                 status.add_metric([name], last.status_code or 0)
-                last_check.add_metric([name], last.checked_at)
+            if s.last_checked_at is not None:
+                last_check.add_metric([name], s.last_checked_at)
             checks.add_metric([name], s.checks)
             for error_class, count in s.errors.items():
                 errors.add_metric([name, error_class], count)

@@ -71,6 +71,8 @@ class Monitor:
         """Alive: the first sweep is running, or a sweep started within 2 x interval + the longest deadline."""
         if self.sweep_started_at is None:
             return False
+        if self.sweeping and self.store.sweeps == 0:
+            return True
         allowed = 2 * self.config.monitor.interval + self.engine.longest_timeout
         return time.monotonic() - self.sweep_started_at <= allowed
 
@@ -102,6 +104,9 @@ class Monitor:
         config, self._pending = self._pending, None
         if config is None:
             return
+        if config.server.listen != self.config.server.listen:
+            log.warning("server.listen changed to %s: it takes effect at the next restart",
+                        config.server.listen)
         old = self.engine
         engine = Engine(config, clock=self._clock)
         names = {t.name for t in config.enabled_targets}

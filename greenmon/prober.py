@@ -38,6 +38,8 @@ def evaluate(target: Target, response: Response) -> Failure | None:
     """The verdict on a response: expected status, then the body patterns."""
     if response.status_code not in target.expect_status:
         return status_failure(response.status_code, response.reason)
+    if response.body_too_large:
+        return Failure(CONTENT, "body_too_large", "body larger than max_body_bytes")
     if target.expect_body is not None or target.reject_body is not None:
         text = response.body.decode("utf-8", errors="replace")
         if target.expect_body is not None and not target.expect_body.search(text):
@@ -95,7 +97,7 @@ class Prober:
         try:
             response = self._transport.send(request)
         except TransportError as error:
-            attempt = Attempt(error.status_code, time.monotonic() - started, None, error.failure)
+            attempt = Attempt(None, time.monotonic() - started, None, error.failure)
         else:
             attempt = Attempt(response.status_code, time.monotonic() - started,
                               len(response.body), evaluate(target, response))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 from typing import Mapping
@@ -73,6 +74,8 @@ def _decode(item: dict) -> BreakerState:
     opened_at = item["opened_at"]
     if opened_at is not None:
         opened_at = float(opened_at)
+        if not math.isfinite(opened_at):
+            raise ValueError(f"opened_at is not a finite time: {opened_at}")
     failure = item["failure"]
     if failure is not None:
         if failure["class"] not in ERROR_CLASSES:

@@ -18,8 +18,8 @@ import gevent
 import requests
 from requests.adapters import HTTPAdapter
 
-from greenmon.errors import (CONTENT, DeadlineExceeded, Failure, TransportError,
-                             classify_exception, timeout_failure)
+from greenmon.errors import (DeadlineExceeded, TransportError, classify_exception,
+                             timeout_failure)
 
 MAX_REDIRECTS = 10
 READ_CHUNK = 64 * 1024
@@ -32,6 +32,7 @@ class Response:
     status_code: int
     reason: str
     body: bytes
+    body_too_large: bool = False  # the body went past max_body_bytes (``body`` is cut there)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class Transport:
                     timeout=(request.timeout, request.timeout), verify=request.verify,
                     allow_redirects=request.follow_redirects, stream=True)
                 try:
-                    body = _read_capped(response, request.max_body_bytes)
+                    body, too_large = _read_capped(response, request.max_body_bytes)
                 finally:
                     response.close()
         except TransportError:
@@ -90,7 +91,7 @@ class Transport:
             raise TransportError(timeout_failure(phase, request.timeout)) from None
         except (requests.RequestException, OSError, ValueError) as error:
             raise TransportError(classify_exception(error, request.timeout)) from None
-        return Response(response.status_code, response.reason or "", body)
+        return Response(response.status_code, response.reason or "", body, too_large)
 
     def close(self) -> None:
         self.session.close()
@@ -109,15 +110,14 @@ def _stalled_phase(traceback) -> str:
     return "read"
 
 
-def _read_capped(response: requests.Response, limit: int) -> bytes:
-    """Read the (decoded) body, refusing more than ``limit`` bytes."""
+def _read_capped(response: requests.Response, limit: int) -> tuple[bytes, bool]:
+    """The (decoded) body up to ``limit`` bytes, and whether there was more."""
     chunks = []
     size = 0
     for chunk in response.iter_content(READ_CHUNK):
         size += len(chunk)
         if size > limit:
-            raise TransportError(Failure(CONTENT, "body_too_large",
-                                         f"body larger than max_body_bytes ({limit} bytes)"),
-                                 status_code=response.status_code)
+            chunks.append(chunk[: len(chunk) - (size - limit)])
+            return b"".join(chunks), True
         chunks.append(chunk)
-    return b"".join(chunks)
+    return b"".join(chunks), False

@@ -35,15 +35,16 @@ def results_document(monitor) -> dict:
 def make_app(monitor):
     metrics = make_wsgi_app(monitor.registry)
 
-    def respond(start_response, status: str, content_type: str, body: bytes):
+    def respond(start_response, status: str, content_type: str, body: bytes, extra=()):
         start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),
-                                ("Cache-Control", "no-store")])
+                                ("Cache-Control", "no-store"), *extra])
         return [body]
 
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
-            return respond(start_response, "405 Method Not Allowed", "text/plain", b"GET only\n")
+            return respond(start_response, "405 Method Not Allowed", "text/plain", b"GET only\n",
+                           [("Allow", "GET, HEAD")])
         if path == "/metrics":
             return metrics(environ, start_response)
         if path == "/healthz":

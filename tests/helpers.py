@@ -42,9 +42,52 @@ def toml_value(value) -> str:
     raise TypeError(value)
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 60, cwd=None) -> subprocess.CompletedProcess:
-    """Run `python -m greenmon ARGS` in a subprocess (gevent-patched subprocess: the hub keeps serving)."""
+def run_cli(*args: str, env: dict | None = None, timeout: float = 60, cwd=None,
+            stderr=subprocess.PIPE) -> subprocess.CompletedProcess:
+    """Run `python -m greenmon ARGS` in a subprocess (gevent-patched subprocess: the hub keeps serving).
+
+    stdout is always captured (never a TTY); ``stderr`` may be a file descriptor
+    (a pty, to see what a terminal would get) instead of being captured.
+    """
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "greenmon", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "greenmon", *args], stdout=subprocess.PIPE,
+                          stderr=stderr, text=True, env=full_env, timeout=timeout, cwd=cwd)
+
+
+# --- Engine runs and a fake clock (added for test_errors/test_prober/test_breaker/test_engine) ---
+
+class FakeClock:
+    """An injectable wall clock (epoch seconds) that moves only when told to."""
+
+    def __init__(self, start: float = 1_800_000_000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def sweep_config(config: Config, **engine_kwargs) -> list:
+    """One sweep of the config's enabled targets on a fresh Engine, closed afterwards."""
+    from greenmon.engine import Engine
+
+    engine = Engine(config, **engine_kwargs)
+    try:
+        return engine.sweep()
+    finally:
+        engine.close()
+
+
+def check_one(target: dict, *, monitor: dict | None = None, **config_kwargs):
+    """The MonitorResult of one check of one target.
+
+    ``config_kwargs`` go to config_for (retries, backoff, timeout, extra);
+    ``monitor`` replaces [monitor] settings config_for cannot write (max_body_bytes, ...).
+    """
+    config = config_for([target], **config_kwargs)
+    if monitor:
+        config = config.replace("monitor", **monitor)
+    return sweep_config(config)[0]

@@ -175,3 +175,127 @@ def reset_after_head(sock: socket.socket) -> None:
     import struct
     read_request_head(sock)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+# --- More misbehaving servers (added for test_errors/test_prober/test_breaker/test_engine) ---
+
+def redirect(location: str, status: str = "302 Found") -> Handler:
+    """A redirect to ``location`` (a path on the same farm, or a full URL)."""
+    return reply(status, b"", headers=[("Location", location)])
+
+
+def streamed(chunk: bytes, count: int, interval: float = 0.0, produced: list | None = None) -> Handler:
+    """A body of ``count`` chunks without Content-Length (chunked), one every ``interval`` s.
+
+    Each chunk the server produced is appended to ``produced`` (if given), so a
+    test can tell whether the client read the body to its end.
+    """
+    def handler(environ):
+        def body():
+            for _ in range(count):
+                if interval:
+                    gevent.sleep(interval)
+                if produced is not None:
+                    produced.append(len(chunk))
+                yield chunk
+        return "200 OK", [], body()
+    return handler
+
+
+def tls_handshake(context: ssl.SSLContext, inner: Callable[[socket.socket], None] | None = None
+                  ) -> Callable[[socket.socket], None]:
+    """A RawServer handler that does the server side of a TLS handshake, then runs ``inner``.
+
+    RawServer counts connections, so this shows how many TLS attempts a client made
+    even when every handshake fails (an HTTPFarm never sees those requests).
+    """
+    def handler(sock):
+        tls = context.wrap_socket(sock, server_side=True)
+        try:
+            if inner is not None:
+                inner(tls)
+        finally:
+            tls.close()
+    return handler
+
+
+def tls_server_context(ca, *identities: str, **issue_kwargs) -> ssl.SSLContext:
+    """A server SSLContext with a leaf certificate for ``identities`` issued by a trustme CA.
+
+    ``issue_kwargs`` go to ``trustme.CA.issue_cert`` (e.g. ``not_after`` for an expired one).
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*identities, **issue_kwargs).configure_cert(context)
+    return context
+
+
+class BacklogFull:
+    """A loopback port whose accept queue is full, so a new connect hangs (the SYN is dropped).
+
+    ``listen(0)`` and filler connections nobody accepts. ``port`` is None when the
+    kernel does not behave that way (the tests that need it then skip).
+    """
+
+    def __init__(self, max_fillers: int = 16):
+        self._max_fillers = max_fillers
+        self._listener: socket.socket | None = None
+        self._fillers: list[socket.socket] = []
+        self.port: int | None = None
+
+    def __enter__(self) -> "BacklogFull":
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        self._listener = listener
+        port = listener.getsockname()[1]
+        for _ in range(self._max_fillers):
+            filler = socket.socket()
+            filler.settimeout(0.3)
+            try:
+                filler.connect(("127.0.0.1", port))
+            except OSError:
+                filler.close()
+                self.port = port  # this connect hung: the queue is full
+                break
+            self._fillers.append(filler)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for filler in self._fillers:
+            filler.close()
+        if self._listener is not None:
+            self._listener.close()
+
+
+# --- Auth and concurrency handlers (added for test_auth/test_cli) ---
+
+def require_header(name: str, value: str, inner: Handler | None = None,
+                   denied: str = "401 Unauthorized") -> Handler:
+    """``inner`` (200 "ok" by default) only when header ``name`` is exactly ``value``, else ``denied``."""
+    inner = inner or reply()
+    key = "HTTP_" + name.upper().replace("-", "_")
+
+    def handler(environ):
+        if environ.get(key) != value:
+            return denied, [], b"denied"
+        return inner(environ)
+    return handler
+
+
+class InFlight:
+    """A handler that answers after ``delay`` seconds and records the most requests it held at once."""
+
+    def __init__(self, delay: float, inner: Handler | None = None):
+        self.delay = delay
+        self.inner = inner or reply()
+        self.current = 0
+        self.peak = 0
+
+    def __call__(self, environ):
+        self.current += 1
+        self.peak = max(self.peak, self.current)
+        try:
+            gevent.sleep(self.delay)
+            return self.inner(environ)
+        finally:
+            self.current -= 1

@@ -1,0 +1,290 @@
+"""Retries, backoff, expected statuses, the total deadline and the body cap of one check (greenmon.prober).
+
+The server counts what the prober really sent: HTTPFarm.hits for requests that
+reached HTTP, RawServer.connections for attempts that never got that far.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+import trustme
+
+from greenmon.errors import CONNECTION, CONTENT, HTTP, TIMEOUT
+from helpers import check_one
+from servers import (HTTPFarm, RawServer, closed_port, never_answer, redirect, reply,
+                     reset_after_head, sequence, streamed, tls_handshake, tls_server_context,
+                     trickle)
+
+FAST_BACKOFF = 0.01
+
+
+# --- Which classes are retried -------------------------------------------------
+
+STATUS_RETRIES = [
+    # (status line, retried?, class)
+    ("503 Service Unavailable", True, HTTP),
+    ("429 Too Many Requests", True, HTTP),
+    ("502 Bad Gateway", True, HTTP),
+    ("504 Gateway Timeout", True, HTTP),
+    ("500 Internal Server Error", False, HTTP),
+    ("404 Not Found", False, HTTP),
+    ("401 Unauthorized", False, "auth"),
+    ("403 Forbidden", False, "auth"),
+]
+
+
+@pytest.mark.parametrize("status, retried, error_class", STATUS_RETRIES,
+                         ids=[s.split()[0] for s, _, _ in STATUS_RETRIES])
+def test_only_retryable_statuses_are_retried(status, retried, error_class):
+    retries = 3
+    with HTTPFarm({"/t": reply(status, "nope")}) as farm:
+        result = check_one({"url": farm.url("/t")}, retries=retries, backoff=FAST_BACKOFF)
+        hits = farm.hits("/t")
+    expected = retries + 1 if retried else 1
+    assert hits == expected
+    assert result.attempts == expected
+    assert (result.ok, result.error_class, result.detail) == (False, error_class, status.split()[0])
+    assert result.retried_classes == (error_class,) * (expected - 1)
+
+
+@pytest.mark.parametrize("target_keys, detail", [
+    ({"expect_body": "healthy"}, "expect_body"),
+    ({"reject_body": "sick"}, "reject_body"),
+])
+def test_content_failures_are_not_retried(target_keys, detail):
+    with HTTPFarm({"/t": reply(body="sick")}) as farm:
+        result = check_one({"url": farm.url("/t"), **target_keys}, retries=3, backoff=FAST_BACKOFF)
+        hits = farm.hits("/t")
+    assert (result.error_class, result.detail) == (CONTENT, detail)
+    assert hits == 1
+    assert result.attempts == 1
+
+
+def test_body_too_large_is_not_retried():
+    with HTTPFarm({"/t": reply(body=b"x" * 5000)}) as farm:
+        result = check_one({"url": farm.url("/t")}, retries=3, backoff=FAST_BACKOFF,
+                           monitor={"max_body_bytes": 1000})
+        hits = farm.hits("/t")
+    assert (result.error_class, result.detail, hits) == (CONTENT, "body_too_large", 1)
+
+
+def test_503_with_a_large_body_is_still_retried():
+    with HTTPFarm({"/t": reply("503 Service Unavailable", b"m" * 5000)}) as farm:
+        result = check_one({"url": farm.url("/t")}, retries=2, backoff=FAST_BACKOFF,
+                           monitor={"max_body_bytes": 1000})
+        hits = farm.hits("/t")
+    assert hits == 3
+    assert (result.error_class, result.detail, result.attempts) == (HTTP, "503", 3)
+
+
+def test_redirect_loop_is_not_retried():
+    with HTTPFarm({"/t": redirect("/t")}) as farm:
+        result = check_one({"url": farm.url("/t")}, retries=3, backoff=FAST_BACKOFF)
+        hits = farm.hits("/t")
+    assert (result.error_class, result.detail) == (CONTENT, "redirects")
+    assert hits == 11  # one check: the first request and 10 redirects, never a second round
+    assert result.attempts == 1
+
+
+def test_tls_failures_are_not_retried():
+    ca = trustme.CA()  # not trusted by the prober
+    with RawServer(tls_handshake(tls_server_context(ca, "127.0.0.1"))) as server:
+        result = check_one({"url": f"https://127.0.0.1:{server.port}/t"}, retries=3,
+                           backoff=FAST_BACKOFF)
+        connections = server.connections
+    assert (result.error_class, result.detail) == (CONNECTION, "tls")
+    assert connections == 1
+    assert result.attempts == 1
+
+
+def test_refused_is_retried():
+    result = check_one({"url": f"http://127.0.0.1:{closed_port()}/t"}, retries=3, backoff=FAST_BACKOFF)
+    assert (result.error_class, result.detail) == (CONNECTION, "refused")
+    assert result.attempts == 4
+    assert result.retried_classes == (CONNECTION,) * 3
+
+
+def test_reset_is_retried():
+    with RawServer(reset_after_head) as server:
+        result = check_one({"url": server.url("/t")}, retries=2, backoff=FAST_BACKOFF)
+        connections = server.connections
+    assert (result.error_class, result.detail) == (CONNECTION, "reset")
+    assert connections == 3
+    assert result.attempts == 3
+
+
+def test_timeouts_are_retried():
+    with RawServer(never_answer) as server:
+        result = check_one({"url": server.url("/t")}, retries=1, backoff=FAST_BACKOFF, timeout=0.3)
+        connections = server.connections
+    assert (result.error_class, result.detail) == (TIMEOUT, "read")
+    assert connections == 2
+    assert result.attempts == 2
+    assert result.elapsed_s >= 0.6  # two full deadlines
+    assert result.latency_s < 0.3 + 0.3  # latency is the last attempt only
+
+
+def test_retries_zero_means_one_attempt():
+    with HTTPFarm({"/t": reply("503 Service Unavailable")}) as farm:
+        result = check_one({"url": farm.url("/t")}, retries=0)
+        hits = farm.hits("/t")
+    assert (hits, result.attempts, result.retried_classes) == (1, 1, ())
+
+
+def test_flaky_endpoint_recovers_on_retry():
+    with HTTPFarm({"/t": sequence(reply("503 Service Unavailable"), reply(body="fine"))}) as farm:
+        result = check_one({"url": farm.url("/t")}, retries=3, backoff=FAST_BACKOFF)
+        hits = farm.hits("/t")
+    assert result.ok, result
+    assert (result.status_code, result.attempts, hits) == (200, 2, 2)
+    assert result.retried_classes == ("http",)
+    assert (result.error_class, result.detail, result.error) == (None, None, None)
+    assert result.elapsed_s >= result.latency_s
+
+
+def test_a_retry_can_end_in_a_different_failure_class():
+    # 503 (retried) then 500 (not retried): the last attempt decides the result.
+    handler = sequence(reply("503 Service Unavailable"), reply("500 Internal Server Error"))
+    with HTTPFarm({"/t": handler}) as farm:
+        result = check_one({"url": farm.url("/t")}, retries=3, backoff=FAST_BACKOFF)
+        hits = farm.hits("/t")
+    assert (result.error_class, result.detail, result.status_code) == (HTTP, "500", 500)
+    assert hits == 2
+    assert result.retried_classes == ("http",)
+
+
+# --- Backoff delays ----------------------------------------------------------------
+
+def _gaps(times: list[float]) -> list[float]:
+    return [later - earlier for earlier, later in zip(times, times[1:])]
+
+
+def test_backoff_delays_double():
+    with HTTPFarm({"/t": reply("503 Service Unavailable")}) as farm:
+        result = check_one({"url": farm.url("/t")}, retries=3, backoff=0.1)
+        gaps = _gaps(farm.hit_times("/t"))
+    assert result.attempts == 4
+    assert len(gaps) == 3
+    for gap, nominal in zip(gaps, (0.1, 0.2, 0.4)):
+        assert 0.9 * nominal <= gap < nominal + 0.3, gaps
+    assert result.elapsed_s >= 0.9 * 0.7
+
+
+def test_max_backoff_caps_the_delay():
+    # Uncapped the delays would be 0.1, 0.2, 0.4, 0.8 s.
+    with HTTPFarm({"/t": reply("503 Service Unavailable")}) as farm:
+        result = check_one({"url": farm.url("/t")}, retries=4, backoff=0.1, extra="max_backoff = 0.15\n")
+        gaps = _gaps(farm.hit_times("/t"))
+    assert result.attempts == 5
+    for gap, nominal in zip(gaps, (0.1, 0.15, 0.15, 0.15)):
+        assert 0.9 * nominal <= gap < nominal + 0.15, gaps
+
+
+def test_jitter_keeps_delays_between_zero_and_the_nominal_delay():
+    state = random.getstate()
+    random.seed(20261127)  # backoff's full jitter draws from the random module
+    try:
+        with HTTPFarm({"/t": reply("503 Service Unavailable")}) as farm:
+            result = check_one({"url": farm.url("/t")}, retries=4, backoff=0.1, extra="jitter = true\n")
+            gaps = _gaps(farm.hit_times("/t"))
+    finally:
+        random.setstate(state)
+    nominal = (0.1, 0.2, 0.4, 0.8)
+    assert result.attempts == 5
+    for gap, upper in zip(gaps, nominal):
+        assert 0 <= gap < upper + 0.1, gaps
+    # Jittered, not the plain exponential sequence: some delay is well under its nominal value.
+    assert any(gap < 0.75 * upper for gap, upper in zip(gaps, nominal)), gaps
+
+
+def test_no_backoff_after_a_non_retryable_failure():
+    with HTTPFarm({"/t": reply("500 Internal Server Error")}) as farm:
+        result = check_one({"url": farm.url("/t")}, retries=3, backoff=2.0)
+    assert result.attempts == 1
+    assert result.elapsed_s < 1.0  # no 2 s sleep
+
+
+# --- expect_status ----------------------------------------------------------------
+
+@pytest.mark.parametrize("status, expect_status, ok", [
+    ("503 Service Unavailable", [503], True),
+    ("503 Service Unavailable", ["5xx"], True),
+    ("503 Service Unavailable", [200, 204], False),
+    ("204 No Content", ["2xx"], True),
+    ("200 OK", [204], False),
+    ("404 Not Found", [404, "2xx"], True),
+])
+def test_expect_status(status, expect_status, ok):
+    with HTTPFarm({"/t": reply(status, "")}) as farm:
+        result = check_one({"url": farm.url("/t"), "expect_status": expect_status},
+                           retries=3, backoff=FAST_BACKOFF)
+        hits = farm.hits("/t")
+    code = int(status.split()[0])
+    assert result.ok is ok, result
+    assert result.status_code == code
+    if ok:
+        assert (result.error_class, hits) == (None, 1)  # an expected 503 is not retried either
+    else:
+        assert (result.error_class, result.detail) == (HTTP, str(code))
+
+
+def test_expected_redirect_class_without_following():
+    with HTTPFarm({"/old": redirect("/new"), "/new": reply(body="moved here")}) as farm:
+        result = check_one({"url": farm.url("/old"), "expect_status": ["3xx"]},
+                           monitor={"follow_redirects": False})
+        hits = (farm.hits("/old"), farm.hits("/new"))
+    assert result.ok, result
+    assert result.status_code == 302
+    assert hits == (1, 0)
+
+
+def test_redirect_followed_by_default_so_3xx_is_not_seen():
+    with HTTPFarm({"/old": redirect("/new"), "/new": reply(body="moved here")}) as farm:
+        result = check_one({"url": farm.url("/old"), "expect_status": ["3xx"]})
+        hits = (farm.hits("/old"), farm.hits("/new"))
+    assert (result.ok, result.status_code, result.error_class, result.detail) == (False, 200, HTTP, "200")
+    assert hits == (1, 1)
+
+
+def test_unexpected_redirect_is_an_http_failure_when_not_following():
+    with HTTPFarm({"/old": redirect("/new")}) as farm:
+        result = check_one({"url": farm.url("/old")}, monitor={"follow_redirects": False})
+    assert (result.error_class, result.detail, result.status_code) == (HTTP, "302", 302)
+
+
+# --- Total deadline and body cap ----------------------------------------------------
+
+def test_total_deadline_stops_a_trickling_server():
+    timeout = 0.8
+    with RawServer(trickle(0.2, 1000)) as server:
+        started = time.monotonic()
+        result = check_one({"url": server.url("/t")}, timeout=timeout)
+        elapsed = time.monotonic() - started
+    assert (result.error_class, result.detail) == (TIMEOUT, "deadline")
+    assert elapsed < timeout + 0.5
+    assert result.latency_s >= 0.9 * timeout
+
+
+def test_per_target_timeout_overrides_monitor_timeout():
+    with RawServer(never_answer) as server:
+        result = check_one({"url": server.url("/t"), "timeout": 0.3}, timeout=5.0)
+    assert (result.error_class, result.detail) == (TIMEOUT, "read")
+    assert result.latency_s < 0.3 + 0.3
+
+
+def test_body_cap_stops_reading_a_streamed_body():
+    produced: list[int] = []
+    # 200 chunks of 1 KiB, one every 20 ms: 4 s to read to the end.
+    handler = streamed(b"z" * 1024, 200, interval=0.02, produced=produced)
+    with HTTPFarm({"/t": handler}) as farm:
+        started = time.monotonic()
+        result = check_one({"url": farm.url("/t")}, monitor={"max_body_bytes": 4096}, timeout=5.0)
+        elapsed = time.monotonic() - started
+        time.sleep(0.2)  # let the server notice the closed connection
+        produced_after = len(produced)
+    assert (result.error_class, result.detail, result.status_code) == (CONTENT, "body_too_large", 200)
+    assert elapsed < 1.5
+    assert produced_after < 50  # the server was stopped long before the 200th chunk

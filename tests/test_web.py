@@ -1,0 +1,304 @@
+"""The daemon's endpoints (SPEC section 6): Monitor + WebServer in this process, on 127.0.0.1:0.
+
+Each test runs Monitor.run() in a greenlet with a short interval against
+local target servers, talks HTTP to the WebServer, and always stops both
+(daemon_helpers.running_monitor).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+
+from greenmon.schema import ConfigError
+from daemon_helpers import running_monitor, targets_in, value, wait_until
+from helpers import config_for
+from servers import HTTPFarm, InFlight, RawServer, delayed, never_answer, reply
+
+INTERVAL_S = 0.3
+BREAKER_OPENS_AT_ONCE = "[breaker]\nfailure_threshold = 1\nrecovery_timeout = 300\n"
+
+RESULT_KEYS = {"target", "url", "method", "ok", "status_code", "latency_s", "elapsed_s", "attempts",
+               "error_class", "detail", "error", "breaker", "checked_at", "body_bytes", "labels"}
+SUMMARY_KEYS = {"targets", "up", "down", "skipped", "duration_s", "p50_s", "p95_s", "max_s",
+                "slo_p95_s", "slo_met", "errors"}
+
+
+def monitor_config(targets: list[dict], *, interval: float = INTERVAL_S, **kwargs):
+    return config_for(targets, **kwargs).replace("monitor", interval=interval)
+
+
+@pytest.fixture
+def farm():
+    routes = {"/ok": reply(body=b"fine"), "/broken": reply("500 Internal Server Error")}
+    with HTTPFarm(routes) as server:
+        yield server
+
+
+# --- /metrics ------------------------------------------------------------------------
+
+def test_metrics_is_prometheus_text_with_every_target(farm):
+    config = monitor_config([{"name": "ok", "url": farm.url("/ok")},
+                             {"name": "broken", "url": farm.url("/broken")}])
+    with running_monitor(config) as running:
+        running.wait_sweeps(1)
+        response = running.get("/metrics")
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.text
+        assert value(text, "greenmon_up", target="ok") == 1
+        assert value(text, "greenmon_up", target="broken") == 0
+        assert value(text, "greenmon_check_errors_total", target="broken", **{"class": "http"}) >= 1
+        assert value(text, "greenmon_targets") == 2
+        assert value(text, "greenmon_sweeps_total") >= 1
+
+
+def test_metrics_counters_grow_with_sweeps(farm):
+    config = monitor_config([{"name": "ok", "url": farm.url("/ok")}], interval=0.1)
+    with running_monitor(config) as running:
+        running.wait_sweeps(1)
+        first = value(running.metrics(), "greenmon_checks_total", target="ok")
+        running.wait_sweeps(running.monitor.store.sweeps + 2)
+        assert value(running.metrics(), "greenmon_checks_total", target="ok") >= first + 2
+
+
+# --- /healthz ------------------------------------------------------------------------
+
+def test_healthz_is_200_during_the_first_sweep_and_after_sweeps():
+    with HTTPFarm({"/slow": delayed(0.6)}) as farm:
+        config = monitor_config([{"name": "slow", "url": farm.url("/slow")}])
+        with running_monitor(config) as running:
+            wait_until(lambda: running.monitor.sweeping, 2, message="first sweep running")
+            assert running.monitor.store.sweeps == 0
+            assert running.get("/healthz").status_code == 200
+            running.wait_sweeps(2)
+            assert running.get("/healthz").status_code == 200
+
+
+def test_healthz_is_503_for_a_monitor_that_never_ran(farm):
+    config = monitor_config([{"name": "ok", "url": farm.url("/ok")}])
+    with running_monitor(config, start=False) as idle:
+        response = idle.get("/healthz")
+        assert response.status_code == 503
+        assert farm.hits("/ok") == 0
+
+
+def test_healthz_turns_503_when_sweeps_stop(farm):
+    # Allowed silence: 2 x 0.2 s interval + the 0.5 s longest timeout = 0.9 s.
+    config = monitor_config([{"name": "ok", "url": farm.url("/ok")}], interval=0.2, timeout=0.5)
+    with running_monitor(config) as running:
+        running.wait_sweeps(1)
+        running.monitor.stop()
+        running.greenlet.join(timeout=3)
+        assert running.greenlet.dead
+        assert running.get("/healthz").status_code == 200  # the last sweep started moments ago
+        wait_until(lambda: running.get("/healthz").status_code == 503, 3,
+                   message="/healthz 503 once no sweep started within 2 x interval + timeout")
+
+
+def test_healthz_is_200_while_a_long_first_sweep_runs():
+    # First sweep: 3 attempts of a hanging target, 0.6 s each, plus backoff: about 2 s.
+    # Allowed silence after a sweep starts: 2 x 0.1 + 0.6 = 0.8 s.
+    with RawServer(never_answer) as hang:
+        config = monitor_config([{"name": "hang", "url": hang.url("/")}], interval=0.1, timeout=0.6,
+                                retries=2, backoff=0.1)
+        with running_monitor(config) as running:
+            # The third attempt starts about 1.5 s in, well past the 0.8 s allowed.
+            wait_until(lambda: hang.connections >= 3, 4, message="third attempt of the first sweep")
+            assert running.monitor.sweeping and running.monitor.store.sweeps == 0
+            assert running.get("/healthz").status_code == 200
+
+
+# --- /api/results ------------------------------------------------------------------------
+
+def test_api_results_is_the_json_document(farm):
+    config = monitor_config([{"name": "ok", "url": farm.url("/ok"), "labels": {"team": "identity"}},
+                             {"name": "broken", "url": farm.url("/broken")}])
+    with running_monitor(config) as running:
+        running.wait_sweeps(1)
+        response = running.get("/api/results")
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("application/json")
+        document = response.json()
+    assert set(document) == {"results", "summary"}
+    results = {r["target"]: r for r in document["results"]}
+    assert set(results) == {"ok", "broken"}
+    for item in results.values():
+        assert set(item) == RESULT_KEYS
+    assert results["ok"]["ok"] is True
+    assert results["ok"]["status_code"] == 200
+    assert results["ok"]["body_bytes"] == 4
+    assert results["ok"]["labels"] == {"team": "identity"}
+    assert results["ok"]["url"] == farm.url("/ok")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", results["ok"]["checked_at"])
+    assert results["broken"]["ok"] is False
+    assert (results["broken"]["error_class"], results["broken"]["detail"]) == ("http", "500")
+    summary = document["summary"]
+    assert set(summary) == SUMMARY_KEYS
+    assert (summary["targets"], summary["up"], summary["down"], summary["skipped"]) == (2, 1, 1, 0)
+    assert summary["errors"] == {"timeout": 0, "connection": 0, "auth": 0, "http": 1, "content": 0}
+    assert summary["slo_p95_s"] == 2.0
+
+
+def test_api_results_keeps_the_latest_result_per_target(farm):
+    config = monitor_config([{"name": "ok", "url": farm.url("/ok")}], interval=0.1)
+    with running_monitor(config) as running:
+        running.wait_sweeps(3)
+        document = running.get("/api/results").json()
+    assert [r["target"] for r in document["results"]] == ["ok"]
+    assert document["summary"]["targets"] == 1
+
+
+# --- The status page ---------------------------------------------------------------------
+
+def _rows(html: str) -> dict[str, str]:
+    """Table rows of the status page by target name (the second cell)."""
+    rows = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", html, re.S):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        if len(cells) > 1:
+            rows[cells[1]] = row
+    return rows
+
+
+def test_status_page_lists_failures_first_with_breaker_state(farm):
+    targets = [{"name": "aaa-healthy", "url": farm.url("/ok")},
+               {"name": "mmm-healthy", "url": farm.url("/ok")},
+               {"name": "zzz-broken", "url": farm.url("/broken")}]
+    config = monitor_config(targets, extra=BREAKER_OPENS_AT_ONCE)
+    with running_monitor(config) as running:
+        running.wait_sweeps(1)
+        response = running.get("/")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    html = response.text
+    for t in targets:
+        assert t["name"] in html
+    assert html.index("zzz-broken") < html.index("aaa-healthy") < html.index("mmm-healthy")
+    rows = _rows(html)
+    assert set(rows) == {"aaa-healthy", "mmm-healthy", "zzz-broken"}
+    assert ">open<" in rows["zzz-broken"] and "DOWN" in rows["zzz-broken"] and "http / 500" in rows["zzz-broken"]
+    assert ">closed<" in rows["aaa-healthy"] and "UP" in rows["aaa-healthy"]
+
+
+def test_status_page_has_no_external_assets(farm):
+    config = monitor_config([{"name": "ok", "url": farm.url("/ok")}])
+    with running_monitor(config) as running:
+        running.wait_sweeps(1)
+        html = running.get("/").text
+    assert re.search(r"<html", html, re.I)
+    assert not re.search(r"<script[^>]*\bsrc\s*=", html, re.I)
+    assert not re.search(r"<link[^>]*\bhref\s*=\s*[\"']?(https?:)?//", html, re.I)
+    assert not re.search(r"\b(src|href)\s*=\s*[\"']?(https?:)?//", html, re.I)
+    assert not re.search(r"@import|url\(\s*[\"']?(https?:)?//", html, re.I)
+
+
+def test_status_page_escapes_target_names(farm):
+    name = "<b>evil</b> & co"
+    config = monitor_config([{"name": name, "url": farm.url("/broken")}])
+    with running_monitor(config) as running:
+        running.wait_sweeps(1)
+        html = running.get("/").text
+    assert "&lt;b&gt;evil&lt;/b&gt; &amp; co" in html
+    assert "<b>evil</b>" not in html
+
+
+# --- Routing --------------------------------------------------------------------------
+
+@pytest.fixture
+def idle(farm):
+    """A served monitor that never sweeps: routing does not depend on results."""
+    config = monitor_config([{"name": "ok", "url": farm.url("/ok")}])
+    with running_monitor(config, start=False) as server:
+        yield server
+
+
+@pytest.mark.parametrize("path", ["/nope", "/metrics/extra", "/api", "/index.html"])
+def test_unknown_paths_are_404(idle, path):
+    assert idle.get(path).status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/healthz", "/api/results", "/"])
+def test_post_is_405(idle, path):
+    response = requests.post(idle.url(path), data=b"x", timeout=3)
+    assert response.status_code == 405
+
+
+def test_405_names_the_allowed_methods(idle):
+    response = requests.post(idle.url("/metrics"), data=b"x", timeout=3)
+    assert response.status_code == 405
+    assert "GET" in response.headers.get("Allow", "")
+
+
+# --- Sweeps never overlap -------------------------------------------------------------
+
+def test_sweeps_never_overlap_and_overruns_are_counted():
+    slow = InFlight(delay=0.5)
+    with HTTPFarm({"/slow": slow, "/ok": reply()}) as farm:
+        config = monitor_config([{"name": "slow", "url": farm.url("/slow")},
+                                 {"name": "ok", "url": farm.url("/ok")}], interval=0.1)
+        with running_monitor(config) as running:
+            inflight = []
+
+            def three_sweeps_seen():
+                inflight.append(value(running.metrics(), "greenmon_inflight_checks"))
+                return running.monitor.store.sweeps >= 3
+            wait_until(three_sweeps_seen, 6, interval=0.03, message="3 sweeps")
+            text = running.metrics()
+    assert slow.peak == 1  # one check of the slow target at a time: sweeps did not overlap
+    assert max(inflight) <= 2
+    assert max(inflight) >= 1  # the gauge did see checks in flight
+    assert value(text, "greenmon_sweep_overruns_total") >= 2
+    assert value(text, "greenmon_sweep_duration_seconds") >= 0.5
+
+
+# --- Reload -----------------------------------------------------------------------------
+
+def test_reload_drops_a_removed_target_and_keeps_kept_breakers(farm):
+    both = monitor_config([{"name": "down", "url": farm.url("/broken")},
+                           {"name": "gone", "url": farm.url("/ok")}], extra=BREAKER_OPENS_AT_ONCE)
+    only_down = monitor_config([{"name": "down", "url": farm.url("/broken")}], extra=BREAKER_OPENS_AT_ONCE)
+    configs = [both]
+    with running_monitor(both, loader=lambda: configs[-1]) as running:
+        running.wait_sweeps(1)
+        before = running.metrics()
+        assert targets_in(before) == {"down", "gone"}
+        assert value(before, "greenmon_breaker_state", target="down") == 1
+        hits_before = farm.hits("/broken")
+        assert hits_before == 1
+
+        configs.append(only_down)
+        assert running.monitor.reload() is True
+        running.wait_sweeps(running.monitor.store.sweeps + 2)
+        after = running.metrics()
+    assert targets_in(after) == {"down"}
+    assert value(after, "greenmon_targets") == 1
+    assert value(after, "greenmon_breaker_state", target="down") == 1
+    assert farm.hits("/broken") == hits_before  # the open breaker survived: not contacted again
+    assert value(after, "greenmon_checks_total", target="down") == 1
+
+
+def test_reload_with_an_invalid_config_keeps_the_running_one(farm):
+    config = monitor_config([{"name": "a", "url": farm.url("/ok")}, {"name": "b", "url": farm.url("/ok")}])
+
+    def broken_loader():
+        raise ConfigError("greenmon.toml:3: targets[0].url: must be a string")
+
+    with running_monitor(config, loader=broken_loader) as running:
+        running.wait_sweeps(1)
+        assert running.monitor.reload() is False
+        swept = running.wait_sweeps(running.monitor.store.sweeps + 2)
+        text = running.metrics()
+        assert running.monitor.config is config
+        assert swept >= 3
+    assert targets_in(text) == {"a", "b"}
+    assert value(text, "greenmon_up", target="a") == 1
+
+
+def test_reload_without_a_loader_is_refused(farm):
+    config = monitor_config([{"name": "a", "url": farm.url("/ok")}])
+    with running_monitor(config, start=False) as idle:
+        assert idle.monitor.reload() is False
+        assert idle.monitor.config is config
