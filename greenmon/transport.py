@@ -16,13 +16,16 @@ from typing import Mapping
 
 import gevent
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 
 from greenmon.errors import (DeadlineExceeded, TransportError, classify_exception,
                              timeout_failure)
 
 MAX_REDIRECTS = 10
-READ_CHUNK = 64 * 1024
+CACHE_LIMIT = 100_000
+_NO_PROXIES: dict = {}
 
 
 @dataclass(frozen=True)
@@ -48,50 +51,136 @@ class Request:
 
 
 class _RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
-    """Targets must not share cookies through the shared session."""
+    """Targets must not share cookies through the shared session (redirects included)."""
 
     def set_ok(self, cookie, request):
         return False
 
 
+class _CachingAdapter(HTTPAdapter):
+    """requests' adapter with the work that cannot change for a URL done once per URL.
+
+    greenmon sends the same URLs every sweep, never through a proxy, and keeps
+    no cookies: each URL's connection pool and request path are looked up
+    once, and responses skip the cookie jar. The caches are dropped when they
+    grow past CACHE_LIMIT (redirects to ever-new URLs).
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._pools: dict[tuple, object] = {}
+        self._paths: dict[str, str] = {}
+
+    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
+        key = (request.url, verify)
+        pool = self._pools.get(key)
+        if pool is None or pool.pool is None:  # new, or closed by the pool manager's LRU
+            if len(self._pools) > CACHE_LIMIT:
+                self._pools.clear()
+            pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+            self._pools[key] = pool
+        return pool
+
+    def request_url(self, request, proxies):
+        path = self._paths.get(request.url)
+        if path is None:
+            if len(self._paths) > CACHE_LIMIT:
+                self._paths.clear()
+            path = self._paths[request.url] = super().request_url(request, proxies)
+        return path
+
+    def build_response(self, req, resp):
+        """As HTTPAdapter.build_response, without the cookie extraction and encoding sniffing."""
+        response = requests.Response()
+        response.status_code = resp.status
+        response.headers = CaseInsensitiveDict(resp.headers)
+        response.raw = resp
+        response.reason = resp.reason
+        response.url = req.url
+        response.request = req
+        response.connection = self
+        return response
+
+
 class Transport:
-    """A shared requests session sized for the work; ``send`` performs one attempt."""
+    """A shared requests session sized for the work; ``send`` performs one attempt.
+
+    Requests go straight to the session's one adapter as prepared requests:
+    Session.request would merge environment settings, proxies and cookies on
+    every call, none of which greenmon uses. Redirects still go through
+    requests' own ``resolve_redirects``.
+    """
 
     def __init__(self, *, pool_size: int, user_agent: str, hosts: int = 100):
         session = requests.Session()
-        session.trust_env = False  # no proxy/netrc lookups per request; greenmon talks to targets directly
+        session.trust_env = False  # no proxy/netrc lookups; greenmon talks to targets directly
         session.max_redirects = MAX_REDIRECTS
         session.cookies.set_policy(_RejectAllCookies())
-        session.headers = {"User-Agent": user_agent, "Accept": "*/*",
-                           "Accept-Encoding": "gzip, deflate"}
-        adapter = HTTPAdapter(pool_connections=max(hosts, 10), pool_maxsize=max(pool_size, 10),
-                              max_retries=0, pool_block=False)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+        session.headers = CaseInsensitiveDict({"User-Agent": user_agent, "Accept": "*/*",
+                                               "Accept-Encoding": "gzip, deflate"})
+        self.adapter = _CachingAdapter(pool_connections=max(hosts, 10),
+                                       pool_maxsize=max(pool_size, 10), max_retries=0,
+                                       pool_block=False)
+        session.mount("http://", self.adapter)
+        session.mount("https://", self.adapter)
         self.session = session
+        self._urls: dict[str, str] = {}
 
     def send(self, request: Request) -> Response:
         """One attempt; raises TransportError with a classified Failure when there is no response."""
         response = None
         try:
             with gevent.Timeout(request.timeout, DeadlineExceeded):
-                response = self.session.request(
-                    request.method, request.url, headers=dict(request.headers),
-                    data=request.body.encode() if request.body else None,
-                    timeout=(request.timeout, request.timeout), verify=request.verify,
-                    allow_redirects=request.follow_redirects, stream=True)
+                prepared = self._prepare(request)
+                timeout = (request.timeout, request.timeout)
+                response = self.adapter.send(prepared, stream=True, timeout=timeout,
+                                             verify=request.verify, proxies=_NO_PROXIES)
+                if request.follow_redirects and response.is_redirect:
+                    response = self._follow(response, prepared, timeout, request.verify)
                 try:
                     body, too_large = _read_capped(response, request.max_body_bytes)
                 finally:
                     response.close()
-        except TransportError:
-            raise
         except DeadlineExceeded as error:
             phase = "deadline" if response is not None else _stalled_phase(error.__traceback__)
             raise TransportError(timeout_failure(phase, request.timeout)) from None
-        except (requests.RequestException, OSError, ValueError) as error:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as error:
             raise TransportError(classify_exception(error, request.timeout)) from None
         return Response(response.status_code, response.reason or "", body, too_large)
+
+    def _prepare(self, request: Request) -> requests.PreparedRequest:
+        prepared = requests.PreparedRequest()
+        prepared.method = request.method
+        prepared.url = self._prepared_url(request.url)
+        prepared.headers = self.session.headers.copy()
+        prepared.headers.update(request.headers)
+        prepared._cookies = None
+        prepared.body = None
+        prepared.hooks = {"response": []}
+        if request.body or request.method not in ("GET", "HEAD"):
+            prepared.prepare_body(request.body.encode() or None, None)
+        return prepared
+
+    def _prepared_url(self, url: str) -> str:
+        """requests' URL preparation (IDNA, quoting), once per URL."""
+        prepared = self._urls.get(url)
+        if prepared is None:
+            if len(self._urls) > CACHE_LIMIT:
+                self._urls.clear()
+            scratch = requests.PreparedRequest()
+            scratch.prepare_url(url, None)
+            prepared = self._urls[url] = scratch.url
+        return prepared
+
+    def _follow(self, response, prepared, timeout, verify) -> requests.Response:
+        """Redirects through requests' own logic: at most MAX_REDIRECTS, then TooManyRedirects."""
+        prepared._cookies = requests.cookies.RequestsCookieJar(policy=_RejectAllCookies())
+        last = response
+        for last in self.session.resolve_redirects(response, prepared, stream=True,
+                                                   timeout=timeout, verify=verify,
+                                                   proxies=_NO_PROXIES):
+            pass
+        return last
 
     def close(self) -> None:
         self.session.close()
@@ -112,12 +201,5 @@ def _stalled_phase(traceback) -> str:
 
 def _read_capped(response: requests.Response, limit: int) -> tuple[bytes, bool]:
     """The (decoded) body up to ``limit`` bytes, and whether there was more."""
-    chunks = []
-    size = 0
-    for chunk in response.iter_content(READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            chunks.append(chunk[: len(chunk) - (size - limit)])
-            return b"".join(chunks), True
-        chunks.append(chunk)
-    return b"".join(chunks), False
+    body = response.raw.read(limit + 1, decode_content=True)
+    return body[:limit], len(body) > limit
