@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -110,6 +111,24 @@ class Config:
         return dataclasses.replace(self, **{section: updated})
 
 
+_TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
+_PATH_KEYS = {"ca_file", "state_file", "token_file", "password_file", "value_file"}
+
+
+def _resolve_paths(raw: dict, base_dir: str) -> None:
+    """Make the file paths of [monitor], [auth.*] and [[targets]] relative to ``base_dir``."""
+    tables = [raw.get("monitor")]
+    tables += list(raw["auth"].values()) if isinstance(raw.get("auth"), dict) else []
+    tables += raw["targets"] if isinstance(raw.get("targets"), list) else []
+    for table in tables:
+        if not isinstance(table, dict):
+            continue
+        for key in _PATH_KEYS & table.keys():
+            value = table[key]
+            if isinstance(value, str) and value and not os.path.isabs(value):
+                table[key] = os.path.join(base_dir, value)
+
+
 def config_path(explicit: str | None) -> str:
     """--config, else $GREENMON_CONFIG, else ./greenmon.toml."""
     return explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
@@ -130,13 +149,21 @@ def load_config(path: str | os.PathLike) -> Config:
     return parse_config(text, path)
 
 
-def parse_config(text: str, filename: str = "<string>") -> Config:
+def parse_config(text: str, filename: str = "<string>", base_dir: str | None = None) -> Config:
+    """Validate TOML text; relative file paths in it are taken from ``base_dir``
+    (default: the folder of ``filename``, as Prometheus does for its own config)."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{filename}: TOML syntax error: {error}") from None
+        position = _TOML_POSITION.search(str(error))
+        where = f"{filename}:{position.group(1)}" if position else filename
+        raise ConfigError(f"{where}: TOML syntax error: {error}") from None
     doc = Document.from_text(text, filename)
     raw = interpolate(raw, doc)
+    if base_dir is None and not filename.startswith("<"):
+        base_dir = os.path.dirname(os.path.abspath(filename))
+    if base_dir:
+        _resolve_paths(raw, base_dir)
     for key in raw:
         if key not in _TOP_LEVEL:
             raise doc.error((key,), f"unknown key (known: {', '.join(sorted(_TOP_LEVEL))})")

@@ -53,7 +53,8 @@ class Engine:
         hosts = len({urlsplit(t.url).netloc for t in config.enabled_targets})
         self.transport = transport or Transport(
             pool_size=min(self.concurrency, max(len(config.enabled_targets), 1)),
-            user_agent=config.monitor.user_agent, hosts=hosts)
+            user_agent=config.monitor.user_agent, hosts=hosts,
+            secret_headers=frozenset(a.header_name for a in config.auth.values()))
         self.prober = Prober(self.transport, config, TrustStore())
         self.clock = clock
         self.listeners: list[Listener] = list(listeners)

@@ -71,7 +71,7 @@ def _url(value: Any) -> str:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as problem:
-        raise ValueError(f"is not a valid URL ({problem}): {redact_url(url)!r}") from None
+        raise ValueError(f"is not a valid URL: {problem}") from None
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"scheme must be http or https, got {parts.scheme or 'none'!r}")
     if not parts.hostname:

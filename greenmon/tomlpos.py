@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_\-]+)\s*[.=]""")
+_PART = r"""(?:"[^"]*"|'[^']*'|[A-Za-z0-9_\-]+)"""
+_KEY = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=(.*)$")
 
 
 def _unquote(name: str) -> str:
@@ -21,7 +22,16 @@ def _unquote(name: str) -> str:
 
 
 def _split_dotted(name: str) -> tuple[str, ...]:
-    return tuple(_unquote(part) for part in re.findall(r'"[^"]*"|\'[^\']*\'|[^.]+', name))
+    return tuple(_unquote(part) for part in re.findall(_PART, name))
+
+
+def _opens_multiline_string(value: str) -> str | None:
+    """The closing delimiter if ``value`` starts a multi-line string left open on its line."""
+    value = value.lstrip()
+    for quote in ('"""', "'''"):
+        if value.startswith(quote) and quote not in value[3:]:
+            return quote
+    return None
 
 
 class KeyLocator:
@@ -31,12 +41,12 @@ class KeyLocator:
         self._lines: dict[tuple, int] = {}
         array_counts: dict[tuple, int] = {}
         table: tuple = ()
-        in_multiline = False
-        for number, line in enumerate(text.splitlines(), start=1):
-            # Skip the inside of multi-line strings so their lines are not read as keys.
-            if in_multiline:
-                if line.count('"""') % 2 == 1 or line.count("'''") % 2 == 1:
-                    in_multiline = False
+        closing: str | None = None  # inside a multi-line string until this delimiter
+        # split("\n"), not splitlines(): TOML allows U+2028, \f and friends inside a line.
+        for number, line in enumerate(text.split("\n"), start=1):
+            if closing is not None:
+                if closing in line:
+                    closing = None
                 continue
             header = _HEADER.match(line)
             if header:
@@ -51,9 +61,10 @@ class KeyLocator:
                 continue
             key = _KEY.match(line)
             if key:
-                self._lines.setdefault(table + (_unquote(key.group(1)),), number)
-                if line.count('"""') % 2 == 1 or line.count("'''") % 2 == 1:
-                    in_multiline = True
+                parts = _split_dotted(key.group(1))
+                for end in range(1, len(parts) + 1):
+                    self._lines.setdefault(table + parts[:end], number)
+                closing = _opens_multiline_string(key.group(2))
 
     @staticmethod
     def _with_indices(path: tuple, array_counts: dict[tuple, int]) -> tuple:

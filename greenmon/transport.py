@@ -102,6 +102,18 @@ class _CachingAdapter(HTTPAdapter):
         return response
 
 
+class _Session(requests.Session):
+    """A session that also drops auth-derived headers (header auth) on redirects to another origin."""
+
+    secret_headers: frozenset[str] = frozenset()
+
+    def rebuild_auth(self, prepared_request, response):
+        if self.should_strip_auth(response.request.url, prepared_request.url):
+            for name in self.secret_headers:
+                prepared_request.headers.pop(name, None)
+        super().rebuild_auth(prepared_request, response)
+
+
 class Transport:
     """A shared requests session sized for the work; ``send`` performs one attempt.
 
@@ -111,8 +123,10 @@ class Transport:
     requests' own ``resolve_redirects``.
     """
 
-    def __init__(self, *, pool_size: int, user_agent: str, hosts: int = 100):
-        session = requests.Session()
+    def __init__(self, *, pool_size: int, user_agent: str, hosts: int = 100,
+                 secret_headers: frozenset[str] = frozenset()):
+        session = _Session()
+        session.secret_headers = frozenset(secret_headers)
         session.trust_env = False  # no proxy/netrc lookups; greenmon talks to targets directly
         session.max_redirects = MAX_REDIRECTS
         session.cookies.set_policy(_RejectAllCookies())
@@ -151,8 +165,10 @@ class Transport:
     def _prepare(self, request: Request) -> requests.PreparedRequest:
         prepared = requests.PreparedRequest()
         prepared.method = request.method
-        prepared.url = self._prepared_url(request.url)
+        prepared.url, url_auth = self._prepared_url(request.url)
         prepared.headers = self.session.headers.copy()
+        if url_auth is not None:
+            prepared.headers["Authorization"] = url_auth
         prepared.headers.update(request.headers)
         prepared._cookies = None
         prepared.body = None
@@ -161,15 +177,18 @@ class Transport:
             prepared.prepare_body(request.body.encode() or None, None)
         return prepared
 
-    def _prepared_url(self, url: str) -> str:
-        """requests' URL preparation (IDNA, quoting), once per URL."""
+    def _prepared_url(self, url: str) -> tuple[str, str | None]:
+        """requests' URL preparation (IDNA, quoting, user:password as basic auth), once per URL."""
         prepared = self._urls.get(url)
         if prepared is None:
             if len(self._urls) > CACHE_LIMIT:
                 self._urls.clear()
             scratch = requests.PreparedRequest()
             scratch.prepare_url(url, None)
-            prepared = self._urls[url] = scratch.url
+            scratch.headers = CaseInsensitiveDict()
+            scratch.body = None
+            scratch.prepare_auth(None, url)
+            prepared = self._urls[url] = (scratch.url, scratch.headers.get("Authorization"))
         return prepared
 
     def _follow(self, response, prepared, timeout, verify) -> requests.Response:

@@ -55,6 +55,17 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 60, cwd=None,
                           stderr=stderr, text=True, env=full_env, timeout=timeout, cwd=cwd)
 
 
+def start_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """Start `python -m greenmon ARGS` and return at once, to read its output as it comes.
+
+    stdout and stderr are pipes (text); the caller waits for, or kills, the process.
+    """
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.Popen([sys.executable, "-m", "greenmon", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=full_env)
+
+
 # --- Engine runs and a fake clock (added for test_errors/test_prober/test_breaker/test_engine) ---
 
 class FakeClock:

@@ -1,0 +1,750 @@
+"""Config loading: every invalid config names file, line and key; defaults; ${VAR}; the CLI's config errors.
+
+Invalid configs are a table. In each TOML text the line the message must
+point at carries a ``# <-`` marker, so the expected line number is read from
+the text itself and cannot drift when a case is edited.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+
+import pytest
+
+import greenmon
+from greenmon.config import Config, load_config, parse_config
+from greenmon.schema import ConfigError
+
+from helpers import config_for, run_cli
+
+MARKER = "# <-"
+URL = "http://127.0.0.1:9/"  # never contacted: these tests only load configs
+
+
+def marked_line(text: str) -> int | None:
+    """1-based number of the line that carries the ``# <-`` marker (None: no line expected)."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        if MARKER in line:
+            return number
+    return None
+
+
+def case(case_id: str, text: str, key: str, problem: str, **kwargs):
+    return pytest.param(textwrap.dedent(text).lstrip("\n"), key, problem, id=case_id, **kwargs)
+
+
+INVALID = [
+    # --- unknown keys ---
+    case("unknown-top-level-key", f"""
+        colour = "blue"  {MARKER}
+        [[targets]]
+        url = "{URL}"
+        """, "colour", "unknown key"),
+    case("unknown-top-level-table", f"""
+        [[targets]]
+        url = "{URL}"
+
+        [monitors]  {MARKER}
+        timeout = 1.0
+        """, "monitors", "unknown key"),
+    case("unknown-key-in-monitor", f"""
+        [monitor]
+        timeout = 1.0
+        timout = 2.0  {MARKER}
+
+        [[targets]]
+        url = "{URL}"
+        """, "monitor.timout", "unknown key"),
+    case("unknown-key-in-retry", f"""
+        [retry]
+        retry = 2  {MARKER}
+
+        [[targets]]
+        url = "{URL}"
+        """, "retry.retry", "unknown key"),
+    case("unknown-key-in-second-target", f"""
+        [[targets]]
+        name = "a"
+        url = "{URL}a"
+
+        [[targets]]
+        name = "b"
+        url = "{URL}b"
+        expect = 200  {MARKER}
+        """, "targets[1].expect", "unknown key"),
+    case("bad-header-name-in-target-subtable", f"""
+        [[targets]]
+        url = "{URL}a"
+
+        [[targets]]
+        url = "{URL}b"
+
+        [targets.headers]  {MARKER}
+        Accept = "text/plain"
+        "X Bad" = "1"
+        """, "targets[1].headers", "not a valid HTTP header name"),
+    case("unknown-key-in-auth", f"""
+        [auth.main]
+        type = "bearer"
+        tokn = "abc"  {MARKER}
+
+        [[targets]]
+        url = "{URL}"
+        auth = "main"
+        """, "auth.main.tokn", "unknown key"),
+
+    # --- wrong types ---
+    case("monitor-not-a-table", f"""
+        monitor = 5  {MARKER}
+        [[targets]]
+        url = "{URL}"
+        """, "monitor", "must be a table"),
+    case("targets-not-an-array", f"""
+        targets = "all"  {MARKER}
+        """, "targets", "must be an array"),
+    case("concurrency-string", f"""
+        [monitor]
+        concurrency = "10"  {MARKER}
+        [[targets]]
+        url = "{URL}"
+        """, "monitor.concurrency", "must be an integer, got a string"),
+    case("retries-float", f"""
+        [retry]
+        backoff = 0.5
+        retries = 1.5  {MARKER}
+        [[targets]]
+        url = "{URL}"
+        """, "retry.retries", "must be an integer, got a number"),
+    case("verify-tls-string", f"""
+        [monitor]
+        verify_tls = "yes"  {MARKER}
+        [[targets]]
+        url = "{URL}"
+        """, "monitor.verify_tls", "must be true or false"),
+    case("target-timeout-string", f"""
+        [[targets]]
+        url = "{URL}"
+        timeout = "5"  {MARKER}
+        """, "targets[0].timeout", "must be a number, got a string"),
+    case("target-enabled-int", f"""
+        [[targets]]
+        url = "{URL}"
+        enabled = 1  {MARKER}
+        """, "targets[0].enabled", "must be true or false"),
+    case("target-headers-string", f"""
+        [[targets]]
+        url = "{URL}"
+        headers = "Accept: */*"  {MARKER}
+        """, "targets[0].headers", "must be a table of strings"),
+    case("target-label-value-int", f"""
+        [[targets]]
+        url = "{URL}"
+        labels = {{ team = 7 }}  {MARKER}
+        """, "targets[0].labels", "team: must be a string"),
+    case("target-url-int", f"""
+        [[targets]]
+        url = 8080  {MARKER}
+        """, "targets[0].url", "must be a string"),
+    case("target-not-a-table", f"""
+        targets = [1]  {MARKER}
+        """, "targets[0]", "must be a table"),
+    case("buckets-not-increasing", f"""
+        [metrics]
+        buckets = [0.1, 0.5, 0.2]  {MARKER}
+        [[targets]]
+        url = "{URL}"
+        """, "metrics.buckets", "strictly increasing"),
+    case("listen-without-port", f"""
+        [server]
+        listen = "0.0.0.0"  {MARKER}
+        [[targets]]
+        url = "{URL}"
+        """, "server.listen", "HOST:PORT"),
+
+    # --- bad URLs ---
+    case("url-ftp", f"""
+        [[targets]]
+        name = "files"
+        url = "ftp://127.0.0.1/pub"  {MARKER}
+        """, "targets[0].url", "scheme must be http or https, got 'ftp'"),
+    case("url-file", f"""
+        [[targets]]
+        url = "file:///etc/passwd"  {MARKER}
+        """, "targets[0].url", "scheme must be http or https, got 'file'"),
+    case("url-no-scheme", f"""
+        [[targets]]
+        url = "/health"  {MARKER}
+        """, "targets[0].url", "scheme must be http or https"),
+    case("url-no-host", f"""
+        [[targets]]
+        url = "http:///health"  {MARKER}
+        """, "targets[0].url", "has no host"),
+    case("url-port-70000", f"""
+        [[targets]]
+        url = "{URL}"
+        name = "first"
+
+        [[targets]]
+        url = "http://127.0.0.1:70000/health"  {MARKER}
+        """, "targets[1].url", "Port out of range"),
+    case("url-port-0", f"""
+        [[targets]]
+        url = "http://127.0.0.1:0/health"  {MARKER}
+        """, "targets[0].url", "port must be in 1-65535"),
+    case("url-port-not-a-number", f"""
+        [[targets]]
+        url = "http://127.0.0.1:http/"  {MARKER}
+        """, "targets[0].url", "is not a valid URL"),
+    case("url-bad-ipv6", f"""
+        [[targets]]
+        url = "http://[::1/"  {MARKER}
+        """, "targets[0].url", "IPv6"),
+    case("url-empty", f"""
+        [[targets]]
+        url = ""  {MARKER}
+        """, "targets[0].url", "must not be empty"),
+    case("url-missing", f"""
+        [[targets]]
+        url = "{URL}a"
+
+        [[targets]]  {MARKER}
+        name = "nameless"
+        """, "targets[1]", "url is required"),
+
+    # --- duplicate names ---
+    case("duplicate-explicit-names", f"""
+        [[targets]]
+        name = "api"
+        url = "{URL}a"
+
+        [[targets]]
+        name = "api"  {MARKER}
+        url = "{URL}b"
+        """, "targets[1].name", "duplicate target name 'api' (also targets[0])"),
+    case("duplicate-default-names", f"""
+        [[targets]]
+        url = "{URL}"
+
+        [[targets]]  {MARKER}
+        url = "{URL}"
+        """, "targets[1].name", f"duplicate target name 'GET {URL}'"),
+
+    # --- zero and negative timeouts ---
+    case("monitor-timeout-zero", f"""
+        [monitor]
+        timeout = 0  {MARKER}
+        [[targets]]
+        url = "{URL}"
+        """, "monitor.timeout", "must be > 0, got 0"),
+    case("monitor-timeout-negative", f"""
+        [monitor]
+        concurrency = 10
+        timeout = -1.5  {MARKER}
+        [[targets]]
+        url = "{URL}"
+        """, "monitor.timeout", "must be > 0, got -1.5"),
+    case("target-timeout-zero", f"""
+        [monitor]
+        timeout = 1.0
+
+        [[targets]]
+        url = "{URL}a"
+
+        [[targets]]
+        url = "{URL}b"
+        timeout = 0  {MARKER}
+        """, "targets[1].timeout", "must be > 0, got 0"),
+    case("target-timeout-negative", f"""
+        [[targets]]
+        url = "{URL}"
+        timeout = -2  {MARKER}
+        """, "targets[0].timeout", "must be > 0, got -2"),
+    case("interval-zero", f"""
+        [monitor]
+        interval = 0.0  {MARKER}
+        [[targets]]
+        url = "{URL}"
+        """, "monitor.interval", "must be > 0"),
+    case("recovery-timeout-negative", f"""
+        [breaker]
+        recovery_timeout = -1  {MARKER}
+        [[targets]]
+        url = "{URL}"
+        """, "breaker.recovery_timeout", "must be > 0"),
+
+    # --- ${VAR} ---
+    case("missing-var-in-url", f"""
+        [[targets]]
+        name = "api"
+        url = "http://${{GM_TEST_UNSET_HOST}}/health"  {MARKER}
+        """, "targets[0].url", "environment variable ${GM_TEST_UNSET_HOST} is not set"),
+    case("missing-var-in-header", f"""
+        [[targets]]
+        url = "{URL}"
+        headers = {{ X-Tenant = "${{GM_TEST_UNSET_TENANT}}" }}  {MARKER}
+        """, "targets[0].headers.X-Tenant", "${GM_TEST_UNSET_TENANT} is not set"),
+    case("missing-var-in-auth-token", f"""
+        [auth.main]
+        type = "bearer"
+        token = "${{GM_TEST_UNSET_TOKEN}}"  {MARKER}
+
+        [[targets]]
+        url = "{URL}"
+        auth = "main"
+        """, "auth.main.token", "${GM_TEST_UNSET_TOKEN} is not set"),
+    case("missing-token-env", f"""
+        [auth.main]
+        type = "bearer"
+        token_env = "GM_TEST_UNSET_TOKEN"  {MARKER}
+
+        [[targets]]
+        url = "{URL}"
+        auth = "main"
+        """, "auth.main.token_env", "GM_TEST_UNSET_TOKEN is not set"),
+
+    # --- expect_status ---
+    case("expect-status-word", f"""
+        [[targets]]
+        url = "{URL}"
+        expect_status = ["ok"]  {MARKER}
+        """, "targets[0].expect_status", "'ok' is neither a status code nor a class"),
+    case("expect-status-700", f"""
+        [[targets]]
+        url = "{URL}"
+        expect_status = [200, 700]  {MARKER}
+        """, "targets[0].expect_status", "status code must be in 100-599, got 700"),
+    case("expect-status-6xx", f"""
+        [[targets]]
+        url = "{URL}"
+        expect_status = ["6xx"]  {MARKER}
+        """, "targets[0].expect_status", "neither a status code nor a class"),
+    case("expect-status-empty", f"""
+        [[targets]]
+        url = "{URL}"
+        expect_status = []  {MARKER}
+        """, "targets[0].expect_status", "non-empty array"),
+    case("expect-status-not-array", f"""
+        [[targets]]
+        url = "{URL}"
+        expect_status = "2xx"  {MARKER}
+        """, "targets[0].expect_status", "non-empty array"),
+    case("expect-status-boolean", f"""
+        [[targets]]
+        url = "{URL}"
+        expect_status = [true]  {MARKER}
+        """, "targets[0].expect_status", "neither a status code nor a class"),
+    case("expect-status-multiline-array", f"""
+        [[targets]]
+        url = "{URL}"
+        expect_status = [  {MARKER}
+            200,
+            "2yy",
+        ]
+        """, "targets[0].expect_status", "'2yy'"),
+
+    # --- regexes ---
+    case("expect-body-bad-regex", f"""
+        [[targets]]
+        url = "{URL}"
+        expect_body = "(unclosed"  {MARKER}
+        """, "targets[0].expect_body", "is not a valid regular expression"),
+    case("reject-body-bad-regex", f"""
+        [[targets]]
+        name = "api"
+        url = "{URL}"
+        reject_body = "[a-"  {MARKER}
+        """, "targets[0].reject_body", "is not a valid regular expression"),
+
+    # --- auth ---
+    case("unknown-auth-reference", f"""
+        [auth.main]
+        type = "bearer"
+        token = "abc"
+
+        [[targets]]
+        url = "{URL}"
+        auth = "mian"  {MARKER}
+        """, "targets[0].auth", "no [auth.mian] table is defined"),
+    case("auth-bad-type", f"""
+        [auth.main]
+        type = "oauth"  {MARKER}
+        token = "abc"
+
+        [[targets]]
+        url = "{URL}"
+        """, "auth.main.type", "must be one of bearer, basic, header"),
+    case("auth-two-token-sources", f"""
+        [auth.main]
+        type = "bearer"
+        token = "abc"
+        token_env = "HOME"  {MARKER}
+
+        [[targets]]
+        url = "{URL}"
+        """, "auth.main.token_env", "give exactly one of token, token_env, token_file"),
+    case("auth-basic-without-username", f"""
+        [auth.main]  {MARKER}
+        type = "basic"
+        password = "abc"
+
+        [[targets]]
+        url = "{URL}"
+        """, "auth.main.username", "is required for basic auth"),
+    case("auth-token-file-missing", f"""
+        [auth.main]
+        type = "bearer"
+        token_file = "/nonexistent/greenmon/token"  {MARKER}
+
+        [[targets]]
+        url = "{URL}"
+        """, "auth.main.token_file", "cannot read /nonexistent/greenmon/token"),
+
+    # --- no enabled targets (no single line to point at: the message names the key) ---
+    case("no-targets", """
+        [monitor]
+        timeout = 1.0
+        """, "targets", "no enabled targets"),
+    case("all-targets-disabled", f"""
+        [[targets]]
+        url = "{URL}"
+        enabled = false
+        """, "targets", "no enabled targets"),
+
+    # --- lines that are easy to miscount ---
+    case("comment-with-triple-quotes", f"""
+        [[targets]]
+        url = "{URL}"
+        body = ""  # long bodies: use \"\"\"
+        timeout = 0  {MARKER}
+        """, "targets[0].timeout", "must be > 0"),
+    case("line-separator-in-comment", f"""
+        # maintained by the platform team\u2028(see the wiki)
+        [[targets]]
+        url = "{URL}"
+        timeout = 0  {MARKER}
+        """, "targets[0].timeout", "must be > 0"),
+    case("dotted-keys", f"""
+        [auth]
+        main.type = "bearer"
+        main.token = "${{GM_TEST_UNSET_TOKEN}}"  {MARKER}
+
+        [[targets]]
+        url = "{URL}"
+        """, "auth.main.token", "is not set"),
+]
+
+
+@pytest.mark.parametrize("text, key, problem", INVALID)
+def test_invalid_config_names_file_line_and_key(write_config, monkeypatch, text, key, problem):
+    for name in ("GM_TEST_UNSET_HOST", "GM_TEST_UNSET_TENANT", "GM_TEST_UNSET_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    path = write_config(text)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    message = str(raised.value)
+    line = marked_line(text)
+    where = f"{path}:{line}" if line else f"{path}"
+    assert f"{where}: {key}: " in message, message
+    assert problem in message, message
+
+
+def test_error_in_a_named_target_also_names_the_target():
+    text = f'[[targets]]\nname = "users-api"\nurl = "{URL}"\ntimeout = 0\n'
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, "greenmon.toml")
+    assert str(raised.value) == ("greenmon.toml:4: targets[0].timeout: must be > 0, got 0 "
+                                 "(target 'users-api')")
+
+
+def test_toml_syntax_error_names_file_and_line(write_config):
+    path = write_config('[monitor]\ntimeout = 1.0\ninterval = = 2\n\n[[targets]]\nurl = "http://x/"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}:3: TOML syntax error: "), message
+
+
+def test_missing_and_unreadable_files_are_config_errors(tmp_path):
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match=f"{missing}: cannot read config file: No such file"):
+        load_config(missing)
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"[monitor]\ntimeout = 1\n# \xff\xfe\n")
+    with pytest.raises(ConfigError, match=f"{binary}: not UTF-8 text"):
+        load_config(binary)
+
+
+def test_config_error_messages_never_carry_a_secret(monkeypatch):
+    """A secret that makes a config invalid is named by its key, never echoed."""
+    monkeypatch.setenv("GM_TEST_MULTILINE", "hunter2\nhunter3")
+    text = ('[auth.main]\ntype = "bearer"\ntoken_env = "GM_TEST_MULTILINE"\n\n'
+            f'[[targets]]\nurl = "{URL}"\nauth = "main"\n')
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, "greenmon.toml")
+    assert "greenmon.toml:3: auth.main.token_env: the secret must be a single line" == str(raised.value)
+    assert "hunter" not in str(raised.value)
+
+    text = '[[targets]]\nurl = "http://user:hunter2@127.0.0.1:70000/"\n'
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, "greenmon.toml")
+    assert "greenmon.toml:2: targets[0].url:" in str(raised.value)
+    assert "hunter2" not in str(raised.value)
+
+
+# --- defaults ---------------------------------------------------------------
+
+SPEC_DEFAULTS = {
+    "monitor": {
+        "concurrency": 1000, "timeout": 10.0, "interval": 60.0, "max_body_bytes": 1048576,
+        "verify_tls": True, "ca_file": "", "follow_redirects": True,
+        "user_agent": f"greenmon/{greenmon.__version__}", "slo_p95_seconds": 2.0, "state_file": "",
+    },
+    "retry": {"retries": 3, "backoff": 1.0, "max_backoff": 30.0, "jitter": False},
+    "breaker": {"failure_threshold": 3, "recovery_timeout": 300.0},
+    "server": {"listen": "0.0.0.0:9715"},
+    "metrics": {
+        "buckets": (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0),
+        "per_target_histograms": True,
+    },
+}
+
+
+@pytest.fixture
+def minimal_config() -> Config:
+    return parse_config('[[targets]]\nurl = "https://api.example.com/users/health"\n', "greenmon.toml")
+
+
+@pytest.mark.parametrize("section", sorted(SPEC_DEFAULTS))
+def test_section_defaults_match_the_spec(minimal_config, section):
+    settings = dataclasses.asdict(getattr(minimal_config, section))
+    assert settings == SPEC_DEFAULTS[section]
+
+
+def test_empty_sections_keep_the_defaults():
+    text = ("[monitor]\n[retry]\n[breaker]\n[server]\n[metrics]\n\n"
+            '[[targets]]\nurl = "https://api.example.com/"\n')
+    config = parse_config(text, "greenmon.toml")
+    for section, expected in SPEC_DEFAULTS.items():
+        assert dataclasses.asdict(getattr(config, section)) == expected, section
+
+
+def test_target_defaults_match_the_spec(minimal_config):
+    (target,) = minimal_config.targets
+    assert target.name == "GET https://api.example.com/users/health"
+    assert target.method == "GET"
+    assert dict(target.headers) == {}
+    assert target.body == ""
+    assert all(code in target.expect_status for code in (200, 204, 299))
+    assert not any(code in target.expect_status for code in (199, 301, 404, 500))
+    assert target.expect_body is None and target.reject_body is None
+    assert target.timeout is None       # monitor.timeout applies
+    assert target.verify_tls is None    # monitor.verify_tls applies
+    assert target.ca_file is None       # monitor.ca_file applies
+    assert target.auth is None
+    assert dict(target.labels) == {}
+    assert target.enabled is True
+    assert minimal_config.enabled_targets == minimal_config.targets
+    assert dict(minimal_config.auth) == {}
+
+
+def test_values_given_are_kept():
+    config = config_for([{"name": "users-api", "url": "http://127.0.0.1:8080/health", "method": "post",
+                          "headers": {"Accept": "application/json"}, "body": "{}",
+                          "expect_status": [200, "3xx", "404"], "expect_body": "ok",
+                          "reject_body": "degraded", "timeout": 5, "labels": {"team": "identity"}},
+                         {"name": "off", "url": "http://127.0.0.1:8080/off", "enabled": False}])
+    target, off = config.targets
+    assert (target.method, target.timeout, target.body) == ("POST", 5.0, "{}")
+    assert dict(target.headers) == {"Accept": "application/json"}
+    assert dict(target.labels) == {"team": "identity"}
+    assert 200 in target.expect_status and 302 in target.expect_status and 404 in target.expect_status
+    assert 201 not in target.expect_status
+    assert target.expect_body.pattern == "ok" and target.reject_body.pattern == "degraded"
+    assert config.enabled_targets == (target,)
+    assert off.enabled is False
+
+
+@pytest.mark.parametrize("entry, name", [
+    ({"url": "http://127.0.0.1:8080/health"}, "GET http://127.0.0.1:8080/health"),
+    ({"url": "http://127.0.0.1:8080/items", "method": "post"}, "POST http://127.0.0.1:8080/items"),
+    ({"url": "https://api.example.com/", "method": "HEAD"}, "HEAD https://api.example.com/"),
+    ({"url": "http://ops:hunter2@127.0.0.1/x"}, "GET http://ops:***@127.0.0.1/x"),
+    ({"url": "http://127.0.0.1/x", "name": "explicit"}, "explicit"),
+])
+def test_default_target_name_is_method_and_url(entry, name):
+    (target,) = config_for([entry]).targets
+    assert target.name == name
+
+
+# --- ${VAR} -------------------------------------------------------------------
+
+def test_environment_variables_are_interpolated(monkeypatch):
+    monkeypatch.setenv("GM_TEST_HOST", "127.0.0.1")
+    monkeypatch.setenv("GM_TEST_PORT", "8181")
+    monkeypatch.setenv("GM_TEST_TEAM", "identity")
+    monkeypatch.setenv("GM_TEST_TOKEN", "tok-123")
+    text = textwrap.dedent("""
+        [monitor]
+        user_agent = "probe/${GM_TEST_TEAM}"
+
+        [auth.main]
+        type = "bearer"
+        token = "${GM_TEST_TOKEN}"
+
+        [[targets]]
+        name = "${GM_TEST_TEAM}-api"
+        url = "http://${GM_TEST_HOST}:${GM_TEST_PORT}/health"
+        headers = { X-Team = "${GM_TEST_TEAM}" }
+        labels = { team = "${GM_TEST_TEAM}" }
+        expect_status = ["2xx", "${GM_TEST_PORT}"]
+        timeout = 3
+        auth = "main"
+        """)
+    with pytest.raises(ConfigError, match="status code must be in 100-599, got 8181"):
+        parse_config(text, "greenmon.toml")  # interpolated before validation
+    config = parse_config(text.replace(', "${GM_TEST_PORT}"', ""), "greenmon.toml")
+    (target,) = config.targets
+    assert config.monitor.user_agent == "probe/identity"
+    assert target.name == "identity-api"
+    assert target.url == "http://127.0.0.1:8181/health"
+    assert dict(target.headers) == {"X-Team": "identity"}
+    assert dict(target.labels) == {"team": "identity"}
+    assert target.timeout == 3.0
+    assert target.auth.header() == ("Authorization", "Bearer tok-123")
+
+
+def test_interpolation_is_not_recursive(monkeypatch):
+    monkeypatch.setenv("GM_TEST_OUTER", "${GM_TEST_UNSET_INNER}")
+    monkeypatch.delenv("GM_TEST_UNSET_INNER", raising=False)
+    config = parse_config('[[targets]]\nname = "x${GM_TEST_OUTER}"\nurl = "http://127.0.0.1/"\n', "g.toml")
+    assert config.targets[0].name == "x${GM_TEST_UNSET_INNER}"
+
+
+# --- replace ----------------------------------------------------------------
+
+def test_replace_returns_a_new_config(minimal_config):
+    changed = minimal_config.replace("monitor", timeout=2.5, concurrency=7)
+    assert changed.monitor.timeout == 2.5 and changed.monitor.concurrency == 7
+    assert changed.monitor.interval == minimal_config.monitor.interval
+    assert changed.retry == minimal_config.retry and changed.targets == minimal_config.targets
+    assert minimal_config.monitor.timeout == 10.0 and minimal_config.monitor.concurrency == 1000
+    top = minimal_config.replace(source="other.toml")
+    assert top.source == "other.toml" and minimal_config.source == "greenmon.toml"
+    with pytest.raises(TypeError):
+        minimal_config.replace("monitor", timeuot=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        minimal_config.monitor.timeout = 1.0  # type: ignore[misc]
+
+
+def test_public_api_loads_configs(write_config):
+    path = write_config('[[targets]]\nurl = "http://127.0.0.1:9/"\n')
+    config = greenmon.load_config(path)
+    assert isinstance(config, greenmon.Config)
+    assert config.source == str(path)
+    assert greenmon.ConfigError is ConfigError
+
+
+# --- the same errors through the command line -------------------------------
+
+BAD_CONFIG = textwrap.dedent(f"""
+    [monitor]
+    timeout = 1.0
+
+    [[targets]]
+    name = "a"
+    url = "{URL}"
+
+    [[targets]]
+    name = "b"
+    url = "{URL}"
+    timeout = 0
+    """).lstrip("\n")
+GOOD_CONFIG = textwrap.dedent(f"""
+    [auth.main]
+    type = "bearer"
+    token = "abc"
+
+    [[targets]]
+    name = "a"
+    url = "{URL}a"
+    auth = "main"
+
+    [[targets]]
+    name = "b"
+    url = "{URL}b"
+    enabled = false
+    """).lstrip("\n")
+
+
+@pytest.mark.parametrize("flags", [["--once"], ["--once", "--format", "json"], ["--check-config"]])
+def test_cli_bad_config_exits_2_naming_file_line_and_key(write_config, flags):
+    path = write_config(BAD_CONFIG)
+    run = run_cli("--config", str(path), *flags)
+    assert run.returncode == 2, run.stderr
+    assert f"{path}:11: targets[1].timeout: must be > 0" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stdout == ""
+
+
+def test_cli_toml_syntax_error_exits_2_without_traceback(write_config):
+    path = write_config('[[targets]\nurl = "http://127.0.0.1:9/"\n')
+    run = run_cli("--config", str(path), "--once")
+    assert run.returncode == 2
+    assert str(path) in run.stderr and "line 1" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_cli_check_config_prints_one_line_and_exits_0(write_config):
+    path = write_config(GOOD_CONFIG)
+    run = run_cli("--config", str(path), "--check-config")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert len(lines) == 1, run.stdout
+    assert str(path) in lines[0]
+    assert "2 targets (1 enabled)" in lines[0] and "1 auth" in lines[0]
+
+
+def test_cli_missing_config_file_exits_2(tmp_path):
+    missing = tmp_path / "absent.toml"
+    run = run_cli("--config", str(missing), "--once")
+    assert run.returncode == 2
+    assert f"{missing}: cannot read config file" in run.stderr
+    assert "Traceback" not in run.stderr
+    # No --config and no $GREENMON_CONFIG: ./greenmon.toml, absent here.
+    run = run_cli("--once", cwd=tmp_path, env={"GREENMON_CONFIG": ""})
+    assert run.returncode == 2
+    assert "greenmon.toml: cannot read config file" in run.stderr
+
+
+def test_cli_config_path_order(write_config, tmp_path):
+    """--config, else $GREENMON_CONFIG, else ./greenmon.toml."""
+    local = write_config(BAD_CONFIG)                  # ./greenmon.toml in tmp_path
+    from_env = write_config(GOOD_CONFIG, "env.toml")
+    explicit = write_config(GOOD_CONFIG.replace('enabled = false', 'enabled = true'), "explicit.toml")
+
+    run = run_cli("--check-config", cwd=tmp_path, env={"GREENMON_CONFIG": str(from_env)})
+    assert run.returncode == 0, run.stderr
+    assert str(from_env) in run.stdout and "(1 enabled)" in run.stdout
+
+    run = run_cli("--check-config", "--config", str(explicit), cwd=tmp_path,
+                  env={"GREENMON_CONFIG": str(from_env)})
+    assert run.returncode == 0, run.stderr
+    assert str(explicit) in run.stdout and "(2 enabled)" in run.stdout
+
+    run = run_cli("--check-config", cwd=tmp_path, env={"GREENMON_CONFIG": ""})
+    assert run.returncode == 2
+    assert "greenmon.toml:11: targets[1].timeout" in run.stderr
+    assert local.name == "greenmon.toml"
+
+
+def test_relative_file_paths_are_taken_from_the_config_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    (folder / "token").write_text("t0ken\n", encoding="utf-8")
+    path = folder / "greenmon.toml"
+    path.write_text('[auth.main]\ntype = "bearer"\ntoken_file = "token"\n\n'
+                    '[[targets]]\nurl = "http://127.0.0.1:1/"\nauth = "main"\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # not the config's folder
+    config = load_config("conf/greenmon.toml")
+    assert config.auth["main"].header() == ("Authorization", "Bearer t0ken")
