@@ -48,6 +48,21 @@ def _listen(text: str) -> str:
         raise argparse.ArgumentTypeError(str(problem)) from None
 
 
+def _workers(text: str) -> int:
+    from greenmon.workers import resolve_workers
+    try:
+        return resolve_workers(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or auto, got {text!r}") from None
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"must be I/N with 0 <= I < N, got {text!r}")
+    return int(index), int(count)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="greenmon", description="Check HTTP endpoints concurrently and report who is down.")
@@ -68,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --once: also write the metrics for node_exporter's textfile collector")
     parser.add_argument("--pushgateway", metavar="URL",
                         help="with --once: also push the metrics to a Pushgateway (job greenmon)")
+    parser.add_argument("--workers", metavar="N|auto", type=_workers, default=1,
+                        help="worker processes, each with its own event loop (default 1; auto: one per core)")
+    parser.add_argument("--shard", metavar="I/N", type=_shard,
+                        help="check only the targets whose stable name hash is in shard I (0-based) of N")
     parser.add_argument("--state-file", metavar="PATH",
                         help="keep the breaker table in PATH across runs (monitor.state_file)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="warning", type=str.lower)
@@ -86,6 +105,10 @@ def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
         config = config.replace("monitor", **changes)
     if args.listen is not None:
         config = config.replace("server", listen=args.listen)
+    if args.shard is not None:
+        config = config.only_shard(*args.shard)
+        if not config.enabled_targets:
+            log.warning("shard %d/%d holds none of the enabled targets", *args.shard)
     return config
 
 
@@ -112,10 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return EXIT_UP
             if not args.once:
                 from greenmon.daemon import run_daemon
-                return run_daemon(config, lambda: apply_overrides(loader(), args))
+                return run_daemon(config, lambda: apply_overrides(loader(), args), args.workers)
             out = stack.enter_context(_open_output(args.output))
             return run_once(config, args.format, out, textfile=args.textfile,
-                            pushgateway=args.pushgateway)
+                            pushgateway=args.pushgateway, workers=args.workers)
     except UsageError as error:
         print(f"greenmon: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -168,12 +191,12 @@ class UsageError(Exception):
 
 
 def run_once(config: Config, output_format: str, out: IO[str], *, textfile: str | None = None,
-             pushgateway: str | None = None) -> int:
+             pushgateway: str | None = None, workers: int = 1) -> int:
     """One sweep of every enabled target; exit 0 if all are up, 1 otherwise."""
-    from greenmon.engine import Engine
+    from greenmon.engine import build_engine
     from greenmon.exporter import store_for
 
-    engine = Engine(config)
+    engine = build_engine(config, workers)
     store = None
     if textfile or pushgateway:
         store = store_for(config, config.enabled_targets)
@@ -192,6 +215,10 @@ def run_once(config: Config, output_format: str, out: IO[str], *, textfile: str 
         progress.stop()
         engine.close()
     duration = time.monotonic() - started
+    if len(results) < len(config.enabled_targets):
+        print(f"greenmon: error: {len(config.enabled_targets) - len(results)} targets were not "
+              "checked (a worker process ended)", file=sys.stderr)
+        return EXIT_DOWN
     summary = summarize(results, duration, config.monitor.slo_p95_seconds)
     if store is not None:
         store.sweep_finished(duration)

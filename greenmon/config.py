@@ -98,6 +98,12 @@ class Config:
     auth: Mapping[str, AuthSource] = field(default_factory=dict)
     targets: tuple[Target, ...] = ()
     source: str = "<defaults>"
+    shard: tuple[int, int] = (0, 1)  # --shard I/N: this instance checks shard I of N
+
+    def only_shard(self, index: int, count: int) -> "Config":
+        """The targets whose stable hash falls in shard ``index`` of ``count``."""
+        mine = tuple(t for t in self.targets if t.shard_hash() % count == index)
+        return dataclasses.replace(self, targets=mine, shard=(index, count))
 
     @property
     def enabled_targets(self) -> tuple[Target, ...]:

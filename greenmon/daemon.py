@@ -16,8 +16,8 @@ from greenmon.web import WebServer
 log = logging.getLogger(__name__)
 
 
-def run_daemon(config: Config, loader: Callable[[], Config]) -> int:
-    monitor = Monitor(config, loader=loader)
+def run_daemon(config: Config, loader: Callable[[], Config], workers: int = 1) -> int:
+    monitor = Monitor(config, loader=loader, workers=workers)
     server = WebServer(monitor, config.server.listen)
     try:
         server.start()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import gevent
@@ -23,7 +23,6 @@ from greenmon.limits import fit_concurrency
 from greenmon.prober import Prober
 from greenmon.result import MonitorResult, Outcome
 from greenmon.targets import Target
-from greenmon.tls import TrustStore
 from greenmon.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -46,23 +45,23 @@ class Engine:
     """Holds what outlives one sweep: the HTTP session, the prober and the breaker table."""
 
     def __init__(self, config: Config, *, transport: Transport | None = None,
-                 clock: Callable[[], float] = time.time, listeners: Iterable[Listener] = ()):
+                 clock: Callable[[], float] = time.time, listeners: Iterable[Listener] = (),
+                 breakers: Mapping[str, BreakerState] | None = None):
+        """``breakers``: the table to start from (a reload); default: the state file, if any."""
         require_gevent_patching()
         self.config = config
-        self.concurrency = fit_concurrency(config.monitor.concurrency)
+        self.concurrency = fit_concurrency(config.monitor.concurrency, len(config.enabled_targets))
         hosts = len({urlsplit(t.url).netloc for t in config.enabled_targets})
         self.transport = transport or Transport(
             pool_size=min(self.concurrency, max(len(config.enabled_targets), 1)),
             user_agent=config.monitor.user_agent, hosts=hosts,
             secret_headers=frozenset(a.header_name for a in config.auth.values()))
-        self.prober = Prober(self.transport, config, TrustStore())
+        self.prober = Prober(self.transport, config)
         self.clock = clock
         self.listeners: list[Listener] = list(listeners)
-        self.breakers: dict[str, BreakerState] = {}
+        self.breakers = initial_breakers(config, breakers)
         self.inflight = 0
         self._pool: gevent.pool.Pool | None = None
-        if config.monitor.state_file:
-            self.breakers = statefile.load(config.monitor.state_file)
 
     def sweep(self, targets: Sequence[Target] | None = None) -> list[MonitorResult]:
         """Check every target once, concurrently; results in the order of ``targets``."""
@@ -133,6 +132,22 @@ class Engine:
         state = record(state, outcome.last.failure, self.clock(), settings, trial=trial)
         self.breakers[target.name] = state
         return checked_result(target, outcome, state, checked_at)
+
+
+def initial_breakers(config: Config, given: Mapping[str, BreakerState] | None) -> dict[str, BreakerState]:
+    """The given table, else the state file's, limited to the configured targets."""
+    if given is None:
+        given = statefile.load(config.monitor.state_file) if config.monitor.state_file else {}
+    names = {t.name for t in config.enabled_targets}
+    return {name: state for name, state in given.items() if name in names}
+
+
+def build_engine(config: Config, workers: int = 1, **kwargs):
+    """An Engine in this process, or a WorkerEngine over ``workers`` processes."""
+    if workers > 1 and len(config.enabled_targets) > 1:
+        from greenmon.workers import WorkerEngine
+        return WorkerEngine(config, workers, **kwargs)
+    return Engine(config, **kwargs)
 
 
 def checked_result(target: Target, outcome: Outcome, state: BreakerState,

@@ -71,7 +71,9 @@ class MetricsStore:
 
     def __init__(self, buckets: tuple[float, ...], per_target_histograms: bool = True,
                  inflight: Callable[[], int] = lambda: 0,
-                 breaker_states: Callable[[], Mapping[str, str]] = dict):
+                 breaker_states: Callable[[], Mapping[str, str]] = dict,
+                 shard: tuple[int, int] = (0, 1)):
+        self.shard = shard
         self.buckets = tuple(buckets)
         self.per_target_histograms = per_target_histograms
         self.series: dict[str, TargetSeries] = {}
@@ -190,6 +192,10 @@ class StoreCollector(Collector):
         build = GaugeMetricFamily("greenmon_build_info", "greenmon version; always 1.", labels=["version"])
         build.add_metric([__version__], 1)
         yield build
+        shard = GaugeMetricFamily("greenmon_shard", "This instance checks shard `index` of `total` (--shard).",
+                                  labels=["index", "total"])
+        shard.add_metric([str(store.shard[0]), str(store.shard[1])], 1)
+        yield shard
 
 
 def build_registry(store: MetricsStore) -> CollectorRegistry:
@@ -200,6 +206,7 @@ def build_registry(store: MetricsStore) -> CollectorRegistry:
 
 
 def store_for(config, targets: Iterable[Target], **sources) -> MetricsStore:
-    store = MetricsStore(config.metrics.buckets, config.metrics.per_target_histograms, **sources)
+    store = MetricsStore(config.metrics.buckets, config.metrics.per_target_histograms,
+                         shard=config.shard, **sources)
     store.set_targets(targets)
     return store

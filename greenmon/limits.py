@@ -10,13 +10,19 @@ FD_RESERVE = 64        # files the process needs besides its sockets
 SOCKETS_PER_CHECK = 2  # one in flight, plus idle keep-alive connections of other hosts
 
 
-def fit_concurrency(concurrency: int) -> int:
+def sockets_needed(concurrency: int, targets: int) -> int:
+    """A host never has more connections than checks of its targets in flight at once, so
+    sockets are at most one per target, and at most the checks in flight plus as many idle."""
+    return min(targets, concurrency * SOCKETS_PER_CHECK) + FD_RESERVE
+
+
+def fit_concurrency(concurrency: int, targets: int) -> int:
     """Raise the open-file soft limit for ``concurrency`` checks; lower concurrency if the hard limit forbids."""
     try:
         import resource
     except ImportError:  # pragma: no cover - not on POSIX
         return concurrency
-    need = concurrency * SOCKETS_PER_CHECK + FD_RESERVE
+    need = sockets_needed(concurrency, targets)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= need:
         return concurrency
@@ -29,6 +35,8 @@ def fit_concurrency(concurrency: int) -> int:
     if soft >= need:
         return concurrency
     fitted = max(1, (soft - FD_RESERVE) // SOCKETS_PER_CHECK)
+    if fitted >= concurrency:
+        return concurrency
     log.warning("open-file limit %d allows only %d checks in flight (concurrency %d asked); "
                 "raise it with `ulimit -n %d`", soft, fitted, concurrency, need)
     return fitted

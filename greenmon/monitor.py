@@ -16,7 +16,7 @@ import gevent
 import gevent.event
 
 from greenmon.config import Config
-from greenmon.engine import Engine
+from greenmon.engine import build_engine
 from greenmon.exporter import MetricsStore, build_registry, store_for
 from greenmon.schema import ConfigError
 
@@ -29,11 +29,12 @@ class Monitor:
     """Long-running sweeps feeding one MetricsStore and its registry."""
 
     def __init__(self, config: Config, *, loader: Callable[[], Config] | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, workers: int = 1):
         self.config = config
         self._loader = loader
         self._clock = clock
-        self.engine = Engine(config, clock=clock)
+        self._workers = workers
+        self.engine = build_engine(config, workers, clock=clock)
         self.store: MetricsStore = store_for(
             config, config.enabled_targets, inflight=lambda: self.engine.inflight,
             breaker_states=lambda: {name: s.state for name, s in self.engine.breakers.items()})
@@ -108,11 +109,9 @@ class Monitor:
             log.warning("server.listen changed to %s: it takes effect at the next restart",
                         config.server.listen)
         old = self.engine
-        engine = Engine(config, clock=self._clock)
-        names = {t.name for t in config.enabled_targets}
-        engine.breakers.update({n: s for n, s in old.breakers.items() if n in names})
+        old.close()
+        engine = build_engine(config, self._workers, clock=self._clock, breakers=old.breakers)
         engine.listeners.append(self.store.observe)
         self.engine, self.config = engine, config
         self.store.configure(config.metrics.buckets, config.metrics.per_target_histograms)
         self.store.set_targets(config.enabled_targets)
-        old.close()

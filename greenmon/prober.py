@@ -52,10 +52,9 @@ def evaluate(target: Target, response: Response) -> Failure | None:
 class Prober:
     """Checks targets through a shared Transport with the config's retry policy."""
 
-    def __init__(self, transport: Transport, config: Config, trust_store=None):
+    def __init__(self, transport: Transport, config: Config):
         self._transport = transport
         self._monitor = config.monitor
-        self._trust_store = trust_store
         self.stopping = False  # set on shutdown: attempts in flight end, no new retries start
         retry = config.retry
         self._attempt_with_retries = backoff.on_exception(
@@ -114,9 +113,7 @@ class Prober:
             headers[name] = value
         verify_tls = monitor.verify_tls if target.verify_tls is None else target.verify_tls
         ca_file = monitor.ca_file if target.ca_file is None else target.ca_file
-        verify: bool | str = verify_tls
-        if verify_tls and ca_file and self._trust_store is not None:
-            verify = self._trust_store.bundle_with(ca_file)
+        verify: bool | str = ca_file if verify_tls and ca_file else verify_tls
         return Request(
             method=target.method, url=target.url, headers=headers, body=target.body,
             timeout=target.timeout or monitor.timeout, verify=verify,

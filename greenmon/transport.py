@@ -22,6 +22,7 @@ from requests.structures import CaseInsensitiveDict
 
 from greenmon.errors import (DeadlineExceeded, TransportError, classify_exception,
                              timeout_failure)
+from greenmon.tls import TrustStore
 
 MAX_REDIRECTS = 10
 CACHE_LIMIT = 100_000
@@ -70,6 +71,16 @@ class _CachingAdapter(HTTPAdapter):
         super().__init__(**kwargs)
         self._pools: dict[tuple, object] = {}
         self._paths: dict[str, str] = {}
+        self._trust = TrustStore()
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        """HTTPS pools share one prepared SSLContext per ``verify`` instead of CA file paths."""
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        if host_params["scheme"] == "https":
+            pool_kwargs.pop("ca_certs", None)
+            pool_kwargs.pop("ca_cert_dir", None)
+            pool_kwargs["ssl_context"] = self._trust.context(verify)
+        return host_params, pool_kwargs
 
     def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
         key = (request.url, verify)

@@ -1,0 +1,100 @@
+"""Smoke test of the benchmark harness (benchmarks/): it runs end to end and reports every client.
+
+Only that the harness works: the tiny ``--quick`` run has no timing meaning,
+so nothing here asserts a time, a rate or a ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:       # `pytest` (not `python -m pytest`): benchmarks/ is importable too
+    sys.path.insert(0, str(REPO))
+PEERS = ["seed", "gevent_requests", "grequests", "aiohttp", "raw_asyncio"]
+OPTIONAL_PEERS = {"grequests", "aiohttp"}          # reported "not installed" when missing
+EXPECTED = {
+    "quick": ["greenmon", "greenmon --workers 2", *PEERS],
+    "quick-https": ["greenmon", *PEERS],
+}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("benchmarks")
+    rows_file, doc_file = out / "rows.json", out / "benchmarks.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--json", str(rows_file),
+         "--write", str(doc_file)],
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc, json.loads(rows_file.read_text()), doc_file.read_text()
+
+
+def allowed_statuses(client: str) -> set[str]:
+    if client == "greenmon --workers 2":
+        return {"ok", "n/a"}                       # n/a until greenmon has --workers
+    if client in OPTIONAL_PEERS:
+        return {"ok", "not installed"}
+    return {"ok"}
+
+
+def test_every_client_ran_in_every_scenario(quick_run):
+    _, document, _ = quick_run
+    scenarios = {s["name"]: s["rows"] for s in document["scenarios"]}
+    assert sorted(scenarios) == sorted(EXPECTED)
+    for name, clients in EXPECTED.items():
+        rows = scenarios[name]
+        assert [row["client"] for row in rows] == clients
+        for row in rows:
+            assert row["status"] in allowed_statuses(row["client"]), (name, row)
+            if row["status"] == "ok":
+                assert row["ok"] == row["measured_n"] > 0, (name, row)
+                assert row["cpu_s"] is not None and row["rss_mb"] is not None, (name, row)
+
+
+def test_the_seed_is_extrapolated_and_labelled(quick_run):
+    _, document, _ = quick_run
+    seed = next(r for r in document["scenarios"][0]["rows"] if r["client"] == "seed")
+    assert seed["extrapolated"] and seed["measured_n"] < seed["n"]
+    assert "extrapolated" in seed["note"]
+
+
+def test_printed_tables_have_a_row_per_client(quick_run):
+    proc, _, _ = quick_run
+    for name, clients in EXPECTED.items():
+        block = proc.stdout.split(f"### {name}:", 1)[1].split("###", 1)[0]
+        table_rows = [line for line in block.splitlines() if line.startswith("| ")][1:]  # no header
+        names = [row.split("|")[1].strip().rstrip(" *") for row in table_rows]
+        assert names == clients, block
+
+
+def test_written_document_has_the_command_machine_and_tables(quick_run):
+    _, _, text = quick_run
+    assert "python -m benchmarks.run --quick" in text
+    assert "## Machine" in text and "Python" in text
+    assert "### quick:" in text and "### quick-https:" in text
+
+
+def test_a_missing_peer_library_is_reported_not_installed(monkeypatch, tmp_path):
+    from benchmarks import clients, peers
+
+    monkeypatch.setitem(peers.REQUIRES, "aiohttp", "no_such_module_for_the_smoke_test")
+    row = clients.run_peer("aiohttp", ["http://127.0.0.1:1/"], n=1, concurrency=1, ca_file=None,
+                           cap_s=5, workdir=tmp_path)
+    assert row.status == clients.NOT_INSTALLED
+
+
+def test_a_client_over_its_time_cap_is_killed():
+    script = ("import sys; from benchmarks.clients import run_measured; "
+              "run = run_measured([sys.executable, '-c', 'import time; time.sleep(60)'], 0.5); "
+              "print(run.timed_out, run.wall_s < 10)")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=30)
+    assert proc.stdout.split() == ["True", "True"], proc.stderr
