@@ -55,6 +55,7 @@ class Prober:
     def __init__(self, transport: Transport, config: Config):
         self._transport = transport
         self._monitor = config.monitor
+        self._headers: dict = {}  # target name -> Transport.base_headers
         self.stopping = False  # set on shutdown: attempts in flight end, no new retries start
         retry = config.retry
         self._attempt_with_retries = backoff.on_exception(
@@ -107,15 +108,16 @@ class Prober:
 
     def _request(self, target: Target) -> Request:
         monitor = self._monitor
-        headers = dict(target.headers)
-        if target.auth is not None:
-            name, value = target.auth.header()
-            headers[name] = value
+        headers = self._headers.get(target.name)
+        if headers is None:
+            headers = self._headers[target.name] = self._transport.base_headers(
+                target.url, target.headers)
         verify_tls = monitor.verify_tls if target.verify_tls is None else target.verify_tls
         ca_file = monitor.ca_file if target.ca_file is None else target.ca_file
         verify: bool | str = ca_file if verify_tls and ca_file else verify_tls
         return Request(
             method=target.method, url=target.url, headers=headers, body=target.body,
+            auth=target.auth.header() if target.auth is not None else None,
             timeout=target.timeout or monitor.timeout, verify=verify,
             follow_redirects=monitor.follow_redirects, max_body_bytes=monitor.max_body_bytes,
         )

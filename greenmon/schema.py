@@ -6,6 +6,7 @@ error reads the same way: ``greenmon.toml:12: targets[2].timeout: must be > 0``.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -34,16 +35,21 @@ def dotted(path: Path) -> str:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Document:
     """A config file being validated: its name and where each key was written."""
 
     filename: str
-    locator: KeyLocator
+    text: str
 
     @classmethod
     def from_text(cls, text: str, filename: str) -> "Document":
-        return cls(filename, KeyLocator(text))
+        return cls(filename, text)
+
+    @functools.cached_property
+    def locator(self) -> KeyLocator:
+        """Built on the first error only: a valid 10,000-target file never pays for it."""
+        return KeyLocator(self.text)
 
     def error(self, path: Path, problem: str) -> ConfigError:
         line = self.locator.line_of(path)

@@ -11,11 +11,15 @@ started but did not finish in time). Exceptions become Failures here, once.
 from __future__ import annotations
 
 import http.cookiejar
+import socket
 from dataclasses import dataclass
 from typing import Mapping
+from urllib.parse import urlsplit
 
 import gevent
 import requests
+import urllib3.connection
+import urllib3.connectionpool
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
@@ -43,12 +47,13 @@ class Response:
 class Request:
     method: str
     url: str
-    headers: Mapping[str, str]
+    headers: CaseInsensitiveDict  # from Transport.base_headers: never modified
     body: str
     timeout: float
     verify: bool | str          # False, True, or a CA bundle path
     follow_redirects: bool
     max_body_bytes: int
+    auth: tuple[str, str] | None = None  # the auth source's header, read for this attempt
 
 
 class _RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
@@ -56,6 +61,35 @@ class _RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
 
     def set_ok(self, cookie, request):
         return False
+
+
+def _still_open(sock) -> bool:
+    """An idle keep-alive socket is usable when nothing (no data, no EOF) is waiting on it.
+
+    urllib3 asks through select.poll, which gevent emulates with watchers on
+    the hub: a peek at the real socket underneath says the same for far less.
+    """
+    raw = getattr(sock, "_sock", sock)  # gevent's socket wraps the real one
+    try:
+        raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True   # nothing waiting: open and idle
+    except OSError:
+        return False
+    return False      # EOF, or bytes nobody asked for: drop it
+
+
+class _PlainConnection(urllib3.connection.HTTPConnection):
+    @property
+    def is_connected(self) -> bool:
+        return self.sock is not None and _still_open(self.sock)
+
+
+class _PlainPool(urllib3.connectionpool.HTTPConnectionPool):
+    """Plain HTTP pools with the cheap liveness check (TLS keeps urllib3's: pending
+    TLS records such as session tickets are not a sign of a dropped connection)."""
+
+    ConnectionCls = _PlainConnection
 
 
 class _CachingAdapter(HTTPAdapter):
@@ -71,7 +105,13 @@ class _CachingAdapter(HTTPAdapter):
         super().__init__(**kwargs)
         self._pools: dict[tuple, object] = {}
         self._paths: dict[str, str] = {}
+        self._origins: dict[str, str] = {}
         self._trust = TrustStore()
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            **self.poolmanager.pool_classes_by_scheme, "http": _PlainPool}
 
     def build_connection_pool_key_attributes(self, request, verify, cert=None):
         """HTTPS pools share one prepared SSLContext per ``verify`` instead of CA file paths."""
@@ -82,8 +122,18 @@ class _CachingAdapter(HTTPAdapter):
             pool_kwargs["ssl_context"] = self._trust.context(verify)
         return host_params, pool_kwargs
 
+    def _origin(self, url: str) -> str:
+        """scheme://host:port of a URL, the key of its connection pool."""
+        origin = self._origins.get(url)
+        if origin is None:
+            if len(self._origins) > CACHE_LIMIT:
+                self._origins.clear()
+            parts = urlsplit(url)
+            origin = self._origins[url] = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        return origin
+
     def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
-        key = (request.url, verify)
+        key = (self._origin(request.url), verify)
         pool = self._pools.get(key)
         if pool is None or pool.pool is None:  # new, or closed by the pool manager's LRU
             if len(self._pools) > CACHE_LIMIT:
@@ -104,7 +154,7 @@ class _CachingAdapter(HTTPAdapter):
         """As HTTPAdapter.build_response, without the cookie extraction and encoding sniffing."""
         response = requests.Response()
         response.status_code = resp.status
-        response.headers = CaseInsensitiveDict(resp.headers)
+        response.headers = resp.headers  # urllib3's HTTPHeaderDict is case-insensitive already
         response.raw = resp
         response.reason = resp.reason
         response.url = req.url
@@ -173,14 +223,26 @@ class Transport:
             raise TransportError(classify_exception(error, request.timeout)) from None
         return Response(response.status_code, response.reason or "", body, too_large)
 
+    def base_headers(self, url: str, headers: Mapping[str, str]) -> CaseInsensitiveDict:
+        """Every header of a target's requests but its auth source's: built once, never modified
+        (targets without headers of their own share the session's)."""
+        url_auth = self._prepared_url(url)[1]
+        if not headers and url_auth is None:
+            return self.session.headers
+        merged = self.session.headers.copy()
+        if url_auth is not None:
+            merged["Authorization"] = url_auth
+        merged.update(headers)
+        return merged
+
     def _prepare(self, request: Request) -> requests.PreparedRequest:
         prepared = requests.PreparedRequest()
         prepared.method = request.method
-        prepared.url, url_auth = self._prepared_url(request.url)
-        prepared.headers = self.session.headers.copy()
-        if url_auth is not None:
-            prepared.headers["Authorization"] = url_auth
-        prepared.headers.update(request.headers)
+        prepared.url = self._prepared_url(request.url)[0]
+        prepared.headers = request.headers
+        if request.auth is not None:
+            prepared.headers = request.headers.copy()
+            prepared.headers[request.auth[0]] = request.auth[1]
         prepared._cookies = None
         prepared.body = None
         prepared.hooks = {"response": []}
