@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import signal
 import sys
 import time
 from typing import IO, Sequence
+
+import gevent
 
 from greenmon import __version__
 from greenmon.config import Config, config_path, load_config
@@ -208,13 +211,25 @@ def run_once(config: Config, output_format: str, out: IO[str], *, textfile: str 
             out.write(jsonl_line(result))
             out.flush()
         engine.listeners.append(stream)
+    terminated = []
+
+    def terminate() -> None:
+        terminated.append(True)
+        gevent.spawn(engine.stop)
+
+    on_sigterm = gevent.signal_handler(signal.SIGTERM, terminate)
     started = time.monotonic()
     try:
         results = engine.sweep()
     finally:
+        on_sigterm.cancel()
         progress.stop()
         engine.close()
     duration = time.monotonic() - started
+    if terminated:
+        print(f"greenmon: terminated after {len(results)} of {len(config.enabled_targets)} checks; "
+              "no report", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if len(results) < len(config.enabled_targets):
         print(f"greenmon: error: {len(config.enabled_targets) - len(results)} targets were not "
               "checked (a worker process ended)", file=sys.stderr)

@@ -28,6 +28,7 @@ from greenmon.transport import Transport
 log = logging.getLogger(__name__)
 
 Listener = Callable[[MonitorResult], None]
+STOP_GRACE_S = 1.0  # beyond the longest deadline, before checks still running are killed
 
 
 class NotPatchedError(RuntimeError):
@@ -70,7 +71,11 @@ class Engine:
         if not targets:
             return []
         self._pool = gevent.pool.Pool(min(self.concurrency, len(targets)))
-        checks = [self._pool.spawn(self._check, target) for target in targets]
+        checks = []
+        for target in targets:
+            if self.prober.stopping:
+                break  # stop(): no new checks
+            checks.append(self._pool.spawn(self._check, target))
         self._pool.join()
         for check in checks:
             if check.exception is not None and not isinstance(check.exception, gevent.GreenletExit):
@@ -80,10 +85,11 @@ class Engine:
         # A check killed by stop() has no result.
         return [check.value for check in checks if isinstance(check.value, MonitorResult)]
 
-    def stop(self, grace_s: float) -> None:
-        """Shut down: no new retries; checks still running after ``grace_s`` are killed."""
+    def stop(self) -> None:
+        """Shut down: no new checks or retries; checks still running after their deadline
+        (plus STOP_GRACE_S) are killed."""
         self.prober.stopping = True
-        if self._pool is not None and not self._pool.join(timeout=grace_s):
+        if self._pool is not None and not self._pool.join(timeout=self.longest_timeout + STOP_GRACE_S):
             self._pool.kill(timeout=1)
 
     @property

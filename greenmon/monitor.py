@@ -22,8 +22,6 @@ from greenmon.schema import ConfigError
 
 log = logging.getLogger(__name__)
 
-STOP_GRACE_S = 1.0  # beyond the longest deadline, before checks still running are killed
-
 
 class Monitor:
     """Long-running sweeps feeding one MetricsStore and its registry."""
@@ -88,7 +86,7 @@ class Monitor:
             sweep = gevent.spawn(self.engine.sweep)
             gevent.wait([sweep, self._stop], count=1)
             if not sweep.ready():
-                self.engine.stop(self.engine.longest_timeout + STOP_GRACE_S)
+                self.engine.stop()
                 sweep.join()
             self.sweeping = False
             duration = time.monotonic() - started

@@ -12,7 +12,9 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import ctypes  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 
@@ -22,9 +24,6 @@ from gevent.fileobject import FileObjectPosix  # noqa: E402
 
 from greenmon.engine import Engine  # noqa: E402
 from greenmon.workers import receive_message, send_message  # noqa: E402
-
-STOP_GRACE_S = 1.0
-
 
 def main() -> int:
     commands = FileObjectPosix(sys.stdin.fileno(), "rb", close=False)
@@ -36,13 +35,13 @@ def main() -> int:
     outbox: gevent.queue.Queue = gevent.queue.Queue()
     engine.listeners.append(lambda result: outbox.put((result, engine.breakers[result.target])))
     writer = gevent.spawn(_write_replies, outbox, replies, engine)
+    ticker = gevent.spawn(_report_inflight, outbox, engine)
 
-    def stop() -> None:
-        gevent.spawn(engine.stop, engine.longest_timeout + STOP_GRACE_S)
-
-    gevent.signal_handler(signal.SIGTERM, stop)
-    gevent.signal_handler(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the parent reloads; a HUP to the group is for it
+    _die_with_parent()
+    gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(engine.stop))
+    # Ctrl-C and HUP reach the whole process group; the parent decides what they mean.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         while True:
             command = receive_message(commands)
@@ -53,6 +52,7 @@ def main() -> int:
     except BrokenPipeError:
         pass  # the parent is gone
     finally:
+        ticker.kill()
         outbox.put(None)
         writer.join(timeout=5)
         engine.close()
@@ -60,6 +60,29 @@ def main() -> int:
 
 
 _DONE = ("done",)
+_TICK = ("tick",)
+INFLIGHT_EVERY_S = 0.5
+
+
+def _die_with_parent() -> None:
+    """Linux: end this worker if the parent dies, instead of checking on as an orphan."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _report_inflight(outbox: gevent.queue.Queue, engine: Engine) -> None:
+    """The parent's greenmon_inflight_checks: send the count when it changed and no result did."""
+    last = 0
+    while True:
+        gevent.sleep(INFLIGHT_EVERY_S)
+        if engine.inflight != last:
+            last = engine.inflight
+            outbox.put(_TICK)
 
 
 def _write_replies(outbox: gevent.queue.Queue, replies, engine: Engine) -> None:
@@ -76,6 +99,7 @@ def _write_replies(outbox: gevent.queue.Queue, replies, engine: Engine) -> None:
             items = [outbox.get()]
             while not outbox.empty():
                 items.append(outbox.get_nowait())
+            ticked = False
             for item in items:
                 if item is None:  # the worker is ending
                     flush()
@@ -83,8 +107,12 @@ def _write_replies(outbox: gevent.queue.Queue, replies, engine: Engine) -> None:
                 if item is _DONE:
                     flush()
                     send_message(replies, _DONE)
+                elif item is _TICK:
+                    ticked = True
                 else:
                     pending.append(item)
+            if ticked and not pending:
+                send_message(replies, ("results", [], engine.inflight))
             flush()
     except BrokenPipeError:
         return

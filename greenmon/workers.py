@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import pickle
 import signal
@@ -110,16 +109,18 @@ class WorkerEngine:
         self.config = config
         self.listeners = list(listeners)
         self.breakers = initial_breakers(config, breakers)
-        targets = config.enabled_targets
-        per_worker = max(1, math.ceil(config.monitor.concurrency / workers))
+        self._sweeping = False
+        total = config.monitor.concurrency
         self._workers = []
-        for index, share in enumerate(shares(targets, workers)):
+        for index, share in enumerate(shares(config.enabled_targets, min(workers, total))):
+            # monitor.concurrency bounds the checks in flight across all workers.
+            concurrency = total // workers + (1 if index < total % workers else 0)
             worker = _Worker(index, dataclasses.replace(
                 config, targets=share,
-                monitor=dataclasses.replace(config.monitor, concurrency=per_worker, state_file="")))
+                monitor=dataclasses.replace(config.monitor, concurrency=concurrency, state_file="")))
             worker.start(self.breakers)
             self._workers.append(worker)
-        log.info("%d worker processes, %d checks in flight each at most", len(self._workers), per_worker)
+        log.info("%d worker processes", len(self._workers))
 
     @property
     def inflight(self) -> int:
@@ -135,6 +136,7 @@ class WorkerEngine:
         if targets is not None and tuple(targets) != self.config.enabled_targets:
             raise ValueError("a WorkerEngine sweeps the targets it was started with")
         results: dict[str, MonitorResult] = {}
+        self._sweeping = True
         for worker in self._workers:
             if not worker.alive:
                 log.warning("worker %d had ended; starting it again", worker.index)
@@ -142,6 +144,7 @@ class WorkerEngine:
             worker.send(("sweep",))
         readers = [gevent.spawn(self._collect, worker, results) for worker in self._workers]
         gevent.joinall(readers, raise_error=True)
+        self._sweeping = False
         if self.config.monitor.state_file:
             self._save_state()
         order = [t.name for t in self.config.enabled_targets]
@@ -160,7 +163,7 @@ class WorkerEngine:
             if message[0] == "done":
                 worker.inflight = 0
                 return
-            _, batch, worker.inflight = message
+            _, batch, worker.inflight = message  # batch may be empty: an in-flight update
             for result, state in batch:
                 self.breakers[result.target] = state
                 results[result.target] = result
@@ -174,13 +177,18 @@ class WorkerEngine:
             log.warning("cannot save state file %s: %s", self.config.monitor.state_file,
                         error.strerror)
 
-    def stop(self, grace_s: float) -> None:
-        """Ask each worker to stop its sweep (no new retries; kill what outlives ``grace_s``)."""
+    def stop(self) -> None:
+        """Ask each worker to stop its sweep as Engine.stop does."""
         for worker in self._workers:
             if worker.alive:
                 worker.process.send_signal(signal.SIGTERM)
 
     def close(self) -> None:
+        """Idle workers exit when told; a sweep cut short (Ctrl-C) kills them at once."""
+        if self._sweeping:
+            for worker in self._workers:
+                if worker.alive:
+                    worker.process.kill()
         for worker in self._workers:
             worker.send(("exit",))
             try:

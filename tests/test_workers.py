@@ -1,0 +1,535 @@
+"""--workers N|auto and --shard I/N (SPEC section 2), through the real command.
+
+Every target is a local server on 127.0.0.1 run by this test process (an
+HTTPFarm, or a closed port for "refused"). The worker processes are found
+in /proc as children of the greenmon process whose command line names
+``greenmon.worker``; every test kills what it started, workers included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import gevent
+import pytest
+
+from daemon_helpers import Daemon, daemon_config_text, select, targets_in, value, wait_until
+from greenmon.targets import Target
+from helpers import config_text, run_cli, start_cli
+from servers import HTTPFarm, InFlight, RawServer, closed_port, delayed, never_answer, reply
+
+RUN_TIMEOUT_S = 12     # for one `greenmon --once` run
+SLOW_S = 1.5           # a slow target's answer delay: long enough to look at the workers
+WORKER_MARK = b"greenmon.worker"
+
+
+# --- Processes, from /proc --------------------------------------------------------------
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of ``pid``, or None when there is no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return fields[0], int(fields[1])
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (a zombie has ended; it only waits to be reaped)."""
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def worker_pids(parent: int) -> set[int]:
+    """The live greenmon.worker children of ``parent``."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        stat = _stat(int(entry))
+        if stat and stat[1] == parent and stat[0] != "Z" and WORKER_MARK in _cmdline(int(entry)):
+            found.add(int(entry))
+    return found
+
+
+class Workers:
+    """Remembers every worker process seen, to assert they end and to kill them if they do not."""
+
+    def __init__(self):
+        self.seen: set[int] = set()
+
+    def of(self, parent: int) -> set[int]:
+        pids = worker_pids(parent)
+        self.seen |= pids
+        return pids
+
+    def wait_for(self, parent: int, count: int, timeout: float = 6.0) -> set[int]:
+        """Wait until ``parent`` has exactly ``count`` live workers; returns their pids."""
+        return wait_until(lambda: (lambda pids: pids if len(pids) == count else None)(self.of(parent)),
+                          timeout, interval=0.05, message=f"{count} greenmon.worker children")
+
+    def still_running(self) -> set[int]:
+        return {pid for pid in self.seen if running(pid) and WORKER_MARK in _cmdline(pid)}
+
+    def wait_all_gone(self, timeout: float = 3.0) -> None:
+        wait_until(lambda: not self.still_running(), timeout, interval=0.05,
+                   message=f"every worker process ended (still running: {self.still_running()})")
+
+    def kill_leftovers(self) -> None:
+        for pid in self.still_running():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def workers() -> Iterator[Workers]:
+    watch = Workers()
+    try:
+        yield watch
+    finally:
+        watch.kill_leftovers()
+
+
+@contextlib.contextmanager
+def started(*args: str, watch: Workers | None = None) -> Iterator[subprocess.Popen]:
+    """start_cli, killed (and waited for) on the way out whatever happened.
+
+    Workers inherit greenmon's stderr: those ``watch`` has seen are killed too,
+    or reading to the end of that pipe would wait for them.
+    """
+    process = start_cli(*args)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if watch is not None:
+            watch.kill_leftovers()
+        process.communicate(timeout=5)
+
+
+# --- Targets and runs ---------------------------------------------------------------------
+
+KINDS = ("healthy", "503", "refused")
+
+
+@pytest.fixture
+def farm():
+    with HTTPFarm({"/healthy": reply(), "/503": reply("503 Service Unavailable", "busy"),
+                   "/slow": delayed(SLOW_S), "/fail": reply("500 Internal Server Error")}) as server:
+        yield server
+
+
+def mixed_targets(farm: HTTPFarm, count: int = 20) -> list[dict]:
+    """healthy, 503 and refused targets in turn (the refused ones on closed ports)."""
+    targets = []
+    for i in range(count):
+        kind = KINDS[i % len(KINDS)]
+        url = f"http://127.0.0.1:{closed_port()}/" if kind == "refused" else farm.url(f"/{kind}")
+        targets.append({"name": f"t{i:02d}-{kind}", "url": url})
+    return targets
+
+
+def healthy_targets(farm: HTTPFarm, count: int) -> list[dict]:
+    return [{"name": f"svc-{i:02d}", "url": farm.url("/healthy")} for i in range(count)]
+
+
+def once(path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run_cli("--config", str(path), "--once", *args, env=env, timeout=RUN_TIMEOUT_S)
+
+
+def once_json(path, *args: str, env: dict | None = None) -> tuple[int, dict]:
+    done = once(path, "--format", "json", *args, env=env)
+    assert done.returncode in (0, 1), f"exit {done.returncode}:\n{done.stderr}"
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def verdicts(document: dict) -> list[tuple]:
+    """What must not depend on the number of workers, per target, in report order."""
+    return [(r["target"], r["ok"], r["error_class"], r["status_code"], r["attempts"])
+            for r in document["results"]]
+
+
+def shard_of(name: str, count: int) -> int:
+    """The shard the SPEC promises: a stable digest of the name (computed here independently)."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big") % count
+
+
+# --- --once with workers --------------------------------------------------------------------
+
+def test_two_workers_report_what_one_worker_reports_in_config_order(farm, write_config):
+    targets = mixed_targets(farm)
+    path = write_config(config_text(targets, timeout=2.0))
+    code_1, one = once_json(path, "--workers", "1")
+    code_2, two = once_json(path, "--workers", "2")
+    names = [t["name"] for t in targets]
+    assert [r["target"] for r in two["results"]] == names  # config order, not completion order
+    assert verdicts(two) == verdicts(one)
+    assert code_2 == code_1 == 1
+    # Not only equal, but right: every kind of target got its own verdict.
+    by_kind = {kind: {(r["ok"], r["error_class"]) for r in two["results"] if r["target"].endswith(kind)}
+               for kind in KINDS}
+    assert by_kind == {"healthy": {(True, None)}, "503": {(False, "http")},
+                       "refused": {(False, "connection")}}
+    assert {k: two["summary"][k] for k in ("targets", "up", "down", "errors")} == \
+           {k: one["summary"][k] for k in ("targets", "up", "down", "errors")}
+
+
+def test_workers_auto_checks_every_target(farm, write_config):
+    targets = healthy_targets(farm, 6)
+    path = write_config(config_text(targets))
+    code, document = once_json(path, "--workers", "auto")
+    assert code == 0
+    assert [r["target"] for r in document["results"]] == [t["name"] for t in targets]
+    assert all(r["ok"] for r in document["results"])
+    assert farm.hits("/healthy") == 6  # each target checked once, by one worker only
+
+
+def test_jsonl_with_two_workers_streams_one_line_per_target(farm, write_config):
+    targets = mixed_targets(farm, 12) + [{"name": "slow", "url": farm.url("/slow")}]
+    path = write_config(config_text(targets, timeout=SLOW_S + 2))
+    with started("--config", str(path), "--once", "--format", "jsonl", "--workers", "2") as process:
+        with gevent.Timeout(8, AssertionError("no jsonl line within 8 s")):
+            first = process.stdout.readline()
+        # Streamed: a fast target's line is out while the slow one is still being checked.
+        assert process.poll() is None, "greenmon ended before its first line was read"
+        assert json.loads(first)["target"] != "slow"
+        rest, stderr = process.communicate(timeout=RUN_TIMEOUT_S)
+    lines = [first] + rest.splitlines()
+    results = [json.loads(line) for line in lines if line.strip()]
+    assert sorted(r["target"] for r in results) == sorted(t["name"] for t in targets)
+    assert results[-1]["target"] == "slow" and results[-1]["ok"] is True
+    assert process.returncode == 1, stderr
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "x", "", "1.5"])
+def test_bad_workers_value_is_a_usage_error(bad, farm, write_config):
+    path = write_config(config_text(healthy_targets(farm, 2)))
+    done = once(path, "--workers", bad)
+    assert done.returncode == 2
+    assert "--workers" in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == ""
+    assert farm.hits("/healthy") == 0
+
+
+@pytest.mark.parametrize("concurrency, count", [
+    (2, 2),
+    (4, 2),
+    (1, 2),
+    (3, 2),
+], ids=["2-over-2", "4-over-2", "1-over-2", "3-over-2"])
+def test_concurrency_limits_the_checks_in_flight_across_all_workers(concurrency, count, write_config):
+    # monitor.concurrency is "checks in flight at once": for the whole command, not per worker.
+    held = InFlight(0.4)
+    with HTTPFarm({"/held": held}) as farm:
+        targets = [{"name": f"held-{i}", "url": farm.url("/held")} for i in range(2 * concurrency + 2)]
+        path = write_config(config_text(targets))
+        code, document = once_json(path, "--workers", str(count), "--concurrency", str(concurrency))
+    assert code == 0 and len(document["results"]) == len(targets)
+    assert held.peak <= concurrency
+
+
+# --- The worker processes -------------------------------------------------------------------
+
+def test_two_worker_processes_run_the_sweep_and_all_end_with_the_command(farm, write_config, workers):
+    # Round-robin shares: targets 0 and 1 (both slow) land on different workers.
+    targets = [{"name": "slow-a", "url": farm.url("/slow")}, {"name": "slow-b", "url": farm.url("/slow")}]
+    targets += healthy_targets(farm, 4)
+    path = write_config(config_text(targets, timeout=SLOW_S + 2))
+    with started("--config", str(path), "--once", "--format", "json", "--workers", "2",
+                 watch=workers) as process:
+        pids = workers.wait_for(process.pid, 2)
+        assert process.pid not in pids
+        # Both are in the middle of the same sweep: each holds one slow request.
+        wait_until(lambda: farm.hits("/slow") == 2, 4, message="both slow targets contacted")
+        assert process.poll() is None and all(running(pid) for pid in pids)
+        out, err = process.communicate(timeout=RUN_TIMEOUT_S)
+    assert process.returncode == 0, err
+    assert len(json.loads(out)["results"]) == 6
+    workers.wait_all_gone()
+
+
+def test_sigterm_of_once_leaves_no_worker_behind(write_config, workers):
+    with RawServer(never_answer) as hang:
+        targets = [{"name": f"hang-{i}", "url": hang.url(f"/{i}")} for i in range(2)]
+        path = write_config(config_text(targets, timeout=5.0))
+        with started("--config", str(path), "--once", "--workers", "2", watch=workers) as process:
+            workers.wait_for(process.pid, 2)
+            wait_until(lambda: hang.connections == 2, 4, message="both hanging checks in flight")
+            process.send_signal(signal.SIGTERM)
+            # Graceful, as SPEC asks of a stop: checks in flight end or hit their 5 s deadline.
+            wait_until(lambda: process.poll() is not None, 5.0 + 2.0, message="greenmon ended after SIGTERM")
+            assert process.returncode == 130
+            workers.wait_all_gone(timeout=1.5)
+
+
+def test_daemon_sigterm_mid_sweep_ends_every_worker(write_config, tmp_path, workers):
+    with RawServer(never_answer) as hang, HTTPFarm({"/ok": reply()}) as farm:
+        targets = [{"name": "hang", "url": hang.url("/")}] + healthy_targets(farm, 3)
+        path = write_config(daemon_config_text(targets, timeout=SLOW_S, retries=2))
+        with Daemon(path, tmp_path, "--workers", "2") as daemon:
+            daemon.wait_ready()
+            workers.wait_for(daemon.process.pid, 2)
+            daemon.wait_metric(lambda t: value(t, "greenmon_inflight_checks") == 1,
+                               message="the hanging check in flight")
+            daemon.send(signal.SIGTERM)
+            code = daemon.wait_exit(SLOW_S + 4)
+            assert code == 0, f"exit {code}:\n{daemon.stderr()}"
+        workers.wait_all_gone()
+        assert hang.connections <= 2  # no retry started after the signal
+    assert "Traceback" not in daemon.stderr()
+
+
+# --- The daemon with workers ------------------------------------------------------------------
+
+def test_daemon_with_two_workers_serves_one_metrics_for_all_targets(farm, write_config, tmp_path, workers):
+    targets = [{"name": f"up-{i}", "url": farm.url("/healthy")} for i in range(4)]
+    targets += [{"name": f"down-{i}", "url": farm.url("/503")} for i in range(2)]
+    names = {t["name"] for t in targets}
+    path = write_config(daemon_config_text(targets))
+    with Daemon(path, tmp_path, "--workers", "2") as daemon:
+        daemon.wait_ready()
+        first_workers = workers.wait_for(daemon.process.pid, 2)
+
+        def every_target_checked(text):
+            return all((value(text, "greenmon_checks_total", target=n) or 0) >= 1 for n in names)
+        text = daemon.wait_metric(every_target_checked, message="a check of every target")
+        assert {n for n in names if value(text, "greenmon_up", target=n) == 1} == \
+               {n for n in names if n.startswith("up-")}
+        assert {n for n in names if value(text, "greenmon_up", target=n) == 0} == \
+               {n for n in names if n.startswith("down-")}
+        assert value(text, "greenmon_targets") == len(targets)
+        assert targets_in(text) == names
+        assert len(select(text, "greenmon_build_info")) == 1  # one exposition, not one per worker
+        sweeps = value(text, "greenmon_sweeps_total")
+        daemon.wait_metric(lambda t: value(t, "greenmon_sweeps_total") >= sweeps + 2,
+                           message="two more sweeps")
+        api = daemon.get("/api/results").json()
+        assert {r["target"] for r in api["results"]} == names
+
+        # SIGHUP: a new config with one more target; the new target shows up everywhere.
+        path.write_text(daemon_config_text(targets + [{"name": "added", "url": farm.url("/healthy")}]))
+        daemon.send(signal.SIGHUP)
+        text = daemon.wait_metric(lambda t: value(t, "greenmon_up", target="added") == 1,
+                                  message="greenmon_up{target=added} 1")
+        assert value(text, "greenmon_targets") == len(targets) + 1
+        wait_until(lambda: "added" in {r["target"] for r in daemon.get("/api/results").json()["results"]},
+                   3, message="added in /api/results")
+        # The reload replaced the workers; the old ones did not stay behind.
+        workers.wait_for(daemon.process.pid, 2)
+        wait_until(lambda: not any(running(pid) for pid in first_workers), 3,
+                   message="the workers of the old config ended")
+        assert daemon.alive()
+
+        daemon.send(signal.SIGTERM)
+        assert daemon.wait_exit(4) == 0, daemon.stderr()
+    workers.wait_all_gone()
+    assert "Traceback" not in daemon.stderr()
+
+
+def test_daemon_replaces_a_worker_that_died(farm, write_config, tmp_path, workers):
+    targets = healthy_targets(farm, 4)
+    path = write_config(daemon_config_text(targets))
+    with Daemon(path, tmp_path, "--workers", "2") as daemon:
+        daemon.wait_ready()
+        victim = min(workers.wait_for(daemon.process.pid, 2))
+        os.kill(victim, signal.SIGKILL)
+        text = daemon.metrics()
+        before = {t["name"]: value(text, "greenmon_checks_total", target=t["name"]) or 0 for t in targets}
+        daemon.wait_metric(lambda t: all(value(t, "greenmon_checks_total", target=name) >= count + 2
+                                         for name, count in before.items()),
+                           message="every target (the dead worker's too) checked twice more")
+        assert daemon.alive()
+        replaced = workers.wait_for(daemon.process.pid, 2)
+        assert victim not in replaced
+        daemon.send(signal.SIGTERM)
+        assert daemon.wait_exit(4) == 0, daemon.stderr()
+    workers.wait_all_gone()
+
+
+def test_inflight_gauge_counts_the_checks_in_flight_on_every_worker(write_config, tmp_path, workers):
+    with RawServer(never_answer) as hang:
+        targets = [{"name": f"hang-{i}", "url": hang.url(f"/{i}")} for i in range(2)]
+        path = write_config(daemon_config_text(targets, timeout=4.0))
+        with Daemon(path, tmp_path, "--workers", "2") as daemon:
+            daemon.wait_ready()
+            workers.wait_for(daemon.process.pid, 2)
+            wait_until(lambda: hang.connections == 2, 4, message="both hanging checks in flight")
+            daemon.wait_metric(lambda t: value(t, "greenmon_inflight_checks") == 2, timeout=1.5,
+                               message="greenmon_inflight_checks 2")
+
+
+def test_daemon_with_workers_and_a_shard_exports_only_its_targets(farm, write_config, tmp_path, workers):
+    targets = healthy_targets(farm, 12)
+    mine = {t["name"] for t in targets if shard_of(t["name"], 3) == 2}
+    assert len(mine) >= 2  # enough for two workers
+    path = write_config(daemon_config_text(targets))
+    with Daemon(path, tmp_path, "--workers", "2", "--shard", "2/3") as daemon:
+        daemon.wait_ready()
+        workers.wait_for(daemon.process.pid, 2)
+        text = daemon.wait_metric(lambda t: all(value(t, "greenmon_up", target=n) == 1 for n in mine),
+                                  message="every target of shard 2/3 up")
+        assert targets_in(text) == mine
+        assert value(text, "greenmon_targets") == len(mine)
+        assert value(text, "greenmon_shard", index="2", total="3") == 1
+        assert len(select(text, "greenmon_shard")) == 1
+        daemon.send(signal.SIGTERM)
+        assert daemon.wait_exit(4) == 0, daemon.stderr()
+    workers.wait_all_gone()
+
+
+# --- The state file with workers -------------------------------------------------------------
+
+@pytest.mark.parametrize("count", ["1", "2"], ids=["one-worker", "two-workers"])
+def test_state_file_keeps_an_open_breaker_across_runs(count, farm, write_config, tmp_path):
+    targets = [{"name": "failing", "url": farm.url("/fail")}] + healthy_targets(farm, 3)
+    extra = "[breaker]\nfailure_threshold = 1\nrecovery_timeout = 300\n"
+    path = write_config(config_text(targets, extra=extra))
+    state = tmp_path / "state.json"
+
+    code, first = once_json(path, "--workers", count, "--state-file", str(state))
+    failing = first["results"][0]
+    assert code == 1
+    assert (failing["target"], failing["ok"], failing["breaker"], failing["attempts"]) == \
+           ("failing", False, "open", 1)
+    assert farm.hits("/fail") == 1 and state.exists()
+
+    code, second = once_json(path, "--workers", count, "--state-file", str(state))
+    failing = second["results"][0]
+    assert code == 1  # a target skipped by an open breaker is down
+    assert farm.hits("/fail") == 1  # not contacted
+    assert (failing["ok"], failing["breaker"], failing["attempts"], failing["error_class"]) == \
+           (False, "open", 0, "http")
+    assert second["summary"]["skipped"] == 1
+    assert farm.hits("/healthy") == 6  # the others were checked on both runs
+    assert all(r["ok"] for r in second["results"][1:])
+
+
+# --- --shard -----------------------------------------------------------------------------------
+
+def test_shard_hash_is_the_sha256_of_the_name():
+    for name in ("api-1", "checkout", "GET http://127.0.0.1:8080/healthz", "ünïcode"):
+        expected = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big")
+        assert Target(name=name, url="http://127.0.0.1/").shard_hash() == expected
+    # Pinned: the same in every process and every version (a change would reshuffle replicas).
+    assert Target(name="api-1", url="http://127.0.0.1/").shard_hash() == 17978681371066702477
+
+
+def test_shards_split_the_targets_without_overlap_stably_and_in_any_order(farm, write_config):
+    targets = healthy_targets(farm, 30)
+    names = [t["name"] for t in targets]
+    path = write_config(config_text(targets))
+    shuffled = list(targets)
+    random.Random(7).shuffle(shuffled)
+    assert shuffled != targets
+    path_shuffled = write_config(config_text(shuffled), "shuffled.toml")
+
+    def checked(config_path, index, *args, seed):
+        code, document = once_json(config_path, "--shard", f"{index}/3", *args,
+                                   env={"PYTHONHASHSEED": seed})
+        assert code == 0
+        return [r["target"] for r in document["results"]]
+
+    shards = [checked(path, i, seed="1") for i in range(3)]
+    assert sorted(sum(shards, [])) == sorted(names)  # every target, none twice
+    assert all(shards), f"an empty shard in {[len(s) for s in shards]}"
+    for index, shard in enumerate(shards):
+        assert shard == [n for n in names if shard_of(n, 3) == index]  # config order, by the digest
+    # Another process (another str hash seed), the file in another order, two workers: same split.
+    again = [checked(path_shuffled, i, "--workers", "2", seed="2") for i in range(3)]
+    assert [sorted(s) for s in again] == [sorted(s) for s in shards]
+    assert farm.hits("/healthy") == 60
+
+
+def test_textfile_of_a_shard_has_greenmon_shard(farm, write_config, tmp_path):
+    targets = healthy_targets(farm, 9)
+    mine = {t["name"] for t in targets if shard_of(t["name"], 3) == 1}
+    assert mine
+    path = write_config(config_text(targets))
+    textfile = tmp_path / "greenmon.prom"
+    done = once(path, "--shard", "1/3", "--textfile", str(textfile))
+    assert done.returncode == 0, done.stderr
+    text = textfile.read_text()
+    assert [(s.labels, s.value) for s in select(text, "greenmon_shard")] == \
+           [({"index": "1", "total": "3"}, 1.0)]
+    assert value(text, "greenmon_targets") == len(mine)
+    assert targets_in(text) == mine
+
+
+def test_without_shard_the_metric_says_shard_0_of_1(farm, write_config, tmp_path):
+    path = write_config(config_text(healthy_targets(farm, 2)))
+    textfile = tmp_path / "greenmon.prom"
+    assert once(path, "--textfile", str(textfile)).returncode == 0
+    assert [(s.labels, s.value) for s in select(textfile.read_text(), "greenmon_shard")] == \
+           [({"index": "0", "total": "1"}, 1.0)]
+
+
+@pytest.mark.parametrize("bad", ["3/3", "x", "1", "-1/3", "1/0", "0/0", "1/3/5", "/3", "1/"])
+def test_bad_shard_value_is_a_usage_error(bad, farm, write_config):
+    path = write_config(config_text(healthy_targets(farm, 2)))
+    done = once(path, "--shard", bad)
+    assert done.returncode == 2
+    assert "--shard" in done.stderr and "Traceback" not in done.stderr
+    assert farm.hits("/healthy") == 0
+
+
+@pytest.mark.parametrize("count", ["1", "2"], ids=["one-worker", "two-workers"])
+def test_a_shard_without_targets_exits_0_with_a_warning(count, farm, write_config):
+    name = "checkout"  # its digest puts it in shard 2 of 3
+    assert shard_of(name, 3) == 2
+    path = write_config(config_text([{"name": name, "url": farm.url("/healthy")}]))
+    done = once(path, "--format", "json", "--shard", "0/3", "--workers", count)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"WARNING .*shard 0/3 holds none", done.stderr), done.stderr
+    assert json.loads(done.stdout)["results"] == []
+    assert farm.hits("/healthy") == 0
+
+
+# --- A worker that dies -------------------------------------------------------------------------
+
+def test_a_worker_killed_mid_sweep_makes_once_fail_naming_the_lost_targets(farm, write_config, workers):
+    # Six slow targets, three per worker: none of the victim's has answered when it dies.
+    targets = [{"name": f"slow-{i}", "url": farm.url("/slow")} for i in range(6)]
+    path = write_config(config_text(targets, timeout=SLOW_S + 2))
+    with started("--config", str(path), "--once", "--format", "json", "--workers", "2",
+                 watch=workers) as process:
+        pids = workers.wait_for(process.pid, 2)
+        wait_until(lambda: farm.hits("/slow") == 6, 4, message="every slow check in flight")
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        out, err = process.communicate(timeout=RUN_TIMEOUT_S)
+    assert process.returncode not in (0, None)
+    assert process.returncode == 1, err
+    assert re.search(r"\b3 targets\b", err), err
+    assert "Traceback" not in err
+    workers.wait_all_gone()
+
+
+def test_workers_end_with_a_parent_killed_outright(write_config, workers):
+    with RawServer(never_answer) as hang:
+        targets = [{"name": f"hang-{i}", "url": hang.url(f"/{i}")} for i in range(2)]
+        path = write_config(config_text(targets, timeout=5.0))
+        with started("--config", str(path), "--once", "--workers", "2", watch=workers) as process:
+            workers.wait_for(process.pid, 2)
+            wait_until(lambda: hang.connections == 2, 4, message="both hanging checks in flight")
+            process.kill()
+            # Far sooner than the 5 s deadline: the workers die with their parent.
+            workers.wait_all_gone(timeout=1.5)
