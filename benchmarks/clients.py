@@ -193,6 +193,28 @@ def _greenmon_once(urls, *, concurrency, ca_file, workers, cap_s, workdir: Path,
     return run, summary
 
 
+STEADY_LABEL = "greenmon steady (daemon sweeps)"
+
+
+def run_greenmon_steady(urls: list[str], *, concurrency: int | None, ca_file: str | None,
+                        cap_s: float, workdir: Path, sweeps: int = 4) -> ClientResult:
+    """Sweeps 2..K of one engine (``benchmarks.steady``): the daemon's cost per check, keep-alive."""
+    base = dict(client=STEADY_LABEL, kind="greenmon", n=len(urls), measured_n=len(urls))
+    config = workdir / "greenmon-steady.toml"
+    config.write_text(greenmon_config(urls, concurrency=concurrency, ca_file=ca_file), encoding="utf-8")
+    run = run_measured([sys.executable, "-m", "benchmarks.steady", "--config", str(config),
+                        "--sweeps", str(sweeps)], cap_s)
+    if run.timed_out:
+        return ClientResult(status=TIMEOUT, note=f"killed after {cap_s:.0f} s", **base)
+    try:
+        line = json.loads(run.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return ClientResult(status=ERROR, note=f"exit {run.returncode}: {_tail(run.stderr)}", **base)
+    status = OK if line["ok"] == len(urls) and run.returncode == 0 else FAILED
+    return ClientResult(status=status, ok=line["ok"], sweep_s=line["wall_s"], net_cpu_s=line["cpu_s"],
+                        rss_mb=run.max_rss_mb, note=f"mean of sweeps 2..{sweeps}", **base)
+
+
 # --- peers -----------------------------------------------------------------------------------
 
 def run_peer(peer: str, urls: list[str], *, n: int, concurrency: int, ca_file: str | None,

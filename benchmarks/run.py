@@ -27,7 +27,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.clients import REPO, ClientResult, run_greenmon, run_peer
+from benchmarks.clients import (REPO, STEADY_LABEL, ClientResult, run_greenmon,
+                                run_greenmon_steady, run_peer)
 from benchmarks.farm import DEFAULT_LISTENERS, raise_open_file_limit, target_path
 from benchmarks.scenarios import PEERS, Scenario, select
 
@@ -165,6 +166,10 @@ def run_scenario(scenario: Scenario, farm: FarmProcess, workdir: Path,
                  lambda workers=workers: run_greenmon(
                      urls, concurrency=scenario.greenmon_concurrency, ca_file=ca_file, workers=workers,
                      cap_s=scenario.cap_s, workdir=workdir))
+    if scenario.steady:
+        measured(STEADY_LABEL, lambda: run_greenmon_steady(
+            urls, concurrency=scenario.greenmon_concurrency, ca_file=ca_file, cap_s=scenario.cap_s,
+            workdir=workdir))
     for peer in peers:
         subset = urls[:scenario.seed_count] if peer == "seed" else urls
         measured(peer, lambda peer=peer, subset=subset: run_peer(

@@ -31,6 +31,7 @@ class Scenario:
     seed_n: int | None = None      # None: as many as the seed sweeps in SEED_BUDGET_S
     cap_s: float = 180.0           # hard time cap of one client run
     optional: bool = False         # only with --scenarios all (or by name)
+    steady: bool = True            # also measure the daemon's steady state (benchmarks.steady)
     description: str = ""
 
     @property

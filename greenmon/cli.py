@@ -15,6 +15,7 @@ import gevent
 from greenmon import __version__
 from greenmon.config import Config, config_path, load_config
 from greenmon.report import FORMATS, ProgressLine, jsonl_line, write_json, write_table
+from greenmon.limits import tune_gc
 from greenmon.schema import ConfigError, listen_address
 from greenmon.summary import summarize
 
@@ -136,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.check_config:
                 print(describe(config))
                 return EXIT_UP
+            tune_gc()
             if not args.once:
                 from greenmon.daemon import run_daemon
                 return run_daemon(config, lambda: apply_overrides(loader(), args), args.workers)
