@@ -19,8 +19,8 @@ if str(REPO) not in sys.path:       # `pytest` (not `python -m pytest`): benchma
 PEERS = ["seed", "gevent_requests", "grequests", "aiohttp", "raw_asyncio"]
 OPTIONAL_PEERS = {"grequests", "aiohttp"}          # reported "not installed" when missing
 EXPECTED = {
-    "quick": ["greenmon", "greenmon --workers 2", *PEERS],
-    "quick-https": ["greenmon", *PEERS],
+    "quick": ["greenmon", "greenmon --workers 2", "greenmon steady (daemon sweeps)", *PEERS],
+    "quick-https": ["greenmon", "greenmon steady (daemon sweeps)", *PEERS],
 }
 
 
