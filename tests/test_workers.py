@@ -267,18 +267,25 @@ def test_two_worker_processes_run_the_sweep_and_all_end_with_the_command(farm, w
     workers.wait_all_gone()
 
 
-def test_sigterm_of_once_leaves_no_worker_behind(write_config, workers):
+@contextlib.contextmanager
+def two_workers_hanging(write_config, workers):
+    """`--once --workers 2` with one never-answering check (5 s deadline) in flight on each worker."""
     with RawServer(never_answer) as hang:
         targets = [{"name": f"hang-{i}", "url": hang.url(f"/{i}")} for i in range(2)]
         path = write_config(config_text(targets, timeout=5.0))
         with started("--config", str(path), "--once", "--workers", "2", watch=workers) as process:
             workers.wait_for(process.pid, 2)
             wait_until(lambda: hang.connections == 2, 4, message="both hanging checks in flight")
-            process.send_signal(signal.SIGTERM)
-            # Graceful, as SPEC asks of a stop: checks in flight end or hit their 5 s deadline.
-            wait_until(lambda: process.poll() is not None, 5.0 + 2.0, message="greenmon ended after SIGTERM")
-            assert process.returncode == 130
-            workers.wait_all_gone(timeout=1.5)
+            yield process
+
+
+def test_sigterm_of_once_leaves_no_worker_behind(write_config, workers):
+    with two_workers_hanging(write_config, workers) as process:
+        process.send_signal(signal.SIGTERM)
+        # Graceful, as SPEC asks of a stop: checks in flight end or hit their 5 s deadline.
+        wait_until(lambda: process.poll() is not None, 5.0 + 2.0, message="greenmon ended after SIGTERM")
+        assert process.returncode == 130
+        workers.wait_all_gone(timeout=1.5)
 
 
 def test_daemon_sigterm_mid_sweep_ends_every_worker(write_config, tmp_path, workers):
@@ -524,12 +531,7 @@ def test_a_worker_killed_mid_sweep_makes_once_fail_naming_the_lost_targets(farm,
 
 
 def test_workers_end_with_a_parent_killed_outright(write_config, workers):
-    with RawServer(never_answer) as hang:
-        targets = [{"name": f"hang-{i}", "url": hang.url(f"/{i}")} for i in range(2)]
-        path = write_config(config_text(targets, timeout=5.0))
-        with started("--config", str(path), "--once", "--workers", "2", watch=workers) as process:
-            workers.wait_for(process.pid, 2)
-            wait_until(lambda: hang.connections == 2, 4, message="both hanging checks in flight")
-            process.kill()
-            # Far sooner than the 5 s deadline: the workers die with their parent.
-            workers.wait_all_gone(timeout=1.5)
+    with two_workers_hanging(write_config, workers) as process:
+        process.kill()
+        # Far sooner than the 5 s deadline: the workers die with their parent.
+        workers.wait_all_gone(timeout=1.5)
