@@ -103,9 +103,10 @@ def classify_exception(exc: BaseException, timeout: float) -> Failure:
     for item in chain:
         if isinstance(item, (ux.NameResolutionError, socket.gaierror)):
             return Failure(CONNECTION, "dns", "DNS lookup failed")
-    for item in chain:
+    for item in chain:  # the verification error first: it says why (self-signed, expired, host name)
         if isinstance(item, ssl.SSLCertVerificationError):
             return Failure(CONNECTION, "tls", f"TLS certificate rejected: {item.verify_message}")
+    for item in chain:
         if isinstance(item, (ssl.SSLError, ssl.CertificateError, ux.SSLError)) and not _is_timeout(item):
             return Failure(CONNECTION, "tls", f"TLS handshake failed: {_ssl_reason(item)}")
     for item in chain:

@@ -24,8 +24,8 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
-from greenmon.errors import (DeadlineExceeded, TransportError, classify_exception,
-                             timeout_failure)
+from greenmon.errors import (CONNECTION, DeadlineExceeded, Failure, TransportError,
+                             classify_exception, timeout_failure)
 from greenmon.tls import TrustStore
 
 MAX_REDIRECTS = 10
@@ -150,6 +150,13 @@ class _CachingAdapter(HTTPAdapter):
             path = self._paths[request.url] = super().request_url(request, proxies)
         return path
 
+    def close(self) -> None:
+        """Close the cached pools too: urllib3's PoolManager.clear() leaves them to the collector."""
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        super().close()
+
     def build_response(self, req, resp):
         """As HTTPAdapter.build_response, without the cookie extraction and encoding sniffing."""
         response = requests.Response()
@@ -213,6 +220,7 @@ class Transport:
                 if request.follow_redirects and response.is_redirect:
                     response = self._follow(response, prepared, timeout, request.verify)
                 try:
+                    _check_framing(response)
                     body, too_large = _read_capped(response, request.max_body_bytes)
                 finally:
                     response.close()
@@ -289,6 +297,17 @@ def _stalled_phase(traceback) -> str:
             return "connect"
         traceback = traceback.tb_next
     return "read"
+
+
+def _check_framing(response: requests.Response) -> None:
+    """RFC 9112 6.3: an invalid Content-Length is an unrecoverable error, not a length to ignore
+    (urllib3 would read to the end of the connection and call the response good)."""
+    length = response.headers.get("Content-Length")
+    if length is None:
+        return
+    values = {value.strip() for value in length.split(",")}
+    if len(values) != 1 or not values.pop().isdigit():
+        raise TransportError(Failure(CONNECTION, "protocol", "invalid Content-Length header"))
 
 
 def _read_capped(response: requests.Response, limit: int) -> tuple[bytes, bool]:
