@@ -100,6 +100,12 @@ class Config:
     source: str = "<defaults>"
     shard: tuple[int, int] = (0, 1)  # --shard I/N: this instance checks shard I of N
 
+    @property
+    def longest_timeout(self) -> float:
+        """The longest deadline any enabled target's attempt may run for."""
+        timeouts = [t.timeout for t in self.enabled_targets if t.timeout]
+        return max(timeouts + [self.monitor.timeout])
+
     def only_shard(self, index: int, count: int) -> "Config":
         """The targets whose stable hash falls in shard ``index`` of ``count``."""
         mine = tuple(t for t in self.targets if t.shard_hash() % count == index)

@@ -81,7 +81,9 @@ class Engine:
             if check.exception is not None and not isinstance(check.exception, gevent.GreenletExit):
                 raise check.exception
         if self.config.monitor.state_file:
-            self._save_state(targets)
+            names = {t.name for t in self.config.targets} | {t.name for t in targets}
+            statefile.save_or_warn(self.config.monitor.state_file,
+                                   {n: s for n, s in self.breakers.items() if n in names})
         # A check killed by stop() has no result.
         return [check.value for check in checks if isinstance(check.value, MonitorResult)]
 
@@ -89,26 +91,12 @@ class Engine:
         """Shut down: no new checks or retries; checks still running after their deadline
         (plus STOP_GRACE_S) are killed."""
         self.prober.stopping = True
-        if self._pool is not None and not self._pool.join(timeout=self.longest_timeout + STOP_GRACE_S):
+        grace = self.config.longest_timeout + STOP_GRACE_S
+        if self._pool is not None and not self._pool.join(timeout=grace):
             self._pool.kill(timeout=1)
-
-    @property
-    def longest_timeout(self) -> float:
-        """The longest deadline any target's attempt may run for."""
-        timeouts = [t.timeout for t in self.config.enabled_targets if t.timeout]
-        return max(timeouts + [self.config.monitor.timeout])
 
     def close(self) -> None:
         self.transport.close()
-
-    def _save_state(self, targets: Sequence[Target]) -> None:
-        names = {t.name for t in self.config.targets} | {t.name for t in targets}
-        table = {name: state for name, state in self.breakers.items() if name in names}
-        try:
-            statefile.save(self.config.monitor.state_file, table)
-        except OSError as error:
-            log.warning("cannot save state file %s: %s", self.config.monitor.state_file,
-                        error.strerror)
 
     def _check(self, target: Target) -> MonitorResult:
         self.inflight += 1

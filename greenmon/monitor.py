@@ -72,7 +72,7 @@ class Monitor:
             return False
         if self.sweeping and self.store.sweeps == 0:
             return True
-        allowed = 2 * self.config.monitor.interval + self.engine.longest_timeout
+        allowed = 2 * self.config.monitor.interval + self.config.longest_timeout
         return time.monotonic() - self.sweep_started_at <= allowed
 
     # --- the loop -------------------------------------------------------------

@@ -42,6 +42,14 @@ def save(path: str, table: Mapping[str, BreakerState]) -> None:
         raise
 
 
+def save_or_warn(path: str, table: Mapping[str, BreakerState]) -> None:
+    """save(), with a failure reported (WARNING) instead of raised: the sweep's results stand."""
+    try:
+        save(path, table)
+    except OSError as error:
+        log.warning("cannot save state file %s: %s", path, error.strerror or error)
+
+
 def load(path: str) -> dict[str, BreakerState]:
     try:
         with open(path, encoding="utf-8") as handle:

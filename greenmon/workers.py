@@ -126,11 +126,6 @@ class WorkerEngine:
     def inflight(self) -> int:
         return sum(worker.inflight for worker in self._workers)
 
-    @property
-    def longest_timeout(self) -> float:
-        timeouts = [t.timeout for t in self.config.enabled_targets if t.timeout]
-        return max(timeouts + [self.config.monitor.timeout])
-
     def sweep(self, targets: Sequence[Target] | None = None) -> list[MonitorResult]:
         """One sweep on every worker at once; results in config order."""
         if targets is not None and tuple(targets) != self.config.enabled_targets:
@@ -146,7 +141,7 @@ class WorkerEngine:
         gevent.joinall(readers, raise_error=True)
         self._sweeping = False
         if self.config.monitor.state_file:
-            self._save_state()
+            statefile.save_or_warn(self.config.monitor.state_file, self.breakers)
         order = [t.name for t in self.config.enabled_targets]
         missing = len(order) - len(results)
         if missing:
@@ -170,13 +165,6 @@ class WorkerEngine:
                 for listener in self.listeners:
                     listener(result)
 
-    def _save_state(self) -> None:
-        try:
-            statefile.save(self.config.monitor.state_file, self.breakers)
-        except OSError as error:
-            log.warning("cannot save state file %s: %s", self.config.monitor.state_file,
-                        error.strerror)
-
     def stop(self) -> None:
         """Ask each worker to stop its sweep as Engine.stop does."""
         for worker in self._workers:
@@ -195,7 +183,7 @@ class WorkerEngine:
                 worker.process.stdin.close()
             except OSError:
                 pass
-        deadline = time.monotonic() + self.longest_timeout + 2
+        deadline = time.monotonic() + self.config.longest_timeout + 2
         for worker in self._workers:
             try:
                 worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
