@@ -12,7 +12,7 @@ import logging
 import os
 from typing import Any
 
-from greenmon.schema import Document, Path, non_empty_string, string
+from greenmon.schema import Document, Path, file_path, header_value, non_empty_string, string
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,11 @@ def _header_name(value: Any) -> str:
 
 
 _CHECKS = {
-    "bearer": {"type": string, "token": string, "token_env": string, "token_file": string},
+    "bearer": {"type": string, "token": string, "token_env": string, "token_file": file_path},
     "basic": {"type": string, "username": string, "password": string, "password_env": string,
-              "password_file": string},
+              "password_file": file_path},
     "header": {"type": string, "name": _header_name, "value": string, "value_env": string,
-               "value_file": string},
+               "value_file": file_path},
 }
 _SECRET_KEY = {"bearer": "token", "basic": "password", "header": "value"}
 
@@ -156,6 +156,8 @@ def _parse_secret(doc: Document, path: Path, key: str, values: dict[str, str]) -
             raise doc.error(path + (option,), f"cannot read {where}: {error.strerror}") from None
         except UnicodeDecodeError:
             raise doc.error(path + (option,), f"{where} is not UTF-8 text") from None
-    if any(c in secret.get() for c in "\r\n"):
-        raise doc.error(path + (option,), "the secret must be a single line")
+    try:
+        header_value(secret.get())
+    except ValueError as problem:
+        raise doc.error(path + (option,), f"the secret: {problem}") from None
     return secret

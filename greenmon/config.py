@@ -21,7 +21,8 @@ else:  # pragma: no cover - Python 3.10
 from greenmon import __version__
 from greenmon.auth import AuthSource, parse_auth
 from greenmon.schema import (ConfigError, Document, boolean, buckets, integer, interpolate,
-                             listen_address, number, optional_file, string)
+                             file_path, header_value, listen_address, number,
+                             optional_file, string)
 from greenmon.targets import Target, parse_target
 
 DEFAULT_CONFIG_PATH = "greenmon.toml"
@@ -72,8 +73,8 @@ _SECTION_CHECKS = {
     "monitor": (MonitorSettings, {
         "concurrency": integer(1), "timeout": number(above=0), "interval": number(above=0),
         "max_body_bytes": integer(1), "verify_tls": boolean, "ca_file": optional_file,
-        "follow_redirects": boolean, "user_agent": string, "slo_p95_seconds": number(above=0),
-        "state_file": string,
+        "follow_redirects": boolean, "user_agent": header_value, "slo_p95_seconds": number(above=0),
+        "state_file": file_path,
     }),
     "retry": (RetrySettings, {
         "retries": integer(0), "backoff": number(at_least=0), "max_backoff": number(at_least=0),

@@ -19,6 +19,7 @@ import gevent.pool
 from greenmon import statefile
 from greenmon.breaker import HALF_OPEN, BreakerState, Gate, gate, record
 from greenmon.config import Config
+from greenmon.errors import CONNECTION
 from greenmon.limits import fit_concurrency
 from greenmon.prober import Prober
 from greenmon.result import MonitorResult, Outcome
@@ -73,8 +74,9 @@ class Engine:
         self._pool = gevent.pool.Pool(min(self.concurrency, len(targets)))
         checks = []
         for target in targets:
+            self._pool.wait_available()
             if self.prober.stopping:
-                break  # stop(): no new checks
+                break  # stop(): no new checks, not even the one that waited for a slot
             checks.append(self._pool.spawn(self._check, target))
         self._pool.join()
         for check in checks:
@@ -102,6 +104,10 @@ class Engine:
         self.inflight += 1
         try:
             result = self._gated_check(target)
+        except Exception as error:  # a bug must not end the sweep of every other target
+            # No traceback: its frames' text may hold the URL's password or a header.
+            log.error("internal error checking %s: %s", target.name, type(error).__name__)
+            result = internal_error_result(target, error, self.clock())
         finally:
             self.inflight -= 1
         if not result.ok:
@@ -156,6 +162,15 @@ def checked_result(target: Target, outcome: Outcome, state: BreakerState,
         error=failure and failure.message, breaker=state.state, checked_at=checked_at,
         body_bytes=last.body_bytes, labels=target.labels, retried_classes=outcome.retried_classes,
         attempt_latencies=tuple(a.latency_s for a in outcome.attempts))
+
+
+def internal_error_result(target: Target, error: Exception, checked_at: float) -> MonitorResult:
+    """greenmon itself failed to check the target: down, said plainly, never silently lost."""
+    return MonitorResult(
+        target=target.name, url=target.display_url, method=target.method, ok=False,
+        status_code=None, latency_s=None, elapsed_s=0.0, attempts=0, error_class=CONNECTION,
+        detail="internal", error=f"greenmon internal error ({type(error).__name__})",
+        breaker="closed", checked_at=checked_at, body_bytes=None, labels=target.labels)
 
 
 def skipped_result(target: Target, state: BreakerState, checked_at: float) -> MonitorResult:

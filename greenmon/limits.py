@@ -7,7 +7,7 @@ import logging
 
 log = logging.getLogger(__name__)
 
-FD_RESERVE = 64        # files the process needs besides its sockets
+FD_RESERVE = 64 + 64   # files the process needs besides its checks' sockets (web.MAX_CONNECTIONS too)
 SOCKETS_PER_CHECK = 2  # one in flight, plus idle keep-alive connections of other hosts
 
 

@@ -158,8 +158,27 @@ def string_table(key_check: Check | None = None, value_check: Check = string) ->
     return check
 
 
-def optional_file(value: Any) -> str:
+def file_path(value: Any) -> str:
     path = string(value)
+    if "\0" in path:
+        raise ValueError("a file path cannot contain a NUL character")
+    return path
+
+
+def header_value(value: Any) -> str:
+    """One line that HTTP/1.1 can carry: latin-1, no CR, LF or NUL, at most 8192 characters."""
+    text = string(value)
+    if any(c in text for c in "\r\n\0") or len(text) > 8192:
+        raise ValueError("must be one line of at most 8192 characters")
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError("HTTP header values must be latin-1 text (use ASCII)") from None
+    return text
+
+
+def optional_file(value: Any) -> str:
+    path = file_path(value)
     if path and not os.path.isfile(path):
         raise ValueError(f"file not found: {path}")
     return path
@@ -167,7 +186,7 @@ def optional_file(value: Any) -> str:
 
 def listen_address(value: Any) -> str:
     host, _, port = string(value).rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"must be HOST:PORT with a port in 1-65535, got {value!r}")
     return value
 

@@ -10,7 +10,8 @@ import json
 import logging
 import time
 
-from gevent.pywsgi import WSGIServer
+from gevent.pool import Pool
+from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
 from prometheus_client import make_wsgi_app
 
 from greenmon import statuspage
@@ -62,9 +63,34 @@ def make_app(monitor):
     return app
 
 
+MAX_CONNECTIONS = 64      # clients served at once; more wait in the listen backlog
+CLIENT_TIMEOUT_S = 10.0   # a client silent this long is dropped
+
+
+class _Handler(WSGIHandler):
+    """A client that stalls mid-request is dropped after CLIENT_TIMEOUT_S, not kept forever;
+    a malformed request is answered 400 without a traceback in the log."""
+
+    def handle(self):
+        self.socket.settimeout(CLIENT_TIMEOUT_S)
+        return super().handle()
+
+    def _handle_client_error(self, ex):
+        # pywsgi prints a traceback for client errors that are not ValueErrors (too many
+        # headers...): a bad request is the client's problem, answered 400 and logged at DEBUG.
+        if not isinstance(ex, ValueError):
+            ex = ValueError(f"{type(ex).__name__}: {ex}")
+        return super()._handle_client_error(ex)
+
+
 class WebServer:
+    """Slow or hostile clients cannot hold more than MAX_CONNECTIONS sockets (the checks' open
+    files stay theirs) nor write tracebacks to the log (client errors are DEBUG)."""
+
     def __init__(self, monitor, listen: str):
-        self.server = WSGIServer(parse_listen(listen), make_app(monitor), log=None, error_log=log)
+        self.server = WSGIServer(parse_listen(listen), make_app(monitor), log=None,
+                                 error_log=LoggingLogAdapter(log, logging.DEBUG),
+                                 handler_class=_Handler, spawn=Pool(MAX_CONNECTIONS))
 
     def start(self) -> None:
         self.server.start()

@@ -482,7 +482,7 @@ def test_config_error_messages_never_carry_a_secret(monkeypatch):
             f'[[targets]]\nurl = "{URL}"\nauth = "main"\n')
     with pytest.raises(ConfigError) as raised:
         parse_config(text, "greenmon.toml")
-    assert "greenmon.toml:3: auth.main.token_env: the secret must be a single line" == str(raised.value)
+    assert "greenmon.toml:3: auth.main.token_env: the secret: must be one line of at most 8192 characters" == str(raised.value)
     assert "hunter" not in str(raised.value)
 
     text = '[[targets]]\nurl = "http://user:hunter2@127.0.0.1:70000/"\n'

@@ -1,0 +1,510 @@
+"""Bad config input (SPEC sections 2 and 3): whatever the file holds, loading it either succeeds or
+raises greenmon's ConfigError naming the file (and the CLI exits 2 without a traceback).
+
+- property tests (hypothesis, bounded and derandomized so every run checks the same
+  examples): random TOML documents shaped like a greenmon config, random lines of
+  TOML-looking text, random bytes, and one-value mutations of a full valid config;
+- a table of targets that must be refused at load time with the target's name (schemes,
+  hosts, ports, absurd header values);
+- a few runs of the real command on fuzzed files (exit 2, one clean message);
+- the inputs greenmon once got wrong (NUL in paths, unusable hosts, non-latin-1 headers, ...).
+
+The generated TOML is written by a small writer below (no new dependency); a test checks
+that tomllib reads back what it wrote, so a failure can only come from greenmon.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import random
+import re
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from greenmon.config import load_config, parse_config
+from greenmon.schema import ConfigError
+from helpers import config_for, config_text, sweep_config
+from servers import closed_port
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10, as greenmon.config does
+    import tomli as tomllib
+
+FILENAME = "fuzz.toml"
+FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SMALL_FUZZ = settings(FUZZ, max_examples=100)
+
+SECTIONS = {
+    "monitor": ["concurrency", "timeout", "interval", "max_body_bytes", "verify_tls", "ca_file",
+                "follow_redirects", "user_agent", "slo_p95_seconds", "state_file"],
+    "retry": ["retries", "backoff", "max_backoff", "jitter"],
+    "breaker": ["failure_threshold", "recovery_timeout"],
+    "server": ["listen"],
+    "metrics": ["buckets", "per_target_histograms"],
+}
+TARGET_KEYS = ["name", "url", "method", "headers", "body", "expect_status", "expect_body",
+               "reject_body", "timeout", "verify_tls", "ca_file", "auth", "labels", "enabled"]
+AUTH_KEYS = ["type", "token", "token_env", "token_file", "username", "password", "password_env",
+             "password_file", "name", "value", "value_env", "value_file"]
+FILE_KEYS = {"ca_file", "state_file", "token_file", "password_file", "value_file"}
+
+
+# --- A TOML writer ---------------------------------------------------------------------------------
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def toml_string(text: str) -> str:
+    out = []
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04X}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else toml_string(key)
+
+
+def toml_inline(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return toml_string(value)
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_inline(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{toml_key(k)} = {toml_inline(v)}" for k, v in value.items()) + "}"
+    raise TypeError(type(value))
+
+
+def to_toml(document: dict, tables: bool = True) -> str:
+    """Scalars and inline values first; then, with ``tables``, a [table] per dict and an
+    [[array]] per list of dicts (nested values inline), as people write configs."""
+    head, tail = [], []
+    for key, value in document.items():
+        if tables and isinstance(value, dict):
+            tail.append(f"[{toml_key(key)}]")
+            tail += [f"{toml_key(k)} = {toml_inline(v)}" for k, v in value.items()]
+            tail.append("")
+        elif tables and isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for item in value:
+                tail.append(f"[[{toml_key(key)}]]")
+                tail += [f"{toml_key(k)} = {toml_inline(v)}" for k, v in item.items()]
+                tail.append("")
+        else:
+            head.append(f"{toml_key(key)} = {toml_inline(value)}")
+    return "\n".join(head + [""] + tail)
+
+
+# --- Strategies ----------------------------------------------------------------------------------------
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=24)
+_INTERESTING = st.sampled_from([
+    "", " ", "0", "-1", "1e999", "http://127.0.0.1:1/", "https://example.invalid/", "ftp://127.0.0.1/",
+    "file:///etc/passwd", "http://", "http:///x", "http://[::1", "http://127.0.0.1:99999/",
+    "http://127.0.0.1:0/", "http://u:p@127.0.0.1:1/", "${GM_FUZZ_UNSET}", "${}", "$${HOME}", "2xx",
+    "6xx", "200", "bearer", "basic", "header", "127.0.0.1:9715", "127.0.0.1:0", ":80", "x:99999",
+    "/nonexistent/file", ".", "tests", "GET", "get", "G E T", "a\r\nb", "(", "[a-", "*", "é", "\u2028",
+    "X-Api-Key", "Authorization", "main",
+])
+_SCALAR = st.one_of(
+    st.booleans(), st.integers(-(2 ** 63), 2 ** 63 - 1), st.integers(-3, 70000),
+    st.floats(allow_nan=True, allow_infinity=True), _TEXT, _INTERESTING,
+    st.sampled_from([datetime.date(2026, 11, 27), datetime.time(10, 0, 0),
+                     datetime.datetime(2026, 11, 27, 10, 0, tzinfo=datetime.timezone.utc),
+                     datetime.datetime(2026, 11, 27, 10, 0)]),
+)
+_KEY = st.one_of(st.sampled_from(sorted({k for keys in SECTIONS.values() for k in keys}
+                                        | set(TARGET_KEYS) | set(AUTH_KEYS))),
+                 st.text(min_size=1, max_size=8))
+VALUES = st.recursive(_SCALAR, lambda inner: st.lists(inner, max_size=4)
+                      | st.dictionaries(_KEY, inner, max_size=4), max_leaves=8)
+
+
+def _table_of(keys: list[str]):
+    return st.dictionaries(st.one_of(st.sampled_from(keys), _KEY), VALUES, max_size=len(keys) // 2 + 2)
+
+
+_URLS = st.one_of(_INTERESTING, st.builds(
+    lambda scheme, host, port, path: f"{scheme}://{host}{port}{path}",
+    st.sampled_from(["http", "https", "HTTP", "ftp", "", "gopher"]),
+    st.one_of(st.sampled_from(["127.0.0.1", "localhost", "[::1]", "", "u:p@127.0.0.1", ".x", "a..b"]),
+              st.text(string.ascii_letters + string.digits + ".-_~%@:[]", max_size=12)),
+    st.one_of(st.just(""), st.integers(-1, 70000).map(lambda p: f":{p}"), st.just(":x")),
+    st.one_of(st.just("/"), _TEXT.map(lambda t: "/" + t))))
+
+
+@st.composite
+def targets(draw):
+    target = draw(_table_of(TARGET_KEYS))
+    if draw(st.booleans()):
+        target["url"] = draw(_URLS)
+    return target
+
+
+@st.composite
+def documents(draw):
+    """A dict shaped like a greenmon config: known sections and keys mostly, random ones too."""
+    document = {}
+    for section, keys in SECTIONS.items():
+        if draw(st.booleans()):
+            document[section] = draw(st.one_of(_table_of(keys), VALUES))
+    if draw(st.booleans()):
+        document["auth"] = draw(st.one_of(
+            st.dictionaries(st.sampled_from(["main", "other", ""]), _table_of(AUTH_KEYS), max_size=2),
+            VALUES))
+    if draw(st.integers(0, 9)):
+        document["targets"] = draw(st.one_of(st.lists(targets(), max_size=4), VALUES))
+    for key in draw(st.lists(_KEY, max_size=2)):
+        document[key] = draw(VALUES)
+    return document
+
+
+def assert_config_error_is_clear(error: ConfigError, filename: str = FILENAME) -> None:
+    message = str(error)
+    assert type(error) is ConfigError
+    assert message.startswith(filename), message
+    assert "Traceback" not in message
+
+
+def load_or_config_error(text: str, filename: str = FILENAME):
+    """parse_config, where the only acceptable failure is a ConfigError naming the file."""
+    try:
+        config = parse_config(text, filename)
+    except ConfigError as error:
+        assert_config_error_is_clear(error, filename)
+        event("refused: " + ("TOML syntax" if "TOML syntax error" in str(error) else "validation"))
+        return None
+    assert config.enabled_targets
+    event("accepted")
+    return config
+
+
+# --- Properties --------------------------------------------------------------------------------------------
+
+@FUZZ
+@given(document=documents(), tables=st.booleans())
+def test_random_config_documents_load_or_raise_config_error(document, tables):
+    text = to_toml(document, tables)
+    tomllib.loads(text)  # the writer wrote TOML: any failure below is greenmon's
+    load_or_config_error(text)
+
+
+_LINES = st.one_of(
+    st.sampled_from(["[monitor]", "[retry]", "[breaker]", "[server]", "[metrics]", "[[targets]]",
+                     "[auth.main]", "[auth]", "[targets]", "[[auth]]", "[targets.headers]",
+                     "[[targets.labels]]", "", "# comment", 'url = "http://127.0.0.1:1/"',
+                     'type = "bearer"', 'token = "t"', 'name = "n"', "timeout = 0", "timeout = 1",
+                     'auth = "main"', 'monitor.timeout = 2', 'body = """', '"""', "x = ", "= 1",
+                     "[", "]]", 'headers = { "A" = "b" }', "enabled = false", "[[targets]] # x"]),
+    st.builds(lambda key, value: f"{toml_key(key)} = {toml_inline(value)}", _KEY, VALUES),
+    _TEXT,
+)
+
+
+@FUZZ
+@given(lines=st.lists(_LINES, max_size=14))
+def test_random_toml_lines_load_or_raise_config_error(lines):
+    load_or_config_error("\n".join(lines))
+
+
+@SMALL_FUZZ
+@given(data=st.binary(max_size=200))
+def test_random_bytes_load_or_raise_config_error(data, tmp_path_factory):
+    path = tmp_path_factory.mktemp("bytes") / FILENAME
+    path.write_bytes(data)
+    try:
+        load_config(path)
+    except ConfigError as error:
+        assert_config_error_is_clear(error, str(path))
+
+
+def valid_document(tmp: Path) -> dict:
+    """Every section and key of SPEC section 3, with values greenmon accepts."""
+    secret = tmp / "secret.txt"
+    secret.write_text("s3cret\n", encoding="utf-8")
+    return {
+        "monitor": {"concurrency": 10, "timeout": 1.0, "interval": 5.0, "max_body_bytes": 1024,
+                    "verify_tls": True, "ca_file": "", "follow_redirects": True,
+                    "user_agent": "fuzz/1", "slo_p95_seconds": 2.0, "state_file": ""},
+        "retry": {"retries": 1, "backoff": 0.1, "max_backoff": 1.0, "jitter": False},
+        "breaker": {"failure_threshold": 3, "recovery_timeout": 30.0},
+        "server": {"listen": "127.0.0.1:9715"},
+        "metrics": {"buckets": [0.1, 1.0, 2.0], "per_target_histograms": True},
+        "auth": {"main": {"type": "bearer", "token_file": str(secret)},
+                 "pw": {"type": "basic", "username": "ops", "password": "pw"},
+                 "key": {"type": "header", "name": "X-Api-Key", "value": "k"}},
+        "targets": [
+            {"name": "a", "url": "http://127.0.0.1:1/a", "method": "POST", "headers": {"Accept": "*/*"},
+             "body": "{}", "expect_status": ["2xx", 418], "expect_body": "ok", "reject_body": "err",
+             "timeout": 0.5, "verify_tls": False, "ca_file": "", "auth": "main",
+             "labels": {"team": "x"}, "enabled": True},
+            {"url": "https://127.0.0.1:2/b", "auth": "pw"},
+            {"name": "c", "url": "http://127.0.0.1:3/c", "auth": "key", "enabled": False},
+        ],
+    }
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, prefix + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, prefix + (index,))
+
+
+def _dotted_table(path: tuple) -> str:
+    """How an error names the table holding ``path``: "monitor", "auth.main", "targets[1]"."""
+    if not path:
+        return ""
+    if path[0] == "targets" and len(path) > 1:
+        return f"targets[{path[1]}]"
+    if path[0] == "auth" and len(path) > 1:
+        return f"auth.{path[1]}"
+    return str(path[0])
+
+
+@FUZZ
+@given(data=st.data())
+def test_one_value_changed_in_a_valid_config_loads_or_names_its_table(data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mutate")
+    document = valid_document(tmp)
+    assert load_or_config_error(to_toml(document)) is not None   # the starting point is valid
+    path = data.draw(st.sampled_from([p for p in _paths(document) if p]), label="path")
+    parent = document
+    for part in path[:-1]:
+        parent = parent[part]
+    action = data.draw(st.sampled_from(["replace", "delete", "add-unknown"]), label="action")
+    if action == "replace":
+        parent[path[-1]] = data.draw(VALUES, label="value")
+    elif action == "delete":
+        del parent[path[-1]]
+    elif isinstance(parent, dict):
+        parent[data.draw(_KEY.filter(lambda k: k not in parent), label="key")] = data.draw(VALUES)
+    try:
+        parse_config(to_toml(document, data.draw(st.booleans(), label="tables")), FILENAME)
+    except ConfigError as error:
+        assert_config_error_is_clear(error)
+        table = _dotted_table(path)
+        if table.startswith(("auth.", "targets[")) and action != "delete":
+            table = table.split(".")[0].split("[")[0]   # a change may surface at a sibling or referrer
+        assert table in str(error), f"{path} changed, but the error names: {error}"
+
+
+# --- Targets refused at load time, with their name ---------------------------------------------------------
+
+URL_CASES = [
+    pytest.param("ftp://127.0.0.1/pub", "scheme must be http or https, got 'ftp'", id="ftp"),
+    pytest.param("file:///etc/passwd", "scheme must be http or https, got 'file'", id="file"),
+    pytest.param("gopher://127.0.0.1/", "scheme must be http or https", id="gopher"),
+    pytest.param("ws://127.0.0.1/socket", "scheme must be http or https", id="websocket"),
+    pytest.param("javascript:alert(1)", "scheme must be http or https", id="javascript"),
+    pytest.param("127.0.0.1:8080/health", "scheme must be http or https", id="no-scheme"),
+    pytest.param("http:///health", "has no host", id="empty-host"),
+    pytest.param("http://:8080/health", "has no host", id="port-without-host"),
+    pytest.param("http://user:pw@/health", "has no host", id="userinfo-without-host"),
+    pytest.param("http://127.0.0.1:0/", "port must be in 1-65535", id="port-0"),
+    pytest.param("http://127.0.0.1:65536/", "is not a valid URL", id="port-65536"),
+    pytest.param("http://127.0.0.1:99999999999/", "is not a valid URL", id="port-huge"),
+    pytest.param("http://127.0.0.1:-1/", "is not a valid URL", id="port-negative"),
+    pytest.param("http://127.0.0.1:http/", "is not a valid URL", id="port-not-a-number"),
+    pytest.param("http://[::1/", "is not a valid URL", id="ipv6-unclosed"),
+    pytest.param("http://exa mple.com/", "must not contain whitespace", id="space-in-host"),
+    pytest.param("http://127.0.0.1/a\r\nX-Injected: 1", "must not contain whitespace", id="crlf"),
+    pytest.param("", "must not be empty", id="empty"),
+]
+
+
+def targets_text(*targets: dict) -> str:
+    """Targets written by the escaping TOML writer above (CR, LF and NUL included)."""
+    return to_toml({"targets": list(targets)})
+
+
+@pytest.mark.parametrize("url, problem", URL_CASES)
+def test_bad_target_url_is_refused_with_the_target_name(url, problem):
+    text = targets_text({"name": "ok-one", "url": "http://127.0.0.1:1/"}, {"name": "users-api", "url": url})
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, FILENAME)
+    message = str(raised.value)
+    assert message.startswith(f"{FILENAME}:"), message
+    assert "targets[1].url: " in message and problem in message, message
+    assert message.endswith("(target 'users-api')"), message
+
+
+HEADER_CASES = [
+    pytest.param({"X-A": "a\r\nX-Injected: 1"}, "must be one line", id="crlf-injection"),
+    pytest.param({"X-A": "a\nb"}, "must be one line", id="lf"),
+    pytest.param({"X-A": "a\rb"}, "must be one line", id="cr"),
+    pytest.param({"X-A": "a\u0000b"}, "must be one line", id="nul"),
+    pytest.param({"X-A": "a" * 8193}, "at most 8192 characters", id="8193-chars"),
+    pytest.param({"X-A": "a" * 1_000_000}, "at most 8192 characters", id="1MB"),
+    pytest.param({"X-A": 1}, "must be a string", id="integer-value"),
+    pytest.param({"X-A": ["a"]}, "must be a string", id="array-value"),
+    pytest.param({"X-A": {"b": "c"}}, "must be a string", id="table-value"),
+    pytest.param({"X A": "v"}, "not a valid HTTP header name", id="space-in-name"),
+    pytest.param({"X:A": "v"}, "not a valid HTTP header name", id="colon-in-name"),
+    pytest.param({"": "v"}, "not a valid HTTP header name", id="empty-name"),
+    pytest.param({"X-É": "v"}, "not a valid HTTP header name", id="non-ascii-name"),
+    pytest.param({"X-A\r\nX-B": "v"}, "not a valid HTTP header name", id="crlf-in-name"),
+]
+
+
+@pytest.mark.parametrize("headers, problem", HEADER_CASES)
+def test_absurd_header_is_refused_with_the_target_name(headers, problem):
+    text = targets_text({"name": "users-api", "url": "http://127.0.0.1:1/", "headers": headers})
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, FILENAME)
+    message = str(raised.value)
+    assert "targets[0].headers: " in message and problem in message, message[:300]
+    assert message.endswith("(target 'users-api')"), message[:300]
+    assert len(message) < 500, "the error echoes the absurd value"
+
+
+# --- The real command on fuzzed files ----------------------------------------------------------------------
+
+def fuzzed_files(folder: Path, count: int = 6) -> list[Path]:
+    """Seeded mutations of a valid config that greenmon refuses: broken syntax, wrong types,
+    unknown keys, bad URLs, missing variables, random bytes."""
+    rng = random.Random(20261127)
+    base = to_toml(valid_document(folder))
+    mutations = [
+        lambda text: text.replace("timeout = 1.0", f"timeout = {rng.choice(['-1', '0', 'true', '[]'])}", 1),
+        lambda text: text.replace('"http://127.0.0.1:1/a"', '"ftp://127.0.0.1/a"', 1),
+        lambda text: text.replace("[retry]", "[retry]\nretires = 3", 1),
+        lambda text: text[:rng.randrange(len(text) // 3, len(text))] + '"unterminated',
+        lambda text: text.replace('"fuzz/1"', '"${GM_FUZZ_UNSET_VARIABLE}"', 1),
+        lambda text: text.replace("[[targets]]", "[targets]", 1),
+    ]
+    files = []
+    for index in range(count):
+        path = folder / f"fuzzed-{index}.toml"
+        path.write_text(mutations[index % len(mutations)](base), encoding="utf-8")
+        with pytest.raises(ConfigError):
+            load_config(path)
+        files.append(path)
+    binary = folder / "binary.toml"
+    binary.write_bytes(bytes(rng.randrange(256) for _ in range(300)))
+    empty = folder / "empty.toml"
+    empty.write_bytes(b"")
+    return files + [binary, empty]
+
+
+def test_cli_refuses_fuzzed_configs_with_exit_2_and_one_clean_message(tmp_path, monkeypatch):
+    monkeypatch.delenv("GM_FUZZ_UNSET_VARIABLE", raising=False)
+    files = fuzzed_files(tmp_path)
+    runs = []
+    for index, path in enumerate(files):
+        flags = ("--check-config",) if index % 2 else ("--once", "--format", "json")
+        runs.append((path, subprocess.Popen([sys.executable, "-m", "greenmon", "--config", str(path), *flags],
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                            stdin=subprocess.DEVNULL)))
+    for path, process in runs:
+        try:
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+        assert process.returncode == 2, (path.name, stderr)
+        assert stdout == "", (path.name, stdout)
+        assert "Traceback" not in stderr, (path.name, stderr)
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"greenmon: config error: {path}"), stderr
+
+
+# --- Inputs greenmon once got wrong ---
+
+@pytest.mark.parametrize("kind, key", [("bearer", "token_file"), ("basic", "password_file"),
+                                       ("header", "value_file")])
+def test_nul_in_a_secret_file_path_is_a_config_error(kind, key):
+    extra = {"basic": 'username = "ops"\n', "header": 'name = "X-Api-Key"\n'}.get(kind, "")
+    text = (f'[auth.main]\ntype = "{kind}"\n{extra}{key} = "/run/secrets/a\\u0000b"\n\n'
+            '[[targets]]\nurl = "http://127.0.0.1:1/"\nauth = "main"\n')
+    with pytest.raises(ConfigError, match=rf"auth\.main\.{key}"):
+        parse_config(text, FILENAME)
+
+
+@pytest.mark.parametrize("url", ["http://.example.com/health", "http://*/health",
+                                 "http://\u2603..example/health"],
+                         ids=["leading-dot", "star", "bad-idna"])
+def test_unusable_host_is_refused_at_load_or_classified_at_check(url):
+    try:
+        config = config_for([{"name": "users-api", "url": url}], timeout=0.5)
+    except ConfigError as error:
+        assert "(target 'users-api')" in str(error)
+        return
+    [result] = sweep_config(config)   # accepted: then a classified failure, never an exception
+    assert (result.ok, result.error_class) == (False, "connection")
+
+
+@pytest.mark.parametrize("where", ["target-header", "bearer-token", "header-auth-value", "user-agent"])
+def test_header_value_that_cannot_be_sent_is_refused_at_load(where):
+    value = "caf\u00e9-\U0001F642"
+    target = {"name": "users-api", "url": f"http://127.0.0.1:{closed_port()}/"}
+    document: dict = {"monitor": {"timeout": 0.5}}
+    if where == "target-header":
+        target["headers"] = {"X-Mood": value}
+    elif where == "user-agent":
+        document["monitor"]["user_agent"] = value
+    elif where == "bearer-token":
+        document["auth"] = {"main": {"type": "bearer", "token": value}}
+        target["auth"] = "main"
+    else:
+        document["auth"] = {"main": {"type": "header", "name": "X-Api-Key", "value": value}}
+        target["auth"] = "main"
+    document["targets"] = [target]
+    with pytest.raises(ConfigError):
+        parse_config(to_toml(document), FILENAME)
+
+
+def test_user_agent_with_crlf_is_refused_at_load():
+    text = ('[monitor]\nuser_agent = "greenmon\\r\\nX-Injected: 1"\n\n'
+            '[[targets]]\nurl = "http://127.0.0.1:1/"\n')
+    with pytest.raises(ConfigError, match=r"monitor\.user_agent"):
+        parse_config(text, FILENAME)
+
+
+def test_state_file_path_with_nul_is_refused_at_load_or_reported(tmp_path):
+    text = config_text([{"name": "users-api", "url": f"http://127.0.0.1:{closed_port()}/"}], timeout=0.5)
+    text = text.replace("[monitor]\n", f'[monitor]\nstate_file = "{tmp_path}/state\\u0000.json"\n', 1)
+    try:
+        config = parse_config(text, FILENAME)
+    except ConfigError as error:
+        assert "monitor.state_file" in str(error)
+        return
+    [result] = sweep_config(config)   # accepted: the sweep must still end with its result
+    assert result.error_class == "connection"
+
+
+@pytest.mark.parametrize("text", [
+    '[server]\nlisten = "127.0.0.1:\u00b2"\n[[targets]]\nurl = "http://127.0.0.1:1/"\n',
+    '[[targets]]\nurl = "http://127.0.0.1:1/"\nexpect_status = ["\u00b2"]\n',
+], ids=["listen-port", "expect-status"])
+def test_superscript_digits_get_greenmons_own_message(text):
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, FILENAME)
+    assert "invalid literal" not in str(raised.value), str(raised.value)

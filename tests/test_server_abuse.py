@@ -1,0 +1,254 @@
+"""The /metrics and status server under abuse (SPEC section 6): unknown paths are 404, oversized
+and slow requests get an error or are dropped, and none of it stops the sweeps or keeps
+/metrics from answering everyone else quickly.
+
+Most tests serve an in-process Monitor (daemon_helpers.running_monitor) on 127.0.0.1:0 and
+talk to it over raw sockets; the last ones run the real daemon, to read its log and to
+give it a small open-file limit.
+"""
+
+from __future__ import annotations
+
+import resource
+import signal
+import socket
+import subprocess
+import time
+
+import gevent
+import pytest
+
+from daemon_helpers import Daemon, daemon_config_text, running_monitor, value, wait_until
+from helpers import config_for
+from load_helpers import huge_header_request, slow_client
+from servers import HTTPFarm, reply
+
+INTERVAL_S = 0.1
+FAST_S = 0.5          # "quickly": one /metrics answer while the server is being abused
+
+
+@pytest.fixture
+def served():
+    with HTTPFarm({"/ok": reply(body=b"fine")}) as farm:
+        config = config_for([{"name": f"ok-{i}", "url": farm.url(f"/ok?i={i}")} for i in range(5)],
+                            timeout=1.0).replace("monitor", interval=INTERVAL_S)
+        with running_monitor(config) as running:
+            running.wait_sweeps(1)
+            yield running
+
+
+def raw_request(port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, float]:
+    """Send ``data``; return the response head (or b"" if the server closed without one) and how
+    long it took to come. A kept-alive connection is not waited on beyond the head."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass   # closed while we were still sending: an answer of its own
+        out = b""
+        while b"\r\n\r\n" not in out and time.monotonic() - started < timeout:
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out, time.monotonic() - started
+
+
+def status_of(response: bytes) -> int | None:
+    """The status code of a raw HTTP response, None if the server closed without one."""
+    if not response.startswith(b"HTTP/"):
+        return None
+    return int(response.split(b" ", 2)[1])
+
+
+def assert_still_serving(running, sweeps_before: int, more: int = 3) -> None:
+    """/metrics answers at once and the sweeps go on."""
+    started = time.monotonic()
+    text = running.metrics()
+    assert time.monotonic() - started < FAST_S
+    assert value(text, "greenmon_up", target="ok-0") == 1
+    running.wait_sweeps(sweeps_before + more, timeout=5)
+
+
+# --- Unknown paths --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target", [
+    b"/nope", b"/metrics/", b"/METRICS", b"//metrics", b"/metrics.txt", b"/../metrics", b"/%2e%2e/etc/passwd",
+    b"/metrics%00", b"/api/results/../../etc/passwd", b"/healthz/x", b"/" + b"a" * 4000, b"*",
+    b"/\xff\xfe", b"/status?x=<script>",
+])
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+def test_unknown_paths_are_404(served, method, target):
+    response, _ = raw_request(served.server.port, method + b" " + target + b" HTTP/1.1\r\nHost: x\r\n"
+                              b"Connection: close\r\n\r\n")
+    assert status_of(response) == 404, response[:200]
+    assert b"<script>" not in response
+
+
+def test_a_query_string_does_not_change_the_route(served):
+    assert served.get("/metrics?debug=1&x=" + "y" * 1000).status_code == 200
+    assert served.get("/nope?to=/metrics").status_code == 404
+
+
+# --- Oversized requests ---------------------------------------------------------------------------------------------
+
+OVERSIZED = {
+    "header-64KiB": b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Huge: " + b"a" * 65536 + b"\r\n\r\n",
+    "header-1MiB": b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Huge: " + b"a" * (1 << 20) + b"\r\n\r\n",
+    "2000-headers": b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+                    + b"".join(b"X-H%d: v\r\n" % i for i in range(2000)) + b"\r\n",
+    "request-line-100KiB": b"GET /" + b"a" * 102400 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "body-announced-1TiB": b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1099511627776\r\n\r\nabc",
+    "tls-hello-on-http": bytes.fromhex("16030100c4010000c00303") + b"\x00" * 200 + b"\r\n\r\n",
+    "binary-garbage": bytes(range(256)) * 4 + b"\r\n\r\n",
+    "http-9.9": b"GET /metrics HTTP/9.9\r\nHost: x\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(OVERSIZED))
+def test_oversized_or_garbage_request_gets_an_error_and_sweeps_go_on(served, name):
+    before = served.monitor.store.sweeps
+    response, took = raw_request(served.server.port, OVERSIZED[name])
+    status = status_of(response)
+    assert status is None or 400 <= status < 500, response[:200]   # refused, or dropped
+    assert took < 2, f"no answer for {took:.1f}s"
+    assert_still_serving(served, before)
+
+
+def test_64kib_header_request_is_refused_with_400_or_431(served):
+    response = huge_header_request(served.server.port, 65536)
+    assert status_of(response) in (400, 431), response[:200]
+
+
+def test_twenty_huge_header_requests_at_once_do_not_stall_sweeps(served):
+    before = served.monitor.store.sweeps
+    requests_ = [gevent.spawn(huge_header_request, served.server.port, 1 << 20) for _ in range(20)]
+    gevent.joinall(requests_, timeout=15)
+    assert all(g.successful() for g in requests_)
+    assert all(status_of(g.value) in (None, 400, 431) for g in requests_)
+    assert_still_serving(served, before)
+
+
+# --- Slow clients ------------------------------------------------------------------------------------------------------
+
+SLOW_CLIENTS = 50
+SLOW_BYTES = 6               # one byte per second, six of them: the request never completes
+REQUEST = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_50_slow_clients_do_not_stall_metrics_or_sweeps(served):
+    sent: list = []
+    clients = [gevent.spawn(slow_client, served.server.port, REQUEST, 1.0, SLOW_BYTES, sent)
+               for _ in range(SLOW_CLIENTS)]
+    wait_until(lambda: len(sent) >= SLOW_CLIENTS, 5, message="every slow client connected")
+    before = served.monitor.store.sweeps
+    latencies = []
+    while not all(c.dead for c in clients) and len(latencies) < 40:
+        started = time.monotonic()
+        text = served.metrics()
+        latencies.append(time.monotonic() - started)
+        assert value(text, "greenmon_up", target="ok-0") == 1
+        gevent.sleep(0.1)
+    during = served.monitor.store.sweeps - before
+    gevent.joinall(clients, timeout=SLOW_BYTES + 5)
+    assert all(c.dead for c in clients)
+    assert len(latencies) >= 20
+    assert max(latencies) < FAST_S, f"slowest /metrics {max(latencies):.2f}s beside {SLOW_CLIENTS} slow clients"
+    # Sweeps ran all along: about one per interval (plus its duration) while the clients dripped.
+    assert during >= 10, f"only {during} sweeps while the slow clients were connected"
+
+
+def test_50_silent_connections_do_not_stall_metrics_or_sweeps(served):
+    sockets = [socket.create_connection(("127.0.0.1", served.server.port), timeout=5)
+               for _ in range(SLOW_CLIENTS)]
+    try:
+        before = served.monitor.store.sweeps
+        gevent.sleep(1.0)
+        assert_still_serving(served, before, more=5)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+# --- The real daemon ----------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def farm():
+    # Connection: close makes every check open a new socket, as checks of many hosts do.
+    with HTTPFarm({"/ok": reply(headers=[("Connection", "close")])}) as server:
+        yield server
+
+
+def daemon_config(farm, write_config):
+    return write_config(daemon_config_text([{"name": f"ok-{i}", "url": farm.url(f"/ok?i={i}")}
+                                            for i in range(5)], interval=0.3, timeout=1.0))
+
+
+@pytest.fixture
+def abused_daemon(farm, write_config, tmp_path):
+    """The real daemon after every oversized and garbage request above, and a 404; then stopped."""
+    with Daemon(daemon_config(farm, write_config), tmp_path) as daemon:
+        daemon.wait_ready()
+        daemon.wait_metric(lambda t: value(t, "greenmon_up", target="ok-0") == 1, message="ok-0 up")
+        for name in sorted(OVERSIZED):
+            raw_request(daemon.port, OVERSIZED[name])
+        raw_request(daemon.port, b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        checks = value(daemon.metrics(), "greenmon_checks_total", target="ok-0")
+        text = daemon.wait_metric(lambda t: value(t, "greenmon_checks_total", target="ok-0") >= checks + 3,
+                                  message="three more checks")
+        daemon.send(signal.SIGTERM)
+        code = daemon.wait_exit(5)
+    return daemon, text, code
+
+
+def test_abusive_requests_leave_the_daemon_serving(abused_daemon):
+    daemon, text, code = abused_daemon
+    assert value(text, "greenmon_up", target="ok-0") == 1
+    assert code == 0, daemon.stderr()[-2000:]
+
+
+def test_abusive_requests_leave_no_traceback_in_the_daemons_log(abused_daemon):
+    daemon, _, _ = abused_daemon
+    assert "Traceback" not in daemon.stderr(), daemon.stderr()[-3000:]
+
+
+class LimitedDaemon(Daemon):
+    """The daemon started with a small open-file limit (soft and hard)."""
+
+    def __init__(self, *args, nofile: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.nofile = nofile
+
+    def __enter__(self) -> "LimitedDaemon":
+        def limit():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.process = subprocess.Popen(self.args, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                            preexec_fn=limit)
+        return self
+
+
+def test_slow_clients_cannot_take_the_descriptors_checks_need(farm, write_config, tmp_path):
+    nofile, clients = 128, 150
+    with LimitedDaemon(daemon_config(farm, write_config), tmp_path, nofile=nofile) as daemon:
+        daemon.wait_ready()
+        daemon.wait_metric(lambda t: value(t, "greenmon_checks_total", target="ok-0") >= 2,
+                           message="two checks of ok-0")
+        mark = len(daemon.stderr())
+        held = []
+        try:
+            for _ in range(clients):   # each sends the start of a request, then nothing
+                sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=5)
+                sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+                held.append(sock)
+            gevent.sleep(2.0)   # several sweeps (interval 0.3 s)
+            during = daemon.stderr()[mark:]
+        finally:
+            for sock in held:
+                sock.close()
+    failed = [line for line in during.splitlines() if "check failed" in line]
+    assert not failed, f"{len(failed)} checks failed while slow clients held the server: {failed[:2]}"
