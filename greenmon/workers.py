@@ -28,6 +28,7 @@ from gevent import subprocess
 from greenmon import statefile
 from greenmon.breaker import BreakerState
 from greenmon.config import Config
+from greenmon.engine import initial_breakers
 from greenmon.result import MonitorResult
 from greenmon.targets import Target
 
@@ -104,17 +105,16 @@ class WorkerEngine:
     def __init__(self, config: Config, workers: int, *, clock: Callable[[], float] = time.time,
                  listeners: Iterable[Callable[[MonitorResult], None]] = (),
                  breakers: Mapping[str, BreakerState] | None = None):
-        from greenmon.engine import initial_breakers
-
         self.config = config
         self.listeners = list(listeners)
         self.breakers = initial_breakers(config, breakers)
         self._sweeping = False
         total = config.monitor.concurrency
+        parts = shares(config.enabled_targets, min(workers, total))
         self._workers = []
-        for index, share in enumerate(shares(config.enabled_targets, min(workers, total))):
+        for index, share in enumerate(parts):
             # monitor.concurrency bounds the checks in flight across all workers.
-            concurrency = total // workers + (1 if index < total % workers else 0)
+            concurrency = total // len(parts) + (1 if index < total % len(parts) else 0)
             worker = _Worker(index, dataclasses.replace(
                 config, targets=share,
                 monitor=dataclasses.replace(config.monitor, concurrency=concurrency, state_file="")))
