@@ -89,11 +89,12 @@ def _url(value: Any) -> str:
 
 def _unsendable(url: str) -> str | None:
     """What requests would refuse at send time (its own URL preparation: host labels, IDNA)."""
-    from requests import PreparedRequest
     from requests.exceptions import RequestException
 
+    from greenmon.transport import prepare_url  # imported late: gevent must patch first
+
     try:
-        PreparedRequest().prepare_url(url, None)
+        prepare_url(url)
     except (RequestException, ValueError) as error:
         return f"is not a usable URL ({type(error).__name__})"
     return None

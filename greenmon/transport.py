@@ -10,6 +10,7 @@ started but did not finish in time). Exceptions become Failures here, once.
 
 from __future__ import annotations
 
+import functools
 import http.cookiejar
 import socket
 from dataclasses import dataclass
@@ -61,6 +62,18 @@ class _RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
 
     def set_ok(self, cookie, request):
         return False
+
+
+@functools.lru_cache(maxsize=CACHE_LIMIT)
+def prepare_url(url: str) -> tuple[str, str | None]:
+    """requests' own URL preparation (IDNA, quoting, user:password as basic auth), once per URL:
+    config validation calls it first (it raises what requests would), checks then reuse it."""
+    scratch = requests.PreparedRequest()
+    scratch.prepare_url(url, None)
+    scratch.headers = CaseInsensitiveDict()
+    scratch.body = None
+    scratch.prepare_auth(None, url)
+    return scratch.url, scratch.headers.get("Authorization")
 
 
 def _still_open(sock) -> bool:
@@ -206,7 +219,6 @@ class Transport:
         session.mount("http://", self.adapter)
         session.mount("https://", self.adapter)
         self.session = session
-        self._urls: dict[str, str] = {}
 
     def send(self, request: Request) -> Response:
         """One attempt; raises TransportError with a classified Failure when there is no response."""
@@ -234,7 +246,7 @@ class Transport:
     def base_headers(self, url: str, headers: Mapping[str, str]) -> CaseInsensitiveDict:
         """Every header of a target's requests but its auth source's: built once, never modified
         (targets without headers of their own share the session's)."""
-        url_auth = self._prepared_url(url)[1]
+        url_auth = prepare_url(url)[1]
         if not headers and url_auth is None:
             return self.session.headers
         merged = self.session.headers.copy()
@@ -246,7 +258,7 @@ class Transport:
     def _prepare(self, request: Request) -> requests.PreparedRequest:
         prepared = requests.PreparedRequest()
         prepared.method = request.method
-        prepared.url = self._prepared_url(request.url)[0]
+        prepared.url = prepare_url(request.url)[0]
         prepared.headers = request.headers
         if request.auth is not None:
             prepared.headers = request.headers.copy()
@@ -256,20 +268,6 @@ class Transport:
         prepared.hooks = {"response": []}
         if request.body or request.method not in ("GET", "HEAD"):
             prepared.prepare_body(request.body.encode() or None, None)
-        return prepared
-
-    def _prepared_url(self, url: str) -> tuple[str, str | None]:
-        """requests' URL preparation (IDNA, quoting, user:password as basic auth), once per URL."""
-        prepared = self._urls.get(url)
-        if prepared is None:
-            if len(self._urls) > CACHE_LIMIT:
-                self._urls.clear()
-            scratch = requests.PreparedRequest()
-            scratch.prepare_url(url, None)
-            scratch.headers = CaseInsensitiveDict()
-            scratch.body = None
-            scratch.prepare_auth(None, url)
-            prepared = self._urls[url] = (scratch.url, scratch.headers.get("Authorization"))
         return prepared
 
     def _follow(self, response, prepared, timeout, verify) -> requests.Response:
