@@ -12,7 +12,7 @@ import logging
 import os
 from typing import Any
 
-from greenmon.schema import Document, Path, file_path, header_value, non_empty_string, string
+from greenmon.schema import Document, Path, file_path, header_name, header_value, string
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +97,11 @@ class AuthSource:
         return f"AuthSource({self.name!r}, {self.kind})"
 
 
-def _header_name(value: Any) -> str:
-    name = non_empty_string(value)
-    if any(c in name for c in ":\r\n \t") or not name.isascii():
-        raise ValueError(f"is not a valid HTTP header name: {name!r}")
-    return name
-
-
 _CHECKS = {
     "bearer": {"type": string, "token": string, "token_env": string, "token_file": file_path},
     "basic": {"type": string, "username": string, "password": string, "password_env": string,
               "password_file": file_path},
-    "header": {"type": string, "name": _header_name, "value": string, "value_env": string,
+    "header": {"type": string, "name": header_name, "value": string, "value_env": string,
                "value_file": file_path},
 }
 _SECRET_KEY = {"bearer": "token", "basic": "password", "header": "value"}

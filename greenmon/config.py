@@ -22,7 +22,7 @@ from greenmon import __version__
 from greenmon.auth import AuthSource, parse_auth
 from greenmon.schema import (ConfigError, Document, boolean, buckets, integer, interpolate,
                              file_path, header_value, listen_address, number,
-                             optional_file, string)
+                             optional_file)
 from greenmon.targets import Target, parse_target
 
 DEFAULT_CONFIG_PATH = "greenmon.toml"

@@ -165,6 +165,14 @@ def file_path(value: Any) -> str:
     return path
 
 
+def header_name(value: Any) -> str:
+    """An HTTP header name: ASCII, no separator, space or control character."""
+    name = string(value)
+    if not name or not name.isascii() or any(c in name for c in ":\r\n\0 \t"):
+        raise ValueError(f"is not a valid HTTP header name: {name!r}")
+    return name
+
+
 def header_value(value: Any) -> str:
     """One line that HTTP/1.1 can carry: latin-1, no CR, LF or NUL, at most 8192 characters."""
     text = string(value)

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from greenmon.auth import AuthSource
 from greenmon.schema import (ConfigError, Document, Path, boolean, non_empty_string, number,
-                             header_value, optional_file, string, string_table,
+                             header_name, header_value, optional_file, string, string_table,
                              type_name)
 
 DEFAULT_EXPECT_STATUS = ("2xx",)
@@ -107,11 +107,6 @@ def _method(value: Any) -> str:
     return method
 
 
-def _header_name(name: str) -> None:
-    if not name or not name.isascii() or any(c in name for c in ":\r\n\0 \t"):
-        raise ValueError(f"is not a valid HTTP header name: {name!r}")
-
-
 def _label_name(name: str) -> None:
     if not _LABEL_NAME.match(name) or name.startswith("__") or name in RESERVED_LABELS:
         raise ValueError(f"{name!r} is not a usable label name (Prometheus names, not {', '.join(sorted(RESERVED_LABELS))})")
@@ -149,7 +144,7 @@ _CHECKS = {
     "name": non_empty_string,
     "url": _url,
     "method": _method,
-    "headers": string_table(_header_name, header_value),
+    "headers": string_table(header_name, header_value),
     "body": string,
     "expect_status": _expect_status,
     "expect_body": _regex,
