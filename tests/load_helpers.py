@@ -13,7 +13,7 @@ probes, an external /metrics scraper and slow clients.
   its duration and, at chosen sweeps, the daemon's own resources to a file.
 - ``resources()`` and ``tcp_sockets()`` read the open file descriptors, greenlets, RSS and TCP
   sockets (by peer port and state) of this process.
-- ``slow_client`` and ``huge_header_request`` abuse a server over raw sockets.
+- ``slow_client``, ``raw_request`` and ``huge_header_request`` abuse a server over raw sockets.
 
 Every process is started with a bounded lifetime and always killed on exit; every wait is
 bounded.
@@ -266,27 +266,35 @@ def slow_client(port: int, payload: bytes, byte_every_s: float, max_bytes: int,
             gevent.sleep(byte_every_s)
 
 
-def huge_header_request(port: int, header_bytes: int, path: str = "/metrics",
-                        timeout: float = 5.0) -> bytes:
-    """Send one request with a ``header_bytes``-long header; return what came back (b"" if closed)."""
-    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: ".encode()
-               + b"a" * header_bytes + b"\r\nConnection: close\r\n\r\n")
+def raw_request(port: int, data: bytes, timeout: float = 5.0, *,
+                until_head: bool = True) -> tuple[bytes, float]:
+    """Send ``data``; return what came back (b"" if the server closed without a word) and how
+    long it took. With ``until_head`` a kept-alive connection is not waited on beyond the
+    response head; without, reading goes on until the server closes or ``timeout``."""
+    started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         try:
-            sock.sendall(request)
+            sock.sendall(data)
         except OSError:
-            pass  # closed while we were still sending: an answer of its own
-        data = b""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+            pass   # closed while we were still sending: an answer of its own
+        out = b""
+        while (not until_head or b"\r\n\r\n" not in out) and time.monotonic() - started < timeout:
             try:
                 chunk = sock.recv(65536)
             except OSError:
                 break
             if not chunk:
                 break
-            data += chunk
-        return data
+            out += chunk
+        return out, time.monotonic() - started
+
+
+def huge_header_request(port: int, header_bytes: int, path: str = "/metrics",
+                        timeout: float = 5.0) -> bytes:
+    """Send one request with a ``header_bytes``-long header; return what came back (b"" if closed)."""
+    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: ".encode()
+               + b"a" * header_bytes + b"\r\nConnection: close\r\n\r\n")
+    return raw_request(port, request, timeout, until_head=False)[0]
 
 
 # --- The helper processes themselves ------------------------------------------------------------

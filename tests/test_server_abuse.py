@@ -20,7 +20,7 @@ import pytest
 
 from daemon_helpers import Daemon, daemon_config_text, running_monitor, value, wait_until
 from helpers import config_for
-from load_helpers import huge_header_request, slow_client
+from load_helpers import huge_header_request, raw_request, slow_client
 from servers import HTTPFarm, reply
 
 INTERVAL_S = 0.1
@@ -35,27 +35,6 @@ def served():
         with running_monitor(config) as running:
             running.wait_sweeps(1)
             yield running
-
-
-def raw_request(port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, float]:
-    """Send ``data``; return the response head (or b"" if the server closed without one) and how
-    long it took to come. A kept-alive connection is not waited on beyond the head."""
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        try:
-            sock.sendall(data)
-        except OSError:
-            pass   # closed while we were still sending: an answer of its own
-        out = b""
-        while b"\r\n\r\n" not in out and time.monotonic() - started < timeout:
-            try:
-                chunk = sock.recv(65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        return out, time.monotonic() - started
 
 
 def status_of(response: bytes) -> int | None:
