@@ -146,7 +146,8 @@ def greenmon_label(workers: int | None) -> str:
 
 def run_greenmon(urls: list[str], *, concurrency: int | None, ca_file: str | None,
                  workers: int | None, cap_s: float, workdir: Path) -> ClientResult:
-    """``greenmon --once`` on ``urls``, measured whole; net CPU subtracts a 1-target run of the same config."""
+    """``greenmon --once`` on ``urls``, measured whole; net CPU subtracts a run of the same config
+    and processes with one target per process."""
     label = greenmon_label(workers)
     n = len(urls)
     full = _greenmon_once(urls, concurrency=concurrency, ca_file=ca_file, workers=workers,
@@ -163,8 +164,10 @@ def run_greenmon(urls: list[str], *, concurrency: int | None, ca_file: str | Non
         errors = {k: v for k, v in summary.get("errors", {}).items() if v}
         result = replace(result, note=(f"exit {run.returncode}, summary: targets {summary.get('targets')}, "
                                        f"up {up}/{n}, errors {errors}"))
-    base = _greenmon_once(urls[:1], concurrency=concurrency, ca_file=ca_file, workers=workers,
-                          cap_s=cap_s, workdir=workdir, tag="base")
+    # The baseline starts the same processes: one target per worker (one target is checked in
+    # this process, without workers).
+    base = _greenmon_once(urls[:workers or 1], concurrency=concurrency, ca_file=ca_file,
+                          workers=workers, cap_s=cap_s, workdir=workdir, tag="base")
     if isinstance(base, ClientResult):
         return replace(result, note=(result.note + " baseline run failed").strip())
     return replace(result, net_cpu_s=max(0.0, run.cpu_s - base[0].cpu_s))

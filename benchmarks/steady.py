@@ -19,7 +19,7 @@ import time  # noqa: E402
 from greenmon.config import load_config  # noqa: E402
 from greenmon.engine import Engine  # noqa: E402
 from greenmon.exporter import store_for  # noqa: E402
-from greenmon.limits import tune_gc  # noqa: E402
+from greenmon.limits import tune_runtime  # noqa: E402
 
 
 def cpu_s() -> float:
@@ -36,7 +36,7 @@ def main() -> int:
     engine = Engine(config)
     store = store_for(config, config.enabled_targets)
     engine.listeners.append(store.observe)
-    tune_gc()  # as the command does
+    tune_runtime()  # as the command does
     walls, cpus, ok = [], [], 0
     for index in range(max(2, args.sweeps)):
         started_cpu, started = cpu_s(), time.perf_counter()

@@ -15,7 +15,7 @@ import gevent
 from greenmon import __version__
 from greenmon.config import Config, config_path, load_config
 from greenmon.report import FORMATS, ProgressLine, jsonl_line, write_json, write_table
-from greenmon.limits import tune_gc
+from greenmon.limits import tune_runtime
 from greenmon.schema import ConfigError, listen_address
 from greenmon.summary import summarize
 
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.check_config:
                 print(describe(config))
                 return EXIT_UP
-            tune_gc()
+            tune_runtime()
             if not args.once:
                 from greenmon.daemon import run_daemon
                 return run_daemon(config, lambda: apply_overrides(loader(), args), args.workers)
@@ -199,11 +199,11 @@ def run_once(config: Config, output_format: str, out: IO[str], *, textfile: str 
              pushgateway: str | None = None, workers: int = 1) -> int:
     """One sweep of every enabled target; exit 0 if all are up, 1 otherwise."""
     from greenmon.engine import build_engine
-    from greenmon.exporter import store_for
 
     engine = build_engine(config, workers)
     store = None
     if textfile or pushgateway:
+        from greenmon.exporter import store_for  # prometheus_client: only when it is needed
         store = store_for(config, config.enabled_targets)
         engine.listeners.append(store.observe)
     progress = ProgressLine(len(config.enabled_targets))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from typing import Callable, Iterable, Mapping, Sequence
-from urllib.parse import urlsplit
 
 import gevent
 import gevent.monkey
@@ -53,10 +52,10 @@ class Engine:
         require_gevent_patching()
         self.config = config
         self.concurrency = fit_concurrency(config.monitor.concurrency, len(config.enabled_targets))
-        hosts = len({urlsplit(t.url).netloc for t in config.enabled_targets})
+        targets = max(len(config.enabled_targets), 1)
         self.transport = transport or Transport(
-            pool_size=min(self.concurrency, max(len(config.enabled_targets), 1)),
-            user_agent=config.monitor.user_agent, hosts=hosts,
+            pool_size=min(self.concurrency, targets), user_agent=config.monitor.user_agent,
+            hosts=targets,  # an upper bound is enough: it only caps the pools kept
             secret_headers=frozenset(a.header_name for a in config.auth.values()))
         self.prober = Prober(self.transport, config)
         self.clock = clock

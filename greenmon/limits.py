@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import logging
 
+import gevent
+
 log = logging.getLogger(__name__)
 
 FD_RESERVE = 64 + 64   # files the process needs besides its checks' sockets (web.MAX_CONNECTIONS too)
@@ -44,6 +46,14 @@ def fit_concurrency(concurrency: int, targets: int) -> int:
 
 
 GC_THRESHOLDS = (10_000, 50, 1_000)
+
+
+def tune_runtime() -> None:
+    """What the command and its workers set before checking: the collector (below), and no
+    spawn-tree records on greenlets (gevent's debugging aid keeps each spawner's stack
+    frames on every greenlet: CPU and memory on each of thousands of checks)."""
+    gevent.config.track_greenlet_tree = False
+    tune_gc()
 
 
 def tune_gc() -> None:

@@ -18,6 +18,7 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 import gevent
+import gevent.socket
 import requests
 import urllib3.connection
 import urllib3.connectionpool
@@ -70,6 +71,8 @@ def prepare_url(url: str) -> tuple[str, str | None]:
     config validation calls it first (it raises what requests would), checks then reuse it."""
     scratch = requests.PreparedRequest()
     scratch.prepare_url(url, None)
+    if "@" not in url:
+        return scratch.url, None  # no user info: nothing for prepare_auth to find
     scratch.headers = CaseInsensitiveDict()
     scratch.body = None
     scratch.prepare_auth(None, url)
@@ -96,6 +99,26 @@ class _PlainConnection(urllib3.connection.HTTPConnection):
     @property
     def is_connected(self) -> bool:
         return self.sock is not None and _still_open(self.sock)
+
+    def send(self, data):
+        """A request head leaves in one send(): gevent's sendall asks the kernel for the
+        buffer size and arms a timer on every call. What one send() leaves, sendall sends."""
+        if self.sock is None or not isinstance(data, bytes):
+            return super().send(data)
+        sent = self.sock.send(data)
+        if sent < len(data):
+            self.sock.sendall(memoryview(data)[sent:])
+
+    def getresponse(self):
+        """Wait for the reply's first bytes before http.client builds its reader.
+
+        A check spends nearly all its life here. Waiting first, at a shallow
+        point, keeps the response's 8 KiB read buffer, its reader objects and
+        a deeper saved greenlet stack from existing for all that time.
+        """
+        if self.sock is not None:
+            gevent.socket.wait_read(self.sock.fileno(), self.timeout)
+        return super().getresponse()
 
 
 class _PlainPool(urllib3.connectionpool.HTTPConnectionPool):

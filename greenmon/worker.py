@@ -23,7 +23,7 @@ import gevent.queue  # noqa: E402
 from gevent.fileobject import FileObjectPosix  # noqa: E402
 
 from greenmon.engine import Engine  # noqa: E402
-from greenmon.limits import tune_gc  # noqa: E402
+from greenmon.limits import tune_runtime  # noqa: E402
 from greenmon.workers import receive_message, send_message  # noqa: E402
 
 def main() -> int:
@@ -33,7 +33,7 @@ def main() -> int:
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
     engine = Engine(config, breakers=breakers)
-    tune_gc()
+    tune_runtime()
     outbox: gevent.queue.Queue = gevent.queue.Queue()
     engine.listeners.append(lambda result: outbox.put((result, engine.breakers[result.target])))
     writer = gevent.spawn(_write_replies, outbox, replies, engine)

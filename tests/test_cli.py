@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -13,6 +14,9 @@ import pytest
 import greenmon
 from greenmon.cli import apply_overrides, build_parser
 from greenmon.errors import ERROR_CLASSES
+from greenmon.report import json_document, write_json
+from greenmon.result import MonitorResult
+from greenmon.summary import summarize
 
 from helpers import config_for, config_text, run_cli, start_cli
 from servers import HTTPFarm, InFlight, closed_port, delayed, reply
@@ -210,6 +214,24 @@ def test_output_writes_the_report_to_a_file(write_config, tmp_path, output_forma
         assert sorted(json.loads(line)["target"] for line in text.splitlines()) == ["a", "refused"]
     else:
         assert "refused" in text and "2 targets: 1 up, 1 down" in text
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_json_report_is_the_document_with_one_result_per_line(count):
+    results = [MonitorResult(target=f"t{i}", url=f"http://127.0.0.1/{i}", method="GET", ok=i != 1,
+                             status_code=200, latency_s=0.25, elapsed_s=0.25, attempts=1,
+                             error_class=None, detail=None, error=None, breaker="closed",
+                             checked_at=1_700_000_000.0, body_bytes=2, labels={"team": "a\n\"b"})
+               for i in range(count)]
+    summary = summarize(results, 1.0, 2.0)
+    out = io.StringIO()
+    write_json(out, results, summary)
+    text = out.getvalue()
+    assert json.loads(text) == json_document(results, summary)
+    lines = text.splitlines()
+    result_lines = [line for line in lines if line.startswith('    {"target": ')]
+    assert [json.loads(line.rstrip(","))["target"] for line in result_lines] == [r.target for r in results]
+    assert text.endswith("}\n")
 
 
 def test_table_on_a_pipe_is_the_report_and_nothing_else(write_config):

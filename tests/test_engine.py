@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import io
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+import gevent
 import pytest
 
 import greenmon
@@ -68,6 +71,36 @@ def test_concurrency_bounds_checks_in_flight():
     assert all(r.ok for r in results)
     assert in_flight["max"] == concurrency
     assert 4.5 <= elapsed < 5.0 + 2.5  # 50 checks of 1 s, 10 at a time: 5 rounds
+
+
+def test_a_check_waiting_for_its_reply_holds_no_response_reader():
+    """Memory per check in flight: http.client's reader (an 8 KiB buffer and its objects) is made
+    only once the reply has begun, not for the whole wait."""
+    count = 100
+    with HTTPFarm({f"/slow/{i}": delayed(1.0) for i in range(count)}) as farm:
+        config = config_for(_slow_targets(farm, count), timeout=10.0)
+        engine = Engine(config.replace("monitor", concurrency=count))
+        sweep = gevent.spawn(engine.sweep)
+        deadline = time.monotonic() + 5
+        while engine.inflight < count and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        waiting = engine.inflight
+        readers = [reader for reader in gc.get_objects()
+                   if isinstance(reader, io.BufferedReader) and _peer_port(reader) == farm.port]
+        results = sweep.get(timeout=10)
+        engine.close()
+    assert waiting == count
+    assert readers == []
+    assert len(results) == count and all(r.ok for r in results)
+
+
+def _peer_port(reader: io.BufferedReader) -> int | None:
+    """The remote port of a reader over a client socket, else None."""
+    sock = getattr(reader.raw, "_sock", None)
+    try:
+        return sock.getpeername()[1] if sock is not None else None
+    except (OSError, IndexError, TypeError):
+        return None
 
 
 # --- Order and listeners --------------------------------------------------------------------
