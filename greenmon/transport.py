@@ -1,20 +1,21 @@
 """The one module that does network I/O: a shared, tuned requests session under a total deadline.
 
-requests' own timeouts bound each socket operation; a server that trickles
-one byte at a time never trips them. So each attempt also runs under a
-gevent timer covering connect, TLS, headers and body. Whichever fires, the
-detail says where the time went: ``connect`` (no connection or TLS session),
-``read`` (connected, no response headers) or ``deadline`` (the response
-started but did not finish in time). Exceptions become Failures here, once.
+Each attempt runs under one gevent timer covering connect, TLS, headers and
+body: a server that trickles one byte at a time cannot stretch it, as it
+would per-operation socket timeouts. Sockets get no timeouts of their own:
+with the same length, they could never fire first, and they would cost a
+timer on every wait. When the deadline fires, the detail says where the time
+went: ``connect`` (no connection or TLS session), ``read`` (connected, no
+response headers) or ``deadline`` (the response started but did not finish
+in time). Exceptions become Failures here, once.
 """
 
 from __future__ import annotations
 
-import functools
 import http.cookiejar
 import socket
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping
 from urllib.parse import urlsplit
 
 import gevent
@@ -65,10 +66,31 @@ class _RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
         return False
 
 
-@functools.lru_cache(maxsize=CACHE_LIMIT)
+_prepared_urls: dict[str, tuple[str, str | None]] = {}
+
+
 def prepare_url(url: str) -> tuple[str, str | None]:
     """requests' own URL preparation (IDNA, quoting, user:password as basic auth), once per URL:
     config validation calls it first (it raises what requests would), checks then reuse it."""
+    prepared = _prepared_urls.get(url)
+    if prepared is None:
+        if len(_prepared_urls) >= CACHE_LIMIT:
+            _prepared_urls.clear()
+        prepared = _prepared_urls[url] = _prepare_url(url)
+    return prepared
+
+
+def prepared_urls(urls: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+    """prepare_url's answers for ``urls``, for a worker process to adopt (adopt_prepared_urls)
+    instead of preparing every URL of its share again."""
+    return {url: prepare_url(url) for url in urls}
+
+
+def adopt_prepared_urls(prepared: Mapping[str, tuple[str, str | None]]) -> None:
+    _prepared_urls.update(prepared)
+
+
+def _prepare_url(url: str) -> tuple[str, str | None]:
     scratch = requests.PreparedRequest()
     scratch.prepare_url(url, None)
     if "@" not in url:
@@ -249,11 +271,10 @@ class Transport:
         try:
             with gevent.Timeout(request.timeout, DeadlineExceeded):
                 prepared = self._prepare(request)
-                timeout = (request.timeout, request.timeout)
-                response = self.adapter.send(prepared, stream=True, timeout=timeout,
+                response = self.adapter.send(prepared, stream=True, timeout=None,
                                              verify=request.verify, proxies=_NO_PROXIES)
                 if request.follow_redirects and response.is_redirect:
-                    response = self._follow(response, prepared, timeout, request.verify)
+                    response = self._follow(response, prepared, request.verify)
                 try:
                     _check_framing(response)
                     body, too_large = _read_capped(response, request.max_body_bytes)
@@ -293,12 +314,12 @@ class Transport:
             prepared.prepare_body(request.body.encode() or None, None)
         return prepared
 
-    def _follow(self, response, prepared, timeout, verify) -> requests.Response:
+    def _follow(self, response, prepared, verify) -> requests.Response:
         """Redirects through requests' own logic: at most MAX_REDIRECTS, then TooManyRedirects."""
         prepared._cookies = requests.cookies.RequestsCookieJar(policy=_RejectAllCookies())
         last = response
         for last in self.session.resolve_redirects(response, prepared, stream=True,
-                                                   timeout=timeout, verify=verify,
+                                                   timeout=None, verify=verify,
                                                    proxies=_NO_PROXIES):
             pass
         return last

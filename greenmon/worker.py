@@ -1,8 +1,8 @@
 """One worker process (``python -m greenmon.worker``): an Engine on its own hub, driven over stdin/stdout.
 
-The first message is (config, breaker table, log level); then each "sweep"
-command runs one sweep and streams ("results", [(result, breaker state), ...],
-in flight) messages as checks end, then ("done",). One writer greenlet owns
+The first message is (config, breaker table, log level, prepared URLs); then
+each "sweep" command runs one sweep and streams ("results", [(result, breaker
+state), ...], in flight) messages as checks end, then ("done",). One writer greenlet owns
 stdout, so messages never interleave, and it batches what piled up while it
 wrote. SIGTERM or SIGINT stop the sweep under way as the daemon does: no new
 retries, checks end or hit their deadline.
@@ -24,12 +24,14 @@ from gevent.fileobject import FileObjectPosix  # noqa: E402
 
 from greenmon.engine import Engine  # noqa: E402
 from greenmon.limits import tune_runtime  # noqa: E402
+from greenmon.transport import adopt_prepared_urls  # noqa: E402
 from greenmon.workers import receive_message, send_message  # noqa: E402
 
 def main() -> int:
     commands = FileObjectPosix(sys.stdin.fileno(), "rb", close=False)
     replies = FileObjectPosix(sys.stdout.fileno(), "wb", close=False)
-    config, breakers, log_level = receive_message(commands)
+    config, breakers, log_level, urls = receive_message(commands)
+    adopt_prepared_urls(urls)  # the parent prepared them validating the config
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
     engine = Engine(config, breakers=breakers)

@@ -31,6 +31,7 @@ from greenmon.config import Config
 from greenmon.engine import initial_breakers
 from greenmon.result import MonitorResult
 from greenmon.targets import Target
+from greenmon.transport import prepared_urls
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ class _Worker:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "greenmon.worker"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE)
-        self.send((self.config, table, logging.getLogger().level))
+        urls = prepared_urls(t.url for t in self.config.enabled_targets)
+        self.send((self.config, table, logging.getLogger().level, urls))
 
     @property
     def alive(self) -> bool:
