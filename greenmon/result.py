@@ -84,5 +84,5 @@ def round_seconds(value: float | None) -> float | None:
 
 
 def iso_timestamp(epoch: float) -> str:
-    moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # isoformat truncates to milliseconds, as the format asks; "+00:00" becomes "Z".
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"

@@ -123,8 +123,8 @@ class _PlainConnection(urllib3.connection.HTTPConnection):
         return self.sock is not None and _still_open(self.sock)
 
     def send(self, data):
-        """A request head leaves in one send(): gevent's sendall asks the kernel for the
-        buffer size and arms a timer on every call. What one send() leaves, sendall sends."""
+        """A request head leaves in one send(): gevent's sendall first asks the kernel for the
+        socket's buffer size, on every call. What one send() leaves, sendall sends."""
         if self.sock is None or not isinstance(data, bytes):
             return super().send(data)
         sent = self.sock.send(data)

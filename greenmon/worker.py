@@ -2,10 +2,10 @@
 
 The first message is (config, breaker table, log level, prepared URLs); then
 each "sweep" command runs one sweep and streams ("results", [(result, breaker
-state), ...], in flight) messages as checks end, then ("done",). One writer greenlet owns
-stdout, so messages never interleave, and it batches what piled up while it
-wrote. SIGTERM or SIGINT stop the sweep under way as the daemon does: no new
-retries, checks end or hit their deadline.
+state), ...], in flight) messages as checks end, then ("done",). One writer
+greenlet owns stdout, so messages never interleave, and it batches what piled
+up while it wrote. SIGTERM or SIGINT stop the sweep under way as the daemon
+does: no new retries, checks end or hit their deadline.
 """
 
 from gevent import monkey
