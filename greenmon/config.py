@@ -7,6 +7,7 @@ the values. Errors are ConfigError with file, line and key in the message.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import sys
@@ -112,8 +113,9 @@ class Config:
         mine = tuple(t for t in self.targets if t.shard_hash() % count == index)
         return dataclasses.replace(self, targets=mine, shard=(index, count))
 
-    @property
+    @functools.cached_property
     def enabled_targets(self) -> tuple[Target, ...]:
+        """Computed once per Config (replace() makes a new one): callers ask for it often."""
         return tuple(t for t in self.targets if t.enabled)
 
     def replace(self, section: str | None = None, **changes: Any) -> "Config":
