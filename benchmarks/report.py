@@ -25,7 +25,9 @@ NET_CPU_NOTE = (
     "process (with `--workers`, the largest of parent and workers). *ratios*: peer sweep s / "
     "greenmon sweep s (> 1: greenmon is faster) and greenmon net CPU per check / peer net CPU per "
     "check (< 1: greenmon is cheaper), against the scenario's reference greenmon row (marked *). "
-    "*farm conns*: the most connections the farm held at once during that run.")
+    "*farm conns*: the most connections the farm held at once during that run. Every client "
+    "runs `--repeat` times (3 unless the command says otherwise); each row is its run with the "
+    "median net CPU.")
 
 SHORT_NOTE = ("CPU ms/check (net): greenmon's = its process CPU minus that of a run of the same "
               "config with 1 target per process (no process start); a peer's = the CPU of its sweep, "

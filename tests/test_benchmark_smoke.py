@@ -101,3 +101,17 @@ def test_a_client_over_its_time_cap_is_killed():
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, timeout=30)
     assert proc.stdout.split() == ["True", "True"], proc.stderr
+
+
+def test_repeated_runs_report_the_median_by_net_cpu_and_keep_failures_visible():
+    from benchmarks.clients import FAILED, OK, ClientResult
+    from benchmarks.run import median_run
+
+    def row(net_cpu_s, status=OK):
+        return ClientResult(client="greenmon", kind="greenmon", n=10, measured_n=10, status=status,
+                            net_cpu_s=net_cpu_s)
+
+    assert median_run([row(0.3), row(0.1), row(0.2)]).net_cpu_s == 0.2
+    assert median_run([row(0.3), row(0.1)]).net_cpu_s == 0.1
+    assert median_run([row(0.2)]).net_cpu_s == 0.2
+    assert median_run([row(0.1), row(0.9, FAILED), row(0.2)]).status == FAILED
