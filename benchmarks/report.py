@@ -26,8 +26,9 @@ NET_CPU_NOTE = (
     "greenmon sweep s (> 1: greenmon is faster) and greenmon net CPU per check / peer net CPU per "
     "check (< 1: greenmon is cheaper), against the scenario's reference greenmon row (marked *). "
     "*farm conns*: the most connections the farm held at once during that run. Every client "
-    "runs `--repeat` times (3 unless the command says otherwise); each row is its run with the "
-    "median net CPU.")
+    "runs `--repeat` times (3 unless the command says otherwise), and on scenarios under 10,000 "
+    "targets as often as it takes to check 10,000 in all (the seed, which sweeps for a fixed "
+    "time, once); each row is its run with the median net CPU.")
 
 SHORT_NOTE = ("CPU ms/check (net): greenmon's = its process CPU minus that of a run of the same "
               "config with 1 target per process (no process start); a peer's = the CPU of its sweep, "
