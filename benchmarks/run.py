@@ -155,7 +155,6 @@ def run_scenario(scenario: Scenario, farm: FarmProcess, workdir: Path,
                  peers: tuple[str, ...] = PEERS, repeat: int = 1) -> list[ClientResult]:
     """Every client ``repeat`` times, and more on small scenarios: a row measures at least
     CHECKS_PER_ROW checks in all (the seed, sweeping for a fixed time, runs once)."""
-    seed_repeat = 1
     if repeat > 1:
         repeat = max(repeat, math.ceil(CHECKS_PER_ROW / scenario.n))
     urls = farm.urls(scenario)
@@ -199,7 +198,7 @@ def run_scenario(scenario: Scenario, farm: FarmProcess, workdir: Path,
         subset = urls[:scenario.seed_count] if peer == "seed" else urls
         measured(peer, lambda peer=peer, subset=subset: run_peer(
             peer, subset, n=scenario.n, concurrency=scenario.client_concurrency, ca_file=ca_file,
-            cap_s=scenario.cap_s, workdir=workdir), repeat=seed_repeat if peer == "seed" else repeat)
+            cap_s=scenario.cap_s, workdir=workdir), repeat=1 if peer == "seed" else repeat)
     return rows
 
 
