@@ -53,7 +53,7 @@ def _listen(text: str) -> str:
 
 
 def _workers(text: str) -> int:
-    from greenmon.workers import resolve_workers
+    from greenmon.workers.parent import resolve_workers
     try:
         return resolve_workers(text)
     except ValueError:

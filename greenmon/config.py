@@ -108,6 +108,11 @@ class Config:
         timeouts = [t.timeout for t in self.enabled_targets if t.timeout]
         return max(timeouts + [self.monitor.timeout])
 
+    @property
+    def longest_interval(self) -> float:
+        """The longest interval of any enabled target: one daemon "sweep" is a pass of it."""
+        return max([t.interval for t in self.enabled_targets if t.interval] + [self.monitor.interval])
+
     def only_shard(self, index: int, count: int) -> "Config":
         """The targets whose stable hash falls in shard ``index`` of ``count``."""
         mine = tuple(t for t in self.targets if t.shard_hash() % count == index)
@@ -205,4 +210,29 @@ def parse_config(text: str, filename: str = "<string>", base_dir: str | None = N
     config = Config(auth=auth, targets=targets, source=filename, **sections)
     if not config.enabled_targets:
         raise doc.error(("targets",), "no enabled targets: add at least one [[targets]] entry")
+    _check_intervals(doc, config, raw.get("monitor", {}))
     return config
+
+
+def _check_intervals(doc: Document, config: Config, raw_monitor: dict) -> None:
+    """A check must be able to end before its target is due again: interval >= timeout.
+
+    (Retries may still take longer; a turn that falls due meanwhile is skipped and
+    counted.) The error names the key that was written: the target's interval or timeout,
+    else monitor.interval or monitor.timeout.
+    """
+    monitor = config.monitor
+    for index, target in enumerate(config.targets):
+        interval = target.interval or monitor.interval
+        timeout = target.timeout or monitor.timeout
+        if interval >= timeout:
+            continue
+        if target.interval is not None:
+            path = ("targets", index, "interval")
+        elif target.timeout is not None:
+            path = ("targets", index, "timeout")
+        else:
+            path = ("monitor", "interval" if "interval" in raw_monitor else "timeout")
+        raise doc.error(path, f"interval {interval:g} s is shorter than the timeout {timeout:g} s "
+                              f"of target {target.name!r}: its check could still run when it is "
+                              "due again (make interval >= timeout)")

@@ -26,7 +26,8 @@ def run_daemon(config: Config, loader: Callable[[], Config], workers: int = 1) -
                           f"{error.strerror or error}") from None
     handlers = [gevent.signal_handler(signal.SIGTERM, monitor.stop),
                 gevent.signal_handler(signal.SIGINT, monitor.stop),
-                gevent.signal_handler(signal.SIGHUP, monitor.reload)]
+                # The reload waits for a thread to read the config: a greenlet of its own.
+                gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(monitor.reload))]
     try:
         monitor.run()
     finally:

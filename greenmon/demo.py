@@ -75,6 +75,7 @@ class DemoFarm:
         return f"""
 [monitor]
 timeout = 1.0
+interval = 10.0
 concurrency = 100
 
 [retry]

@@ -1,15 +1,16 @@
-"""Sweeps: every enabled target checked on one gevent pool, through the breaker gate.
+"""Checks through the breaker gate, one at a time (``check``) or all at once (``sweep``).
 
-The engine is the only place that spawns greenlets. Each result is handed
-to the registered listeners as soon as its check ends (jsonl output, the
-exporter), and the whole list is returned in target order.
+The engine and the daemon's scheduler are the only places that spawn
+greenlets. Each result is handed to the registered listeners as soon as its
+check ends (jsonl output, the exporter); a sweep returns the whole list in
+target order.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Sequence
 
 import gevent
 import gevent.monkey
@@ -18,16 +19,16 @@ import gevent.pool
 from greenmon import statefile
 from greenmon.breaker import HALF_OPEN, BreakerState, Gate, gate, record
 from greenmon.config import Config
-from greenmon.errors import CONNECTION
 from greenmon.limits import fit_concurrency
-from greenmon.prober import Prober
-from greenmon.result import MonitorResult, Outcome
+from greenmon.prober import Prober, trust_settings
+from greenmon.result import MonitorResult, checked_result, internal_error_result, skipped_result
 from greenmon.targets import Target
 from greenmon.transport import Transport
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[MonitorResult], None]
+BreakerListener = Callable[[str, BreakerState], None]
 STOP_GRACE_S = 1.0  # beyond the longest deadline, before checks still running are killed
 
 
@@ -47,20 +48,24 @@ class Engine:
 
     def __init__(self, config: Config, *, transport: Transport | None = None,
                  clock: Callable[[], float] = time.time, listeners: Iterable[Listener] = (),
-                 breakers: Mapping[str, BreakerState] | None = None):
-        """``breakers``: the table to start from (a reload); default: the state file, if any."""
+                 breakers: dict[str, BreakerState] | None = None):
+        """``breakers``: the table to share (a reload); default: the state file's, if any.
+        ``transport``: one to share (a reload keeps the connections); default: a new one,
+        with the trust stores of the targets loaded before any check starts timing."""
         require_gevent_patching()
         self.config = config
         self.concurrency = fit_concurrency(config.monitor.concurrency, len(config.enabled_targets))
-        targets = max(len(config.enabled_targets), 1)
-        self.transport = transport or Transport(
-            pool_size=min(self.concurrency, targets), user_agent=config.monitor.user_agent,
-            hosts=targets,  # an upper bound is enough: it only caps the pools kept
-            secret_headers=frozenset(a.header_name for a in config.auth.values()))
+        if transport is None:
+            transport = transport_for(config, self.concurrency)
+            transport.load_trust(trust_settings(config))
+        self.transport = transport
         self.prober = Prober(self.transport, config)
         self.clock = clock
         self.listeners: list[Listener] = list(listeners)
-        self.breakers = initial_breakers(config, breakers)
+        # Told when a breaker goes half-open for a trial (results tell every other change).
+        self.breaker_listeners: list[BreakerListener] = []
+        self.breakers = statefile.initial_breakers(config, breakers)
+        self.breaker_changes = 0  # grows whenever a breaker's saved state changes
         self.inflight = 0
         self._pool: gevent.pool.Pool | None = None
 
@@ -76,7 +81,7 @@ class Engine:
             self._pool.wait_available()
             if self.prober.stopping:
                 break  # stop(): no new checks, not even the one that waited for a slot
-            checks.append(self._pool.spawn(self._check, target))
+            checks.append(self._pool.spawn(self.check, target))
         self._pool.join()
         for check in checks:
             if check.exception is not None and not isinstance(check.exception, gevent.GreenletExit):
@@ -99,7 +104,8 @@ class Engine:
     def close(self) -> None:
         self.transport.close()
 
-    def _check(self, target: Target) -> MonitorResult:
+    def check(self, target: Target) -> MonitorResult:
+        """One check of ``target`` through its breaker; the listeners get the result."""
         self.inflight += 1
         try:
             result = self._gated_check(target)
@@ -125,62 +131,36 @@ class Engine:
             return skipped_result(target, state, checked_at)
         trial = decision is Gate.TRIAL
         if trial:
-            self.breakers[target.name] = BreakerState(HALF_OPEN, state.failures,
-                                                      state.opened_at, state.failure)
+            half_open = BreakerState(HALF_OPEN, state.failures, state.opened_at, state.failure)
+            self.breakers[target.name] = half_open
+            for listener in self.breaker_listeners:
+                listener(target.name, half_open)
         outcome = self.prober.check(target, trial=trial)
-        state = record(state, outcome.last.failure, self.clock(), settings, trial=trial)
+        before, state = state, record(state, outcome.last.failure, self.clock(), settings, trial=trial)
         self.breakers[target.name] = state
+        if state != before:
+            self.breaker_changes += 1
         return checked_result(target, outcome, state, checked_at)
 
 
-def initial_breakers(config: Config, given: Mapping[str, BreakerState] | None) -> dict[str, BreakerState]:
-    """The given table, else the state file's, limited to the configured targets."""
-    if given is None:
-        given = statefile.load(config.monitor.state_file) if config.monitor.state_file else {}
-    names = {t.name for t in config.enabled_targets}
-    return {name: state for name, state in given.items() if name in names}
+def transport_for(config: Config, concurrency: int) -> Transport:
+    targets = max(len(config.enabled_targets), 1)
+    return Transport(
+        pool_size=min(concurrency, targets), user_agent=config.monitor.user_agent,
+        hosts=targets,  # an upper bound is enough: it only caps the pools kept
+        secret_headers=secret_headers(config))
+
+
+def secret_headers(config: Config) -> frozenset[str]:
+    return frozenset(a.header_name for a in config.auth.values())
 
 
 def build_engine(config: Config, workers: int = 1, **kwargs):
     """An Engine in this process, or a WorkerEngine over ``workers`` processes."""
     if workers > 1 and len(config.enabled_targets) > 1:
-        from greenmon.workers import WorkerEngine
+        from greenmon.workers.parent import WorkerEngine
         return WorkerEngine(config, workers, **kwargs)
     return Engine(config, **kwargs)
-
-
-def checked_result(target: Target, outcome: Outcome, state: BreakerState,
-                   checked_at: float) -> MonitorResult:
-    last = outcome.last
-    failure = last.failure
-    return MonitorResult(
-        target=target.name, url=target.display_url, method=target.method, ok=failure is None,
-        status_code=last.status_code, latency_s=last.latency_s, elapsed_s=outcome.elapsed_s,
-        attempts=len(outcome.attempts),
-        error_class=failure and failure.error_class, detail=failure and failure.detail,
-        error=failure and failure.message, breaker=state.state, checked_at=checked_at,
-        body_bytes=last.body_bytes, labels=target.labels, retried_classes=outcome.retried_classes,
-        attempt_latencies=tuple(a.latency_s for a in outcome.attempts))
-
-
-def internal_error_result(target: Target, error: Exception, checked_at: float) -> MonitorResult:
-    """greenmon itself failed to check the target: down, said plainly, never silently lost."""
-    return MonitorResult(
-        target=target.name, url=target.display_url, method=target.method, ok=False,
-        status_code=None, latency_s=None, elapsed_s=0.0, attempts=0, error_class=CONNECTION,
-        detail="internal", error=f"greenmon internal error ({type(error).__name__})",
-        breaker="closed", checked_at=checked_at, body_bytes=None, labels=target.labels)
-
-
-def skipped_result(target: Target, state: BreakerState, checked_at: float) -> MonitorResult:
-    """An open breaker: not contacted, down, with the failure that opened it."""
-    failure = state.failure
-    return MonitorResult(
-        target=target.name, url=target.display_url, method=target.method, ok=False,
-        status_code=None, latency_s=None, elapsed_s=0.0, attempts=0,
-        error_class=failure and failure.error_class, detail=failure and failure.detail,
-        error=failure and failure.message, breaker=state.state, checked_at=checked_at,
-        body_bytes=None, labels=target.labels)
 
 
 def sweep(targets: Sequence[Target], config: Config) -> list[MonitorResult]:

@@ -1,108 +1,121 @@
-"""Prometheus metrics: per-target state updated by each result, turned into series at scrape time.
+"""Prometheus metrics: per-target numbers updated by each result, turned into series when asked.
 
-A MetricsStore is a result listener; its collector is registered in a
-registry the caller owns (never the global default). Keeping plain numbers
-and building the families only when Prometheus scrapes keeps the per-check
-cost to a few dict updates, makes removing a target's series a dict delete,
-and lets per-target histograms collapse into one (``per_target_histograms``).
+A MetricsStore is a result listener. It keeps plain numbers per target, so
+a check costs a few updates and removing a target's series is a dict
+delete. It notes which targets changed since the last scrape (``changed``)
+so that the /metrics cache (``exposition``) re-formats only those. The
+samples themselves are defined once, here (``target_samples`` and
+``global_samples``): the cache formats them, and ``StoreCollector`` hands
+the same samples to prometheus_client for --textfile and --pushgateway.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from array import array
+from typing import Callable, Iterable, Iterator
 
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                    HistogramMetricFamily)
-from prometheus_client.registry import CollectorRegistry, Collector
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from greenmon import __version__
-from greenmon.breaker import STATE_VALUES
+from greenmon.breaker import CLOSED, STATE_VALUES, BreakerState
 from greenmon.errors import ERROR_CLASSES
+from greenmon.histogram import Histogram
 from greenmon.result import MonitorResult
+from greenmon.scheduler import Timing
 from greenmon.targets import Target
 
 RECENT_LATENCIES = 100  # per target, for the status page's P95
+_CLASS_INDEX = {name: index for index, name in enumerate(ERROR_CLASSES)}
+
+Labels = tuple[tuple[str, str], ...]          # sorted by label name, as the exposition writes them
+Sample = tuple[str, Labels, float]            # (sample name, labels, value)
 
 
-class _Histogram:
-    """Counts per bucket (not cumulative) and the sum, for one label set."""
+class Recent:
+    """The last RECENT_LATENCIES latencies of a target as 4-byte floats in a ring: 0.5 KB,
+    where a deque of Python floats took 3.5 KB per target."""
 
-    __slots__ = ("counts", "total")
+    __slots__ = ("values", "next")
 
-    def __init__(self, size: int):
-        self.counts = [0] * (size + 1)  # the last slot is +Inf
-        self.total = 0.0
+    def __init__(self) -> None:
+        self.values = array("f")
+        self.next = 0
 
-    def observe(self, bounds: tuple[float, ...], value: float) -> None:
-        self.counts[bisect.bisect_left(bounds, value)] += 1
-        self.total += value
+    def add(self, value: float) -> None:
+        if len(self.values) < RECENT_LATENCIES:
+            self.values.append(value)
+        else:
+            self.values[self.next] = value
+            self.next = (self.next + 1) % RECENT_LATENCIES
 
-    def family_buckets(self, bounds: tuple[float, ...]) -> list[tuple[str, float]]:
-        out, running = [], 0
-        for bound, count in zip(bounds + (math.inf,), self.counts):
-            running += count
-            out.append(("+Inf" if bound == math.inf else _float_label(bound), running))
-        return out
-
-
-def _float_label(value: float) -> str:
-    return repr(float(value))
+    def sorted(self) -> list[float]:
+        return sorted(self.values)
 
 
-@dataclass
 class TargetSeries:
     """Everything exported about one target."""
 
-    target: Target
-    checks: int = 0
-    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_CLASSES, 0))
-    retries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_CLASSES, 0))
-    last: MonitorResult | None = None
-    last_checked_at: float | None = None  # of the last check that contacted the target
-    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_LATENCIES))
+    __slots__ = ("target", "checks", "errors", "retries", "last", "last_checked_at", "breaker",
+                 "recent", "histogram")
+
+    def __init__(self, target: Target):
+        self.target = target
+        self.checks = 0
+        self.errors = [0] * len(ERROR_CLASSES)
+        self.retries = [0] * len(ERROR_CLASSES)
+        self.last: MonitorResult | None = None
+        self.last_checked_at: float | None = None  # of the last check that contacted the target
+        self.breaker = CLOSED
+        self.recent = Recent()
+        self.histogram: Histogram | None = None
 
 
 class MetricsStore:
     """The numbers behind /metrics, /api/results and the status page."""
 
     def __init__(self, buckets: tuple[float, ...], per_target_histograms: bool = True,
-                 inflight: Callable[[], int] = lambda: 0,
-                 breaker_states: Callable[[], Mapping[str, str]] = dict,
-                 shard: tuple[int, int] = (0, 1)):
+                 inflight: Callable[[], int] = lambda: 0, shard: tuple[int, int] = (0, 1)):
         self.shard = shard
         self.buckets = tuple(buckets)
         self.per_target_histograms = per_target_histograms
         self.series: dict[str, TargetSeries] = {}
-        self.histograms: dict[str, _Histogram] = {}   # key: target name, or "" when shared
+        self.shared_histogram = Histogram(self.buckets)   # per_target_histograms = false
         self.inflight = inflight
-        self.breaker_states = breaker_states
+        self.timing = Timing()          # loop lag, schedule lag, overruns (daemon)
         self.sweeps = 0
         self.sweep_duration_s = 0.0
-        self.sweep_overruns = 0
+        self.changed: set[str] = set()  # targets whose samples changed since the cache read them
+        self.layout = 0                 # grows when targets, labels or buckets change
+        self.info_labels: list[str] = []   # target labels on greenmon_target_info (all targets')
 
     def configure(self, buckets: tuple[float, ...], per_target_histograms: bool) -> None:
         """New histogram settings; histograms restart from zero when their shape changes."""
         if (tuple(buckets), per_target_histograms) != (self.buckets, self.per_target_histograms):
             self.buckets, self.per_target_histograms = tuple(buckets), per_target_histograms
-            self.histograms.clear()
+            self.shared_histogram = Histogram(self.buckets)
+            for series in self.series.values():
+                series.histogram = None
+            self.layout += 1
 
-    def set_targets(self, targets: Iterable[Target]) -> None:
-        """Track exactly these targets: new ones start at zero, removed ones lose their series."""
-        targets = list(targets)
-        names = {t.name for t in targets}
-        for name in list(self.series):
-            if name not in names:
-                del self.series[name]
-                self.histograms.pop(name, None)
+    def set_targets(self, targets: Iterable[Target], tick: Callable[[], None] = lambda: None) -> None:
+        """Track exactly these targets, in this order: new ones start at zero, removed ones
+        lose their series, kept ones keep their numbers. ``tick`` is called after each
+        target (the daemon yields to its event loop there: cooperative.Slices)."""
+        old, series_now, labels = self.series, {}, set()
         for target in targets:
-            if target.name in self.series:
-                self.series[target.name].target = target
+            series = old.get(target.name)
+            if series is None:
+                series = TargetSeries(target)
             else:
-                self.series[target.name] = TargetSeries(target)
+                series.target = target
+            series_now[target.name] = series
+            labels.update(target.labels)
+            tick()
+        self.series = series_now
+        self.info_labels = sorted(labels)
+        self.changed &= series_now.keys()
+        self.layout += 1
 
     def observe(self, result: MonitorResult) -> None:
         """Result listener: count the check, its errors and retries, time every attempt."""
@@ -110,92 +123,156 @@ class MetricsStore:
         if series is None:
             return
         series.last = result
+        series.breaker = result.breaker
+        self.changed.add(result.target)
         if result.skipped:
             return  # not contacted: no check, no error counted; greenmon_up stays 0
         series.checks += 1
         series.last_checked_at = result.checked_at
         if not result.ok:
-            series.errors[result.error_class] += 1
+            series.errors[_CLASS_INDEX[result.error_class]] += 1
         for error_class in result.retried_classes:
-            series.retries[error_class] += 1
+            series.retries[_CLASS_INDEX[error_class]] += 1
         if result.latency_s is not None:
-            series.recent.append(result.latency_s)
-        key = result.target if self.per_target_histograms else ""
-        histogram = self.histograms.get(key)
-        if histogram is None:
-            histogram = self.histograms[key] = _Histogram(len(self.buckets))
+            series.recent.add(result.latency_s)
+        if self.per_target_histograms:
+            if series.histogram is None:
+                series.histogram = Histogram(self.buckets)
+            histogram = series.histogram
+        else:
+            histogram = self.shared_histogram
         for latency in result.attempt_latencies:
-            histogram.observe(self.buckets, latency)
+            histogram.observe(latency)
 
-    def sweep_finished(self, duration_s: float, overran: bool = False) -> None:
+    def breaker_changed(self, name: str, state: BreakerState) -> None:
+        """Engine breaker listener: a half-open trial shows while it runs."""
+        series = self.series.get(name)
+        if series is not None:
+            series.breaker = state.state
+            self.changed.add(name)
+
+    def sweep_finished(self, duration_s: float) -> None:
         self.sweeps += 1
         self.sweep_duration_s = duration_s
-        self.sweep_overruns += overran
 
     def latest_results(self) -> list[MonitorResult]:
         return [s.last for s in self.series.values() if s.last is not None]
 
 
+# --- The samples, defined once ------------------------------------------------------------
+
+# (name as prometheus_client names the family, help, type): Metric's arguments.
+# Counters get "_total" in the text.
+TARGET_FAMILIES = (
+    ("greenmon_up", "1 if the last check of the target succeeded.", "gauge"),
+    ("greenmon_http_status_code", "Status code of the last check (0: none).", "gauge"),
+    ("greenmon_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open.", "gauge"),
+    ("greenmon_last_check_timestamp_seconds", "When the last check started (Unix time).", "gauge"),
+    ("greenmon_checks", "Checks done (not those skipped by an open breaker).", "counter"),
+    ("greenmon_check_errors", "Failed checks by error class.", "counter"),
+    ("greenmon_check_retries",
+     "Retried attempts by the class of the failure that caused the retry.", "counter"),
+    ("greenmon_target_info", "Target metadata; always 1.", "gauge"),
+    ("greenmon_check_duration_seconds", "Duration of every attempt of every check.", "histogram"),
+)
+DURATION = len(TARGET_FAMILIES) - 1   # the histogram: per target, or one without the label
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+def histogram_samples(name: str, histogram: Histogram, labels: Labels) -> list[Sample]:
+    """A histogram's samples as prometheus_client writes them: buckets, _count, _sum."""
+    out = []
+    for bound, running in histogram.cumulative():
+        out.append((name + "_bucket", tuple(sorted(labels + (("le", _le(bound)),))), running))
+    out.append((name + "_count", labels, out[-1][2]))
+    out.append((name + "_sum", labels, histogram.total))
+    return out
+
+
+def target_samples(store: MetricsStore, series: TargetSeries,
+                   info_labels: list[str]) -> list[list[Sample]]:
+    """One target's samples, a list per family of TARGET_FAMILIES."""
+    target = series.target
+    by_target = (("target", target.name),)
+    last = series.last
+    out: list[list[Sample]] = []
+    # No up/status series before the first check: no false "down".
+    out.append([] if last is None else [("greenmon_up", by_target, 1 if last.ok else 0)])
+    out.append([] if last is None else
+               [("greenmon_http_status_code", by_target, last.status_code or 0)])
+    out.append([("greenmon_breaker_state", by_target, STATE_VALUES[series.breaker])])
+    out.append([] if series.last_checked_at is None else
+               [("greenmon_last_check_timestamp_seconds", by_target, series.last_checked_at)])
+    out.append([("greenmon_checks_total", by_target, series.checks)])
+    out.append([("greenmon_check_errors_total", (("class", c), ("target", target.name)), n)
+                for c, n in zip(ERROR_CLASSES, series.errors)])
+    out.append([("greenmon_check_retries_total", (("class", c), ("target", target.name)), n)
+                for c, n in zip(ERROR_CLASSES, series.retries)])
+    info = {"target": target.name, "url": target.display_url, "method": target.method}
+    info.update((name, target.labels.get(name, "")) for name in info_labels)
+    out.append([("greenmon_target_info", tuple(sorted(info.items())), 1)])
+    if store.per_target_histograms and series.histogram is not None:
+        out.append(histogram_samples("greenmon_check_duration_seconds", series.histogram, by_target))
+    else:
+        out.append([])  # no attempt timed yet (or one histogram for all targets)
+    return out
+
+
+def global_samples(store: MetricsStore) -> Iterator[tuple[tuple[str, str, str], list[Sample]]]:
+    """The families without a target label: (family, samples) each."""
+    if not store.per_target_histograms:
+        yield TARGET_FAMILIES[DURATION], histogram_samples(
+            "greenmon_check_duration_seconds", store.shared_histogram, ())
+    yield ("greenmon_targets", "Targets being checked.", "gauge"), [
+        ("greenmon_targets", (), len(store.series))]
+    yield ("greenmon_inflight_checks", "Checks in flight now.", "gauge"), [
+        ("greenmon_inflight_checks", (), store.inflight())]
+    yield ("greenmon_sweep_duration_seconds",
+           "Duration of the last sweep (daemon: of the last pass of the longest interval).", "gauge"), [
+        ("greenmon_sweep_duration_seconds", (), store.sweep_duration_s)]
+    yield ("greenmon_sweeps",
+           "Sweeps done (daemon: passes of the longest interval).", "counter"), [
+        ("greenmon_sweeps_total", (), store.sweeps)]
+    timing = store.timing
+    yield ("greenmon_schedule_overruns",
+           "Due checks skipped because the target's previous check still ran.", "counter"), [
+        ("greenmon_schedule_overruns_total", (), timing.overruns)]
+    yield ("greenmon_event_loop_lag_seconds",
+           "How late the event loop ran a short periodic timer: when it stays low, the "
+           "latencies greenmon reports are the targets'.", "histogram"), histogram_samples(
+        "greenmon_event_loop_lag_seconds", timing.loop_lag, ())
+    yield ("greenmon_schedule_lag_seconds",
+           "How late checks started against their due time.", "histogram"), histogram_samples(
+        "greenmon_schedule_lag_seconds", timing.schedule_lag, ())
+    yield ("greenmon_build_info", "greenmon version; always 1.", "gauge"), [
+        ("greenmon_build_info", (("version", __version__),), 1)]
+    yield ("greenmon_shard", "This instance checks shard `index` of `total` (--shard).", "gauge"), [
+        ("greenmon_shard", (("index", str(store.shard[0])), ("total", str(store.shard[1]))), 1)]
+
+
 class StoreCollector(Collector):
-    """Builds every greenmon_* family from the store when the registry is collected."""
+    """The store's samples as prometheus_client families (--textfile, --pushgateway, tests)."""
 
     def __init__(self, store: MetricsStore):
         self.store = store
 
     def collect(self):
         store = self.store
-        series = list(store.series.values())
-        breakers = store.breaker_states()
-
-        up = GaugeMetricFamily("greenmon_up", "1 if the last check of the target succeeded.", labels=["target"])
-        status = GaugeMetricFamily("greenmon_http_status_code", "Status code of the last check (0: none).", labels=["target"])
-        breaker = GaugeMetricFamily("greenmon_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open.", labels=["target"])
-        last_check = GaugeMetricFamily("greenmon_last_check_timestamp_seconds", "When the last check started (Unix time).", labels=["target"])
-        checks = CounterMetricFamily("greenmon_checks", "Checks done (not those skipped by an open breaker).", labels=["target"])
-        errors = CounterMetricFamily("greenmon_check_errors", "Failed checks by error class.", labels=["target", "class"])
-        retries = CounterMetricFamily("greenmon_check_retries", "Retried attempts by the class of the failure that caused the retry.", labels=["target", "class"])
-        label_names = sorted({name for s in series for name in s.target.labels})
-        info = GaugeMetricFamily("greenmon_target_info", "Target metadata; always 1.", labels=["target", "url", "method"] + label_names)
-
-        for s in series:
-            name = s.target.name
-            last = s.last
-            state = breakers.get(name) or (last.breaker if last is not None else "closed")
-            breaker.add_metric([name], STATE_VALUES[state])
-            if last is not None:  # no up/status series before the first check: no false "down"
-                up.add_metric([name], 1 if last.ok else 0)
-                status.add_metric([name], last.status_code or 0)
-            if s.last_checked_at is not None:
-                last_check.add_metric([name], s.last_checked_at)
-            checks.add_metric([name], s.checks)
-            for error_class, count in s.errors.items():
-                errors.add_metric([name, error_class], count)
-            for error_class, count in s.retries.items():
-                retries.add_metric([name, error_class], count)
-            info.add_metric([name, s.target.display_url, s.target.method]
-                            + [s.target.labels.get(label, "") for label in label_names], 1)
-        yield from (up, status, breaker, last_check, checks, errors, retries, info)
-
-        duration = HistogramMetricFamily(
-            "greenmon_check_duration_seconds", "Duration of every attempt of every check.",
-            labels=["target"] if store.per_target_histograms else [])
-        for key, histogram in store.histograms.items():
-            duration.add_metric([key] if store.per_target_histograms else [],
-                                histogram.family_buckets(store.buckets), histogram.total)
-        yield duration
-
-        yield GaugeMetricFamily("greenmon_targets", "Targets being checked.", value=len(series))
-        yield GaugeMetricFamily("greenmon_inflight_checks", "Checks in flight now.", value=store.inflight())
-        yield GaugeMetricFamily("greenmon_sweep_duration_seconds", "Duration of the last sweep.", value=store.sweep_duration_s)
-        yield CounterMetricFamily("greenmon_sweeps", "Sweeps done.", value=store.sweeps)
-        yield CounterMetricFamily("greenmon_sweep_overruns", "Sweeps that took longer than the interval.", value=store.sweep_overruns)
-        build = GaugeMetricFamily("greenmon_build_info", "greenmon version; always 1.", labels=["version"])
-        build.add_metric([__version__], 1)
-        yield build
-        shard = GaugeMetricFamily("greenmon_shard", "This instance checks shard `index` of `total` (--shard).",
-                                  labels=["index", "total"])
-        shard.add_metric([str(store.shard[0]), str(store.shard[1])], 1)
-        yield shard
+        info_labels = store.info_labels
+        families = [Metric(*spec) for spec in TARGET_FAMILIES]
+        for series in store.series.values():
+            for family, found in zip(families, target_samples(store, series, info_labels)):
+                for name, labels, number in found:
+                    family.add_sample(name, dict(labels), number)
+        yield from (f for i, f in enumerate(families) if i != DURATION or store.per_target_histograms)
+        for spec, found in global_samples(store):
+            family = Metric(*spec)
+            for name, labels, number in found:
+                family.add_sample(name, dict(labels), number)
+            yield family
 
 
 def build_registry(store: MetricsStore) -> CollectorRegistry:

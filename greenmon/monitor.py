@@ -1,9 +1,12 @@
-"""The daemon: sweeps every ``monitor.interval`` seconds, never overlapping, until told to stop.
+"""The daemon: every target checked on its own schedule until told to stop.
 
-A sweep that takes longer than the interval is counted and logged, and the
-next one starts when it ends. ``reload`` swaps in a new config between
-sweeps (breaker states of targets that remain are kept); ``stop`` lets the
-checks in flight end or hit their deadline.
+It wires the checks (``checks.Checks`` in this process, or worker processes),
+the MetricsStore they feed, the caches the web endpoints read, and the
+breaker table's state file, written when it changed, at most every
+STATE_SAVE_EVERY_S seconds and at stop. ``reload`` reads the config again off
+the event loop and applies it: targets that remain keep their breaker,
+series and schedule phase. ``stop`` lets the checks in flight end or hit
+their deadline.
 """
 
 from __future__ import annotations
@@ -14,102 +17,125 @@ from typing import Callable
 
 import gevent
 import gevent.event
+import gevent.lock
 
+from greenmon import statefile
+from greenmon.checks import Checks
 from greenmon.config import Config
-from greenmon.engine import build_engine
+from greenmon.cooperative import Slices, off_loop
 from greenmon.exporter import MetricsStore, build_registry, store_for
+from greenmon.exposition import Exposition
 from greenmon.schema import ConfigError
+from greenmon.views import Views
 
 log = logging.getLogger(__name__)
 
+STATE_SAVE_EVERY_S = 10.0  # the state file is written at most this often (and at stop)
+
 
 class Monitor:
-    """Long-running sweeps feeding one MetricsStore and its registry."""
+    """Long-running checks feeding one MetricsStore, its registry and the web caches."""
 
     def __init__(self, config: Config, *, loader: Callable[[], Config] | None = None,
                  clock: Callable[[], float] = time.time, workers: int = 1):
         self.config = config
         self._loader = loader
-        self._clock = clock
-        self._workers = workers
-        self.engine = build_engine(config, workers, clock=clock)
-        self.store: MetricsStore = store_for(
-            config, config.enabled_targets, inflight=lambda: self.engine.inflight,
-            breaker_states=lambda: {name: s.state for name, s in self.engine.breakers.items()})
-        self.engine.listeners.append(self.store.observe)
+        self.store: MetricsStore = store_for(config, config.enabled_targets,
+                                             inflight=lambda: self.checks.inflight)
+        hooks = dict(timing=self.store.timing, on_result=self.store.observe,
+                     on_breaker=self.store.breaker_changed, on_pass=self.store.sweep_finished)
+        if workers > 1 and len(config.enabled_targets) > 1:
+            from greenmon.workers.parent import WorkerChecks
+            self.checks = WorkerChecks(config, workers, **hooks)
+        else:
+            self.checks = Checks(config, clock=clock, **hooks)
         self.registry = build_registry(self.store)
+        self.exposition = Exposition(self.store)
+        self.views = Views(self.store, lambda: self.config.monitor.slo_p95_seconds)
         self._stop = gevent.event.Event()
-        self._pending: Config | None = None
-        self.sweep_started_at: float | None = None   # monotonic
-        self.sweeping = False
+        self._reloading = gevent.lock.Semaphore()
+        self._runner: gevent.Greenlet | None = None
+        self._saved_changes = 0
+
+    @property
+    def engine(self):
+        """The engine of the checks in this process (None with worker processes)."""
+        return getattr(self.checks, "engine", None)
+
+    @property
+    def sweeping(self) -> bool:
+        """Checks are being scheduled (from start until stop)."""
+        return self._runner is not None and not self._runner.dead
 
     # --- control -------------------------------------------------------------
 
     def stop(self) -> None:
-        log.info("stopping: no new sweeps; checks in flight may finish")
+        log.info("stopping: no new checks; checks in flight may finish")
         self._stop.set()
 
     def reload(self) -> bool:
-        """Load the config again; an invalid one is logged and the running one kept."""
+        """Read the config again off the event loop and apply it; an invalid one is logged and
+        the running one kept."""
         if self._loader is None:
             log.warning("reload asked, but this monitor has no config file to reload")
             return False
-        try:
-            config = self._loader()
-        except ConfigError as error:
-            log.error("reload failed, keeping the running config: %s", error)
-            return False
-        self._pending = config
-        log.info("config reloaded: %d enabled targets (applied at the next sweep)",
-                 len(config.enabled_targets))
+        with self._reloading:
+            try:
+                config, prepared = off_loop(self._load_and_prepare)
+            except ConfigError as error:
+                log.error("reload failed, keeping the running config: %s", error)
+                return False
+            self._apply(config, prepared)
+        log.info("config reloaded: %d enabled targets", len(config.enabled_targets))
         return True
+
+    def _load_and_prepare(self):
+        config = self._loader()
+        config.enabled_targets  # computed here, in the thread  # noqa: B018
+        return config, self.checks.prepare(config)
+
+    def _apply(self, config: Config, prepared) -> None:
+        if config.server.listen != self.config.server.listen:
+            log.warning("server.listen changed to %s: it takes effect at the next restart",
+                        config.server.listen)
+        self.checks.apply(config, prepared)
+        self.store.configure(config.metrics.buckets, config.metrics.per_target_histograms)
+        self.store.set_targets(config.enabled_targets, Slices().tick)
+        self.config = config
 
     # --- state read by the web endpoints --------------------------------------
 
     def healthy(self) -> bool:
-        """Alive: the first sweep is running, or a sweep started within 2 x interval + the longest deadline."""
-        if self.sweep_started_at is None:
-            return False
-        if self.sweeping and self.store.sweeps == 0:
-            return True
-        allowed = 2 * self.config.monitor.interval + self.config.longest_timeout
-        return time.monotonic() - self.sweep_started_at <= allowed
+        """Checks start on schedule (SPEC: lag < interval + the longest deadline)."""
+        return self._runner is not None and self.checks.healthy()
 
     # --- the loop -------------------------------------------------------------
 
     def run(self) -> None:
-        """Sweep until stop(); returns once the last sweep has ended."""
-        while not self._stop.is_set():
-            self._apply_pending()
-            self.sweep_started_at = started = time.monotonic()
-            self.sweeping = True
-            sweep = gevent.spawn(self.engine.sweep)
-            gevent.wait([sweep, self._stop], count=1)
-            if not sweep.ready():
-                self.engine.stop()
-                sweep.join()
-            self.sweeping = False
-            duration = time.monotonic() - started
-            overran = duration > self.config.monitor.interval
-            self.store.sweep_finished(duration, overran)
-            if overran:
-                log.warning("sweep took %.1fs, longer than the %.1fs interval; the next one starts now",
-                            duration, self.config.monitor.interval)
-            sweep.get()  # re-raise a bug in the engine instead of looping on it
-            self._stop.wait(max(0.0, self.config.monitor.interval - duration))
-        self.engine.close()
+        """Schedule checks until stop(); returns once the checks in flight have ended."""
+        self._runner = self.checks.start()
+        saver = gevent.spawn(self._save_state_every, STATE_SAVE_EVERY_S)
+        try:
+            gevent.wait([self._stop, self._runner], count=1)
+            self.checks.stop()
+            self._runner.join()
+            self._runner.get()  # re-raise a bug in the scheduler instead of hiding it
+        finally:
+            saver.kill()
+            self._save_state()
+            self.checks.close()
 
-    def _apply_pending(self) -> None:
-        config, self._pending = self._pending, None
-        if config is None:
+    def _save_state_every(self, seconds: float) -> None:
+        while True:
+            gevent.sleep(seconds)
+            self._save_state()
+
+    def _save_state(self) -> None:
+        """Write the breaker table when it changed since the last write; the JSON and the
+        fsync happen in a thread."""
+        path = self.config.monitor.state_file
+        changes = self.checks.breaker_changes
+        if not path or changes == self._saved_changes:
             return
-        if config.server.listen != self.config.server.listen:
-            log.warning("server.listen changed to %s: it takes effect at the next restart",
-                        config.server.listen)
-        old = self.engine
-        old.close()
-        engine = build_engine(config, self._workers, clock=self._clock, breakers=old.breakers)
-        engine.listeners.append(self.store.observe)
-        self.engine, self.config = engine, config
-        self.store.configure(config.metrics.buckets, config.metrics.per_target_histograms)
-        self.store.set_targets(config.enabled_targets)
+        self._saved_changes = changes
+        off_loop(statefile.save_or_warn, path, dict(self.checks.breakers))

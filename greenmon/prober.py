@@ -12,7 +12,7 @@ import time
 
 import backoff
 
-from greenmon.config import Config
+from greenmon.config import Config, MonitorSettings
 from greenmon.errors import AUTH, CONTENT, Failure, TransportError, status_failure
 from greenmon.result import Attempt, Outcome
 from greenmon.targets import Target
@@ -49,6 +49,20 @@ def evaluate(target: Target, response: Response) -> Failure | None:
     return None
 
 
+def verify_setting(target: Target, monitor: MonitorSettings) -> bool | str:
+    """How a target's TLS is verified: False, True (default CAs) or a CA file added to them."""
+    verify_tls = monitor.verify_tls if target.verify_tls is None else target.verify_tls
+    ca_file = monitor.ca_file if target.ca_file is None else target.ca_file
+    return ca_file if verify_tls and ca_file else verify_tls
+
+
+def trust_settings(config: Config) -> set[bool | str]:
+    """The verify settings of the config's HTTPS targets: their trust stores are loaded
+    before checks start, not by the first check that needs one, while others are timed."""
+    return {verify_setting(t, config.monitor) for t in config.enabled_targets
+            if t.url[:6].lower() == "https:"}
+
+
 class Prober:
     """Checks targets through a shared Transport with the config's retry policy."""
 
@@ -56,6 +70,9 @@ class Prober:
         self._transport = transport
         self._monitor = config.monitor
         self._headers: dict = {}  # target name -> Transport.base_headers
+        # Targets whose connection is closed after each check (set before the first check):
+        # the daemon's schedule contacts their origin too seldom to keep one idle.
+        self.close_connections: frozenset[str] = frozenset()
         self.stopping = False  # set on shutdown: attempts in flight end, no new retries start
         retry = config.retry
         self._attempt_with_retries = backoff.on_exception(
@@ -111,13 +128,10 @@ class Prober:
         headers = self._headers.get(target.name)
         if headers is None:
             headers = self._headers[target.name] = self._transport.base_headers(
-                target.url, target.headers)
-        verify_tls = monitor.verify_tls if target.verify_tls is None else target.verify_tls
-        ca_file = monitor.ca_file if target.ca_file is None else target.ca_file
-        verify: bool | str = ca_file if verify_tls and ca_file else verify_tls
+                target.url, target.headers, close=target.name in self.close_connections)
         return Request(
             method=target.method, url=target.url, headers=headers, body=target.body,
             auth=target.auth.header() if target.auth is not None else None,
-            timeout=target.timeout or monitor.timeout, verify=verify,
+            timeout=target.timeout or monitor.timeout, verify=verify_setting(target, monitor),
             follow_redirects=monitor.follow_redirects, max_body_bytes=monitor.max_body_bytes,
         )

@@ -20,17 +20,26 @@ def json_document(results: Sequence[MonitorResult], summary: dict) -> dict:
 
 
 def write_json(out: IO[str], results: Sequence[MonitorResult], summary: dict) -> None:
-    """One result per line (json's C encoder: indenting goes through its slow pure-Python
-    one, a measurable share of a large sweep's CPU), then the summary indented."""
-    out.write('{\n  "results": [')
-    separator = "\n    "
-    for result in results:
-        out.write(separator)
-        out.write(json.dumps(result.to_dict()))
-        separator = ",\n    "
-    out.write('\n  ],\n  "summary": ' if results else '],\n  "summary": ')
-    out.write(json.dumps(summary, indent=2).replace("\n", "\n  "))
-    out.write("\n}\n")
+    head, separator, tail = json_frame(summary, empty=not results)
+    out.write(head)
+    out.write(separator.join(result_json(r) for r in results))
+    out.write(tail)
+
+
+def result_json(result: MonitorResult) -> str:
+    """One result on one line, through json's C encoder (indenting goes through its slow
+    pure-Python one, a measurable share of a large sweep's CPU)."""
+    return json.dumps(result.to_dict())
+
+
+def json_frame(summary: dict, empty: bool) -> tuple[str, str, str]:
+    """The --format json document around its results (one per line, result_json): what
+    comes before the first, between two, and after the last (the summary, indented).
+    /api/results serves the same document."""
+    head = '{\n  "results": [' + ("" if empty else "\n    ")
+    tail = ("],\n" if empty else "\n  ],\n") + '  "summary": '
+    tail += json.dumps(summary, indent=2).replace("\n", "\n  ") + "\n}\n"
+    return head, ",\n    ", tail
 
 
 def jsonl_line(result: MonitorResult) -> str:

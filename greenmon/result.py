@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from greenmon.errors import Failure
+from greenmon.errors import CONNECTION, Failure
+
+if TYPE_CHECKING:
+    from greenmon.breaker import BreakerState
+    from greenmon.targets import Target
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,41 @@ class MonitorResult:
             "checked_at": iso_timestamp(self.checked_at), "body_bytes": self.body_bytes,
             "labels": dict(self.labels),
         }
+
+
+def checked_result(target: "Target", outcome: Outcome, state: "BreakerState",
+                   checked_at: float) -> MonitorResult:
+    """A check that contacted the target: its last attempt decides."""
+    last = outcome.last
+    failure = last.failure
+    return MonitorResult(
+        target=target.name, url=target.display_url, method=target.method, ok=failure is None,
+        status_code=last.status_code, latency_s=last.latency_s, elapsed_s=outcome.elapsed_s,
+        attempts=len(outcome.attempts),
+        error_class=failure and failure.error_class, detail=failure and failure.detail,
+        error=failure and failure.message, breaker=state.state, checked_at=checked_at,
+        body_bytes=last.body_bytes, labels=target.labels, retried_classes=outcome.retried_classes,
+        attempt_latencies=tuple(a.latency_s for a in outcome.attempts))
+
+
+def internal_error_result(target: "Target", error: Exception, checked_at: float) -> MonitorResult:
+    """greenmon itself failed to check the target: down, said plainly, never silently lost."""
+    return MonitorResult(
+        target=target.name, url=target.display_url, method=target.method, ok=False,
+        status_code=None, latency_s=None, elapsed_s=0.0, attempts=0, error_class=CONNECTION,
+        detail="internal", error=f"greenmon internal error ({type(error).__name__})",
+        breaker="closed", checked_at=checked_at, body_bytes=None, labels=target.labels)
+
+
+def skipped_result(target: "Target", state: "BreakerState", checked_at: float) -> MonitorResult:
+    """An open breaker: not contacted, down, with the failure that opened it."""
+    failure = state.failure
+    return MonitorResult(
+        target=target.name, url=target.display_url, method=target.method, ok=False,
+        status_code=None, latency_s=None, elapsed_s=0.0, attempts=0,
+        error_class=failure and failure.error_class, detail=failure and failure.detail,
+        error=failure and failure.message, breaker=state.state, checked_at=checked_at,
+        body_bytes=None, labels=target.labels)
 
 
 def round_seconds(value: float | None) -> float | None:

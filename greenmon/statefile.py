@@ -12,10 +12,13 @@ import logging
 import math
 import os
 import tempfile
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from greenmon.breaker import CLOSED, OPEN, STATE_VALUES, BreakerState
 from greenmon.errors import ERROR_CLASSES, Failure
+
+if TYPE_CHECKING:
+    from greenmon.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,19 @@ def load(path: str) -> dict[str, BreakerState]:
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         log.warning("state file %s is corrupt (%s); starting with closed breakers", path, error)
     return {}
+
+
+def initial_breakers(config: "Config", given: dict[str, BreakerState] | None) -> dict[str, BreakerState]:
+    """The breaker table to start from, limited to the enabled targets: the given one, shared
+    and pruned in place (a reload: checks still in flight record into the same table), else
+    the state file's."""
+    names = {t.name for t in config.enabled_targets}
+    if given is None:
+        loaded = load(config.monitor.state_file) if config.monitor.state_file else {}
+        return {name: state for name, state in loaded.items() if name in names}
+    for name in [name for name in given if name not in names]:
+        del given[name]
+    return given
 
 
 def _encode(state: BreakerState) -> dict:

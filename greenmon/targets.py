@@ -43,6 +43,7 @@ class Target:
     expect_body: re.Pattern | None = None
     reject_body: re.Pattern | None = None
     timeout: float | None = None      # None: monitor.timeout
+    interval: float | None = None     # None: monitor.interval (the daemon's schedule)
     verify_tls: bool | None = None    # None: monitor.verify_tls
     ca_file: str | None = None        # None: monitor.ca_file
     auth: AuthSource | None = None
@@ -160,6 +161,7 @@ _CHECKS = {
     "expect_body": _regex,
     "reject_body": _regex,
     "timeout": number(above=0),
+    "interval": number(above=0),
     "verify_tls": boolean,
     "ca_file": optional_file,
     "auth": non_empty_string,

@@ -14,6 +14,8 @@ from urllib3.util.ssl_ import create_urllib3_context
 
 
 class TrustStore:
+    """The contexts built so far, by verify setting; ``loaded`` says which exist."""
+
     def __init__(self) -> None:
         self._contexts: dict[bool | str, ssl.SSLContext] = {}
 
@@ -31,3 +33,6 @@ class TrustStore:
                     context.load_verify_locations(cafile=verify)
             self._contexts[verify] = context
         return context
+
+    def loaded(self) -> frozenset:
+        return frozenset(self._contexts)

@@ -164,7 +164,7 @@ class _CachingAdapter(HTTPAdapter):
         self._pools: dict[tuple, object] = {}
         self._paths: dict[str, str] = {}
         self._origins: dict[str, str] = {}
-        self._trust = TrustStore()
+        self.trust = TrustStore()
 
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, **kwargs)
@@ -177,7 +177,7 @@ class _CachingAdapter(HTTPAdapter):
         if host_params["scheme"] == "https":
             pool_kwargs.pop("ca_certs", None)
             pool_kwargs.pop("ca_cert_dir", None)
-            pool_kwargs["ssl_context"] = self._trust.context(verify)
+            pool_kwargs["ssl_context"] = self.trust.context(verify)
         return host_params, pool_kwargs
 
     def _origin(self, url: str) -> str:
@@ -264,6 +264,7 @@ class Transport:
         session.mount("http://", self.adapter)
         session.mount("https://", self.adapter)
         self.session = session
+        self._closing_headers = CaseInsensitiveDict({**session.headers, "Connection": "close"})
 
     def send(self, request: Request) -> Response:
         """One attempt; raises TransportError with a classified Failure when there is no response."""
@@ -287,13 +288,15 @@ class Transport:
             raise TransportError(classify_exception(error, request.timeout)) from None
         return Response(response.status_code, response.reason or "", body, too_large)
 
-    def base_headers(self, url: str, headers: Mapping[str, str]) -> CaseInsensitiveDict:
+    def base_headers(self, url: str, headers: Mapping[str, str],
+                     close: bool = False) -> CaseInsensitiveDict:
         """Every header of a target's requests but its auth source's: built once, never modified
-        (targets without headers of their own share the session's)."""
+        (targets without headers of their own share the session's). ``close``: ask for the
+        connection to be closed after the response, not kept idle for the next check."""
         url_auth = prepare_url(url)[1]
         if not headers and url_auth is None:
-            return self.session.headers
-        merged = self.session.headers.copy()
+            return self._closing_headers if close else self.session.headers
+        merged = (self._closing_headers if close else self.session.headers).copy()
         if url_auth is not None:
             merged["Authorization"] = url_auth
         merged.update(headers)
@@ -323,6 +326,12 @@ class Transport:
                                                    proxies=_NO_PROXIES):
             pass
         return last
+
+    def load_trust(self, settings: Iterable[bool | str]) -> None:
+        """Build the SSLContexts for these verify settings now (loading a CA bundle takes tens
+        of milliseconds; a daemon reload calls this from a thread, off the event loop)."""
+        for verify in settings:
+            self.adapter.trust.context(verify)
 
     def close(self) -> None:
         self.session.close()

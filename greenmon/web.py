@@ -1,24 +1,27 @@
 """The daemon's HTTP endpoints: /metrics, /healthz, /api/results and the status page at /.
 
-Served by gevent's WSGI server on the same hub as the checks; every page is
-computed from the monitor's current state when asked.
+Served by gevent's WSGI server on the same hub as the checks. Nothing here
+may hold that loop for long (the latencies it times would be greenmon's, not
+the targets'): the documents come from per-target caches brought up to date
+in slices (``exposition``, ``views``), and compression runs in a native
+thread.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
 from gevent.pool import Pool
 from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
-from prometheus_client import make_wsgi_app
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, gzip_accepted
 
-from greenmon import statuspage
-from greenmon.report import json_document
-from greenmon.summary import summarize
+from greenmon.cooperative import off_loop
+from greenmon.exposition import gzip_pieces
 
 log = logging.getLogger(__name__)
+
+GZIP_MIN_BYTES = 4096   # smaller documents go as they are
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -26,39 +29,43 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def results_document(monitor) -> dict:
-    """The same document as `--format json`, from the latest result of each target."""
-    results = monitor.store.latest_results()
-    summary = summarize(results, monitor.store.sweep_duration_s, monitor.config.monitor.slo_p95_seconds)
-    return json_document(results, summary)
-
-
 def make_app(monitor):
-    metrics = make_wsgi_app(monitor.registry)
+    def respond(environ, start_response, status: str, content_type: str, pieces: list[bytes],
+                extra=()):
+        headers = [("Content-Type", content_type), ("Cache-Control", "no-store"), *extra]
+        size = sum(map(len, pieces))
+        if size >= GZIP_MIN_BYTES and gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
+            pieces = [off_loop(gzip_pieces, pieces)]
+            size = len(pieces[0])
+            headers.append(("Content-Encoding", "gzip"))
+        headers.append(("Content-Length", str(size)))
+        start_response(status, headers)
+        return pieces
 
-    def respond(start_response, status: str, content_type: str, body: bytes, extra=()):
-        start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),
-                                ("Cache-Control", "no-store"), *extra])
-        return [body]
+    def text(environ, start_response, status: str, body: bytes, extra=()):
+        return respond(environ, start_response, status, "text/plain", [body], extra)
 
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
-            return respond(start_response, "405 Method Not Allowed", "text/plain", b"GET only\n",
-                           [("Allow", "GET, HEAD")])
+            return text(environ, start_response, "405 Method Not Allowed", b"GET only\n",
+                        [("Allow", "GET, HEAD")])
         if path == "/metrics":
-            return metrics(environ, start_response)
+            return respond(environ, start_response, "200 OK", CONTENT_TYPE_PLAIN_0_0_4,
+                           monitor.exposition.render())
         if path == "/healthz":
             if monitor.healthy():
-                return respond(start_response, "200 OK", "text/plain", b"ok\n")
-            return respond(start_response, "503 Service Unavailable", "text/plain", b"no recent sweep\n")
+                return text(environ, start_response, "200 OK", b"ok\n")
+            return text(environ, start_response, "503 Service Unavailable",
+                        b"checks are not starting on schedule\n")
         if path == "/api/results":
-            body = json.dumps(results_document(monitor), indent=1).encode()
-            return respond(start_response, "200 OK", "application/json", body)
+            return respond(environ, start_response, "200 OK", "application/json",
+                           monitor.views.results_document())
         if path == "/":
-            body = statuspage.render(monitor, now=time.time()).encode()
-            return respond(start_response, "200 OK", "text/html; charset=utf-8", body)
-        return respond(start_response, "404 Not Found", "text/plain", b"not found\n")
+            return respond(environ, start_response, "200 OK", "text/html; charset=utf-8",
+                           monitor.views.status_page(interval_s=monitor.config.monitor.interval,
+                                                     now=time.time()))
+        return text(environ, start_response, "404 Not Found", b"not found\n")
 
     return app
 

@@ -151,9 +151,11 @@ def running_monitor(config, *, loader=None, start: bool = True,
 
 # --- The real command as a subprocess --------------------------------------------------
 
-def daemon_config_text(targets: list[dict], *, interval: float = 0.3, timeout: float = 1.0,
+def daemon_config_text(targets: list[dict], *, interval: float | None = None, timeout: float = 0.5,
                        retries: int = 0, extra: str = "") -> str:
-    """config_text with ``monitor.interval`` set as well."""
+    """config_text with ``monitor.interval`` set as well: by default as short as the timeout
+    allows (an interval shorter than the timeout is a config error)."""
+    interval = timeout if interval is None else interval
     text = config_text(targets, extra=extra, retries=retries, timeout=timeout)
     return text.replace("[monitor]\n", f"[monitor]\ninterval = {interval}\n", 1)
 

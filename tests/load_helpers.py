@@ -376,7 +376,8 @@ def _scrape_main(url: str, pause_s: float, timeout_s: float) -> None:
 
 
 def _greenmon_main(argv: list[str]) -> int:
-    """``python -m greenmon ARGS``, plus a probe after every sweep (see ``ProbedDaemon``)."""
+    """``python -m greenmon ARGS``, plus a probe after every sweep, a pass of the daemon's
+    schedule (see ``ProbedDaemon``)."""
     from greenmon.cli import main
     from greenmon.exporter import MetricsStore
 
@@ -385,14 +386,16 @@ def _greenmon_main(argv: list[str]) -> int:
     original = MetricsStore.sweep_finished
     probe = open(probe_path, "a", encoding="utf-8", buffering=1)
 
-    def sweep_finished(self, duration_s, overran=False):
-        original(self, duration_s, overran)
+    def sweep_finished(self, duration_s):
+        original(self, duration_s)
         line = {"sweep": self.sweeps, "duration_s": duration_s, "at": time.time()}
         if self.sweeps in sample_at:
-            # Right after a sweep: no check greenlets are alive, so counts compare across sweeps.
+            # Checks run all the time on their schedules: the sample says how many were in
+            # flight, so that what they hold (a greenlet, a socket each) can be told apart.
+            inflight = self.inflight()
             sample = resources()
             line.update(fds=sample.fds, greenlets=sample.greenlets, rss_mb=sample.rss_mb,
-                        tcp=tcp_sockets(), stall=[line["at"], time.time()])
+                        tcp=tcp_sockets(), inflight=inflight, stall=[line["at"], time.time()])
         probe.write(json.dumps(line) + "\n")
 
     MetricsStore.sweep_finished = sweep_finished

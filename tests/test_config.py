@@ -266,6 +266,55 @@ INVALID = [
         [[targets]]
         url = "{URL}"
         """, "monitor.interval", "must be > 0"),
+    case("target-interval-zero", f"""
+        [[targets]]
+        url = "{URL}"
+        interval = 0  {MARKER}
+        """, "targets[0].interval", "must be > 0, got 0"),
+    case("target-interval-negative", f"""
+        [[targets]]
+        url = "{URL}"
+        interval = -5.0  {MARKER}
+        """, "targets[0].interval", "must be > 0, got -5"),
+    case("target-interval-string", f"""
+        [[targets]]
+        url = "{URL}"
+        interval = "15s"  {MARKER}
+        """, "targets[0].interval", "must be a number, got a string"),
+    # --- an interval shorter than the timeout: the check could still run when due again ---
+    case("target-interval-shorter-than-monitor-timeout", f"""
+        [monitor]
+        timeout = 10.0
+        [[targets]]
+        name = "api"
+        url = "{URL}"
+        interval = 5.0  {MARKER}
+        """, "targets[0].interval",
+        "interval 5 s is shorter than the timeout 10 s of target 'api': its check could still "
+        "run when it is due again (make interval >= timeout)"),
+    case("target-timeout-longer-than-monitor-interval", f"""
+        [monitor]
+        interval = 30.0
+        [[targets]]
+        name = "api"
+        url = "{URL}"
+        timeout = 45.0  {MARKER}
+        """, "targets[0].timeout", "interval 30 s is shorter than the timeout 45 s of target 'api'"),
+    case("monitor-interval-shorter-than-monitor-timeout", f"""
+        [monitor]
+        timeout = 10.0
+        interval = 5.0  {MARKER}
+        [[targets]]
+        name = "api"
+        url = "{URL}"
+        """, "monitor.interval", "interval 5 s is shorter than the timeout 10 s of target 'api'"),
+    case("monitor-timeout-longer-than-default-interval", f"""
+        [monitor]
+        timeout = 90.0  {MARKER}
+        [[targets]]
+        name = "api"
+        url = "{URL}"
+        """, "monitor.timeout", "interval 60 s is shorter than the timeout 90 s of target 'api'"),
     case("recovery-timeout-negative", f"""
         [breaker]
         recovery_timeout = -1  {MARKER}

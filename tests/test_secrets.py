@@ -266,7 +266,7 @@ def test_daemon_endpoints_logs_and_state_file_hold_no_secret(tmp_path):
     with SecretFarm() as farm:
         path = tmp_path / "greenmon.toml"
         path.write_text(farm.config_text("[breaker]\nfailure_threshold = 1\nrecovery_timeout = 0.5\n")
-                        .replace("[monitor]\n", f"[monitor]\ninterval = 0.3\nstate_file = '{state}'\n", 1),
+                        .replace("[monitor]\n", f"[monitor]\ninterval = 0.5\nstate_file = '{state}'\n", 1),
                         encoding="utf-8")
         with Daemon(path, tmp_path, "--log-level", "debug") as daemon:
             daemon.wait_ready()

@@ -164,7 +164,7 @@ def farm():
 
 def daemon_config(farm, write_config):
     return write_config(daemon_config_text([{"name": f"ok-{i}", "url": farm.url(f"/ok?i={i}")}
-                                            for i in range(5)], interval=0.3, timeout=1.0))
+                                            for i in range(5)], interval=0.3, timeout=0.3))
 
 
 @pytest.fixture

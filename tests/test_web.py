@@ -55,13 +55,14 @@ def test_metrics_is_prometheus_text_with_every_target(farm):
         assert value(text, "greenmon_sweeps_total") >= 1
 
 
-def test_metrics_counters_grow_with_sweeps(farm):
+def test_metrics_counters_grow_with_every_check(farm):
     config = monitor_config([{"name": "ok", "url": farm.url("/ok")}], interval=0.1)
     with running_monitor(config) as running:
         running.wait_sweeps(1)
         first = value(running.metrics(), "greenmon_checks_total", target="ok")
-        running.wait_sweeps(running.monitor.store.sweeps + 2)
-        assert value(running.metrics(), "greenmon_checks_total", target="ok") >= first + 2
+        wait_until(lambda: value(running.metrics(), "greenmon_checks_total", target="ok") >= first + 2,
+                   5, message="two more checks counted")
+        assert farm.hits("/ok") >= first + 2
 
 
 # --- /healthz ------------------------------------------------------------------------
@@ -98,16 +99,17 @@ def test_healthz_turns_503_when_sweeps_stop(farm):
                    message="/healthz 503 once no sweep started within 2 x interval + timeout")
 
 
-def test_healthz_is_200_while_a_long_first_sweep_runs():
-    # First sweep: 3 attempts of a hanging target, 0.6 s each, plus backoff: about 2 s.
-    # Allowed silence after a sweep starts: 2 x 0.1 + 0.6 = 0.8 s.
+def test_healthz_is_200_while_a_check_runs_longer_than_its_interval():
+    # One check: 3 attempts of a hanging target, 0.6 s each, plus backoff: about 2 s, while
+    # the target falls due every 0.1 s. Those turns are skipped (overruns), and the schedule
+    # itself keeps time: the allowance is interval + longest timeout = 0.7 s.
     with RawServer(never_answer) as hang:
         config = monitor_config([{"name": "hang", "url": hang.url("/")}], interval=0.1, timeout=0.6,
                                 retries=2, backoff=0.1)
         with running_monitor(config) as running:
-            # The third attempt starts about 1.5 s in, well past the 0.8 s allowed.
-            wait_until(lambda: hang.connections >= 3, 4, message="third attempt of the first sweep")
-            assert running.monitor.sweeping and running.monitor.store.sweeps == 0
+            # The third attempt starts about 1.5 s in, well past the 0.7 s allowance.
+            wait_until(lambda: hang.connections >= 3, 8, message="third attempt of the first check")
+            assert running.monitor.store.timing.overruns >= 5
             assert running.get("/healthz").status_code == 200
 
 
@@ -232,9 +234,9 @@ def test_405_names_the_allowed_methods(idle):
     assert "GET" in response.headers.get("Allow", "")
 
 
-# --- Sweeps never overlap -------------------------------------------------------------
+# --- A target's checks never overlap -----------------------------------------------------
 
-def test_sweeps_never_overlap_and_overruns_are_counted():
+def test_a_targets_checks_never_overlap_and_skipped_turns_are_counted():
     slow = InFlight(delay=0.5)
     with HTTPFarm({"/slow": slow, "/ok": reply()}) as farm:
         config = monitor_config([{"name": "slow", "url": farm.url("/slow")},
@@ -242,16 +244,22 @@ def test_sweeps_never_overlap_and_overruns_are_counted():
         with running_monitor(config) as running:
             inflight = []
 
-            def three_sweeps_seen():
-                inflight.append(value(running.metrics(), "greenmon_inflight_checks"))
-                return running.monitor.store.sweeps >= 3
-            wait_until(three_sweeps_seen, 6, interval=0.03, message="3 sweeps")
+            def three_checks_of_slow():
+                text = running.metrics()
+                inflight.append(value(text, "greenmon_inflight_checks"))
+                return (value(text, "greenmon_checks_total", target="slow") or 0) >= 3
+            wait_until(three_checks_of_slow, 10, interval=0.03, message="3 checks of slow")
             text = running.metrics()
-    assert slow.peak == 1  # one check of the slow target at a time: sweeps did not overlap
+            ok_checks = value(text, "greenmon_checks_total", target="ok")
+    assert slow.peak == 1  # one check of the slow target at a time
     assert max(inflight) <= 2
     assert max(inflight) >= 1  # the gauge did see checks in flight
-    assert value(text, "greenmon_sweep_overruns_total") >= 2
-    assert value(text, "greenmon_sweep_duration_seconds") >= 0.5
+    # Every 0.5 s check of slow spans about 4 of its 0.1 s turns: those are skipped and counted.
+    assert value(text, "greenmon_schedule_overruns_total") >= 6
+    # The fast target is not held back by the slow one: it kept its own 0.1 s schedule.
+    assert ok_checks >= 10
+    assert value(text, "greenmon_schedule_lag_seconds_count") == \
+        value(text, "greenmon_checks_total", target="slow") + ok_checks + value(text, "greenmon_inflight_checks")
 
 
 # --- Reload -----------------------------------------------------------------------------

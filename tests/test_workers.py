@@ -340,16 +340,46 @@ def test_daemon_with_two_workers_serves_one_metrics_for_all_targets(farm, write_
         assert value(text, "greenmon_targets") == len(targets) + 1
         wait_until(lambda: "added" in {r["target"] for r in daemon.get("/api/results").json()["results"]},
                    3, message="added in /api/results")
-        # The reload replaced the workers; the old ones did not stay behind.
-        workers.wait_for(daemon.process.pid, 2)
-        wait_until(lambda: not any(running(pid) for pid in first_workers), 3,
-                   message="the workers of the old config ended")
+        # The same workers took the new config: their schedules, breakers and connections stay.
+        assert set(workers.wait_for(daemon.process.pid, 2)) == set(first_workers)
+        assert all(running(pid) for pid in first_workers)
         assert daemon.alive()
 
         daemon.send(signal.SIGTERM)
         assert daemon.wait_exit(4) == 0, daemon.stderr()
     workers.wait_all_gone()
     assert "Traceback" not in daemon.stderr()
+
+
+def test_workers_check_each_target_on_its_own_schedule(write_config, tmp_path, workers):
+    with HTTPFarm({f"/{name}": reply() for name in ("fast", "slow", "a", "b")}) as farm:
+        targets = [{"name": "fast", "url": farm.url("/fast"), "interval": 0.25},
+                   {"name": "slow", "url": farm.url("/slow"), "interval": 1.5},
+                   {"name": "a", "url": farm.url("/a")}, {"name": "b", "url": farm.url("/b")}]
+        path = write_config(daemon_config_text(targets, interval=0.75, timeout=0.25))
+        with Daemon(path, tmp_path, "--workers", "2") as daemon:
+            daemon.wait_ready()
+            workers.wait_for(daemon.process.pid, 2)
+            daemon.wait_metric(lambda t: all(value(t, "greenmon_checks_total", target=n) >= 1
+                                             for n in ("fast", "slow", "a", "b")),
+                               message="a check of every target")
+            counted = {path: farm.hits(path) for path in ("/fast", "/slow", "/a")}
+            gevent.sleep(4.5)
+            counts = {path: farm.hits(path) - counted[path] for path in counted}
+            text = daemon.metrics()
+            assert daemon.get("/healthz").status_code == 200
+            daemon.send(signal.SIGTERM)
+            assert daemon.wait_exit(4) == 0, daemon.stderr()
+    workers.wait_all_gone()
+    # In 4.5 s: fast about 18, a about 6, slow about 3, whichever worker checks them.
+    assert 12 <= counts["/fast"] <= 20, counts
+    assert 4 <= counts["/a"] <= 7, counts
+    assert 2 <= counts["/slow"] <= 4, counts
+    # The workers' own measurements reach the parent's one /metrics.
+    assert value(text, "greenmon_schedule_lag_seconds_count") >= sum(counts.values())
+    assert value(text, "greenmon_event_loop_lag_seconds_count") >= 2 * 4.5 / 0.025 * 0.5
+    # A sweep is a pass of the longest interval of the whole config (1.5 s), on every worker.
+    assert 3 <= value(text, "greenmon_sweeps_total") <= 6
 
 
 def test_daemon_replaces_a_worker_that_died(farm, write_config, tmp_path, workers):

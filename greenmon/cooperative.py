@@ -1,0 +1,49 @@
+"""greenmon's own long work, kept off the timing of checks: cut into slices, or run in a thread.
+
+The event loop that times checks must never be held for more than a few
+milliseconds by anything greenmon does for itself (rendering /metrics,
+JSON, the status page, reloading config). Python work that is cut into
+pieces yields between slices (``Slices``); work that releases the GIL
+(zlib, loading CA bundles, file I/O, fsync) or that cannot be cut (parsing
+TOML) runs in gevent's thread pool (``off_loop``).
+
+``gevent.idle()`` is the yield: it returns once the loop has handled the
+I/O and timers that were pending, where ``gevent.sleep(0)`` would come back
+before the loop even polled its sockets.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable, Iterator, TypeVar
+
+import gevent
+
+SLICE_S = 0.002   # the longest stretch of greenmon's own work between two yields
+
+T = TypeVar("T")
+
+
+class Slices:
+    """A time budget: ``tick()`` after each piece of work yields once a slice is used up."""
+
+    def __init__(self, budget_s: float = SLICE_S):
+        self.budget_s = budget_s
+        self._until = time.perf_counter() + budget_s
+
+    def tick(self) -> None:
+        if time.perf_counter() >= self._until:
+            gevent.idle()
+            self._until = time.perf_counter() + self.budget_s
+
+    def each(self, items: Iterable[T]) -> Iterator[T]:
+        """The items, yielding to the loop between them whenever the budget is used up."""
+        for item in items:
+            yield item
+            self.tick()
+
+
+def off_loop(function: Callable[..., T], *args) -> T:
+    """``function(*args)`` in gevent's native thread pool; the calling greenlet waits for it,
+    the loop does not. For work that releases the GIL or cannot be cut into slices."""
+    return gevent.get_hub().threadpool.apply(function, args)
