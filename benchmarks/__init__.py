@@ -5,5 +5,7 @@
 - ``clients``: how one client run is launched and measured (wall, CPU, peak RSS).
 - ``scenarios``: the scenario table (N, delay, hosts, TLS, workers).
 - ``report``: Markdown tables, target verdicts and the machine description.
+- ``daemon``: the daemon scenarios: greenmon's daemon on its timetable, scraped (``python -m benchmarks.daemon``).
+- ``paced``: the daemon scenarios' latency reference, aiohttp on the same timetable.
 - ``run``: the command line, ``python -m benchmarks.run``.
 """

@@ -1,18 +1,20 @@
 """What a benchmark run prints: one Markdown table per scenario, the target verdicts, the machine.
 
-Pure formatting over ``ClientResult`` rows; the figures are measured in
-``benchmarks.clients``.
+Pure formatting over ``ClientResult`` rows (sweeps, measured in
+``benchmarks.clients``) and ``DaemonResult`` rows (the daemon scenarios,
+measured in ``benchmarks.daemon``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import resource
 from importlib import metadata
 
 from benchmarks.clients import OK, ClientResult
-from benchmarks.scenarios import Scenario
+from benchmarks.scenarios import DaemonScenario, Scenario
 
 NET_CPU_NOTE = (
     "*net CPU*: greenmon's is the CPU of the whole `greenmon --once` process (all its processes, "
@@ -39,6 +41,32 @@ TARGET_RSS_MB = 150.0
 TARGET_RAW_FACTOR = 1.5
 TARGET_PROCESS_S = 3.0
 OTHER_LOAD_WARNING = 0.05      # share of the machine's CPU used by other processes that earns a warning
+
+# The daemon scenario's targets (the issue's numbers).
+TARGET_SCRAPE_P50_S = 0.25
+TARGET_SCRAPE_MAX_S = 0.5
+TARGET_LATENCY_SLACK_S = 0.10      # reported p99 within this of the farm's delay
+TARGET_REFERENCE_FACTOR = 1.07     # reported p99 within this factor of the paced aiohttp p99
+TARGET_INFLIGHT = 2_500
+TARGET_LOOP_LAG_SHARE = 0.99       # of the loop-lag samples at or under 50 ms
+
+DAEMON_NOTE = (
+    "*checks*: distinct checks (target, checked_at) that started inside the window, as "
+    "/api/results reported them (fetched every half interval), of the N x window / interval the "
+    "timetable asks for; the reference's, the requests due inside its window. *latency*: the "
+    "reported `latency_s` of the checks that succeeded (the reference: its own timer from request "
+    "start to body read); the farm answers after the delay, so the delay is the truth. *started "
+    "late p99*: the daemon's `greenmon_schedule_lag_seconds` over the window, as a bucket bound "
+    "(an upper estimate; +Inf: beyond the largest, 10 s); the reference's, measured. *scrape*: wall time of `GET /metrics` with "
+    "`Accept-Encoding: gzip` on a fresh connection, until the body is read; *KB* its size on "
+    "the wire. *in flight max*: the largest `greenmon_inflight_checks` a scrape saw. *loop lag*: "
+    "`greenmon_event_loop_lag_seconds` over the window (the last scrape's buckets minus the "
+    "first's): the share of samples <= 50 ms, and p99 as a bucket bound. *cores*: CPU seconds of "
+    "the daemon (and its workers) in the window over its length. *peak RSS*: VmHWM (start-up "
+    "included) of the largest process of the daemon and its workers; *in window*: the largest "
+    "VmRSS sampled at the window's scrapes. *farm conns*: the most "
+    "connections the farm held at once in the window. Both clients share the 2 cores with the "
+    "farm and with the scraper (its CPU in the window is in the notes).")
 
 LIBRARIES = ("gevent", "requests", "urllib3", "grequests", "aiohttp", "trustme", "greenlet")
 
@@ -149,6 +177,119 @@ def verdicts(results: list[tuple[Scenario, list[ClientResult]]]) -> list[str]:
     return lines
 
 
+def _seconds(value: float | None, digits: int = 3) -> str:
+    if value == math.inf:
+        return "+Inf"     # a bucket estimate beyond the largest finite bound
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def daemon_table(rows) -> str:
+    header = ("| client | status | checks | latency p50 / p99 / max s | started late p99 s | "
+              "scrape p50 / max s | scrape KB | in flight max | loop lag <= 50 ms | loop lag p99 s | "
+              "overruns | cores | peak RSS MB | farm conns |")
+    lines = [header, "|" + "---|" * header.count(" |")]
+    for row in rows:
+        checks = "—" if row.checks is None else f"{row.checks:,}"
+        if row.checks is not None and row.expected_checks:
+            checks += f" / {row.expected_checks:,}"
+            if row.ok is not None and row.ok != row.checks:
+                checks += f" ({row.checks - row.ok:,} failed)"
+        scrape = "—" if row.scrape_p50_s is None else \
+            f"{row.scrape_p50_s:.3f} / {row.scrape_max_s:.3f} ({row.scrapes})"
+        loop = "—" if row.loop_lag_within is None else \
+            f"{row.loop_lag_within:.2%} of {row.loop_lag_samples:,}"
+        rss = _num(row.rss_mb, 0)
+        if row.window_rss_mb is not None:
+            rss += f" ({row.window_rss_mb:.0f} in window)"
+        if len(row.rss_each_mb) > 1:
+            rss += f"; parent {row.rss_each_mb[0]:.0f}, workers " + \
+                ", ".join(f"{mb:.0f}" for mb in row.rss_each_mb[1:])
+        lines.append("| " + " | ".join([
+            row.client, row.status, checks,
+            " / ".join(_seconds(v) for v in (row.latency_p50_s, row.latency_p99_s, row.latency_max_s)),
+            _seconds(row.start_late_p99_s), scrape, _num(row.scrape_kb, 0),
+            "—" if row.inflight_max is None else f"{row.inflight_max:,}", loop,
+            _seconds(row.loop_lag_p99_s), "—" if row.overruns is None else str(row.overruns),
+            _num(row.cores), rss, "—" if row.farm_peak_conns is None else f"{row.farm_peak_conns:,}",
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def daemon_block(scenario: DaemonScenario, rows) -> str:
+    parts = [f"### {scenario.name}: {scenario.summary()}", ""]
+    if scenario.description:
+        parts += [scenario.description[0].upper() + scenario.description[1:] + ".", ""]
+    parts.append(daemon_table(rows))
+    notes = [f"- {row.client}: {row.note}" for row in rows if row.note]
+    for row in rows:
+        if row.scrape_errors or row.scrapes_skipped:
+            notes.append(f"- {row.client}: {row.scrape_errors} failed fetches, {row.scrapes_skipped} "
+                         "scrapes skipped (a slow scrape pushed them past their turn)")
+        if row.other_cpu_s:
+            notes.append(f"- {row.client}: other processes on this machine used {row.other_cpu_s:.1f} "
+                         "CPU-s meanwhile (not the farm, the scraper or this client)")
+        if row.harness_cpu_s is not None:
+            notes.append(f"- {row.client}: the scraper used {row.harness_cpu_s:.1f} CPU-s in the "
+                         f"window (fetching, gunzipping, reading); slowest /api/results fetch "
+                         f"{_seconds(row.results_max_s)} s")
+    if notes:
+        parts += ["", *notes]
+    return "\n".join(parts)
+
+
+def daemon_verdicts(results) -> list[str]:
+    """The daemon targets, PASS/FAIL for the criteria a scenario judges, the rest for information."""
+    lines = []
+    for scenario, rows in results:
+        daemon = next((r for r in rows if r.kind == "greenmon"), None)
+        if daemon is None or (not scenario.judge and scenario.n < 10_000):   # smoke: nothing to say
+            continue
+        where = f"{scenario.name}, {daemon.client}"
+        if daemon.status != OK:
+            if scenario.judge:
+                lines.append(f"- {where}: {daemon.status} {daemon.note}".rstrip())
+            continue
+        reference = next((r for r in rows if r.kind == "peer" and r.status == OK), None)
+
+        def line(criterion: str, text: str, ok: bool | None) -> None:
+            if criterion not in scenario.judge:
+                lines.append(f"- {where}: {text} (for information)")
+            elif ok is None:
+                lines.append(f"- {where}: {text}: not measured")
+            else:
+                lines.append(f"- {where}: {text}: {'PASS' if ok else 'FAIL'}")
+
+        p50, top = daemon.scrape_p50_s, daemon.scrape_max_s
+        line("scrape", f"/metrics with gzip p50 {_seconds(p50)} s, max {_seconds(top)} s (target p50 <= "
+                       f"{TARGET_SCRAPE_P50_S} s, max <= {TARGET_SCRAPE_MAX_S} s)",
+             None if p50 is None else p50 <= TARGET_SCRAPE_P50_S and top <= TARGET_SCRAPE_MAX_S
+             and not daemon.scrape_errors)
+        p99, truth = daemon.latency_p99_s, scenario.delay_ms / 1000
+        line("latency", f"reported latency p99 {_seconds(p99)} s for targets answering in "
+                        f"{truth:.2f} s (target <= {truth + TARGET_LATENCY_SLACK_S:.2f} s)",
+             None if p99 is None else p99 <= truth + TARGET_LATENCY_SLACK_S)
+        if scenario.reference:
+            ref = reference.latency_p99_s if reference else None
+            factor = p99 / ref if p99 is not None and ref else None
+            line("reference", f"reported latency p99 {_seconds(p99)} s = "
+                              f"{'—' if factor is None else f'{factor:.3f}'}x the paced aiohttp "
+                              f"p99 {_seconds(ref)} s (target <= {TARGET_REFERENCE_FACTOR}x)",
+                 None if factor is None else factor <= TARGET_REFERENCE_FACTOR)
+        peak = daemon.inflight_max
+        line("inflight", f"checks in flight at most {'—' if peak is None else f'{peak:,}'} "
+                         f"(target <= {TARGET_INFLIGHT:,}; the timetable gives about "
+                         f"{scenario.rate * scenario.delay_ms / 1000:,.0f})",
+             None if peak is None else peak <= TARGET_INFLIGHT)
+        share = daemon.loop_lag_within
+        line("loop_lag", f"event loop lag <= 50 ms in {'—' if share is None else f'{share:.2%}'} of "
+                         f"{daemon.loop_lag_samples or 0:,} samples (target >= {TARGET_LOOP_LAG_SHARE:.0%})",
+             None if share is None else share >= TARGET_LOOP_LAG_SHARE)
+        line("rss", f"peak RSS {_num(daemon.rss_mb, 0)} MB, the largest of {daemon.processes} "
+                    f"process(es) (target <= {TARGET_RSS_MB:.0f} per process)",
+             None if daemon.rss_mb is None else daemon.rss_mb <= TARGET_RSS_MB)
+    return lines
+
+
 def machine() -> list[str]:
     """nproc, CPU model, memory, kernel, Python and library versions, open-file limit."""
     model = "unknown"
@@ -185,7 +326,7 @@ def machine() -> list[str]:
 
 
 def document(command: str, results: list[tuple[Scenario, list[ClientResult]]], *,
-             farm_note: str) -> str:
+             farm_note: str, daemon_results=()) -> str:
     """docs/benchmarks.md: the tables from one run, the command that made them, the machine."""
     parts = ["# greenmon benchmarks", "",
              "greenmon `--once` against its peers on the same targets, one client at a time, "
@@ -193,11 +334,23 @@ def document(command: str, results: list[tuple[Scenario, list[ClientResult]]], *
              "loopback addresses only, configurable delay and status per path). The farm shares the "
              "cores with the client under test.", "",
              "## Command", "", "```sh", command, "```", "",
-             "## Machine", "", *machine(), f"- farm: {farm_note}", "",
-             "## Results", ""]
+             "## Machine", "", *machine(), f"- farm: {farm_note}", ""]
+    if results:
+        parts += ["## Results", ""]
     for scenario, rows in results:
         parts += [scenario_block(scenario, rows), ""]
-    parts += ["## Targets", "", *(verdicts(results) or ["- no figure to judge"]), "",
+    if daemon_results:
+        parts += ["## The daemon", "",
+                  "`python -m greenmon --config F --listen ...` left running on its timetable "
+                  "(each target once per interval, at a stable offset), its `/metrics` scraped "
+                  "every second with gzip and `/api/results` read for every check's reported "
+                  "latency, then, alone, a paced aiohttp client on the same URLs and timetable as "
+                  "the latency reference (`benchmarks/daemon.py`, `benchmarks/paced.py`).", ""]
+        for scenario, rows in daemon_results:
+            parts += [daemon_block(scenario, rows), ""]
+        parts += [DAEMON_NOTE, ""]
+    judged = verdicts(results) + daemon_verdicts(daemon_results)
+    parts += ["## Targets", "", *(judged or ["- no figure to judge"]), "",
               "## How to read the tables", "", NET_CPU_NOTE, "",
               "The seed design (ThreadPoolExecutor(5) + requests) sweeps fewer targets and its "
               "figures are extrapolated to N (labelled so): its throughput is bounded by its 5 "

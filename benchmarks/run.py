@@ -8,8 +8,10 @@ NAMES is a comma-separated list of scenario names (see benchmarks/scenarios.py),
 ``--quick`` is the smoke version run by the test suite: tiny, fast, no
 timing meaning. Every client runs K times (``--repeat``, default 3; on
 small scenarios as often as it takes to check 10,000 targets in all) and its
-median run by net CPU is reported. Clients never run concurrently; each run
-has a hard time cap; the farm and every child are stopped in ``finally`` blocks.
+median run by net CPU is reported. The daemon scenarios (``daemon-*``) run
+greenmon's daemon for a measured window instead (``benchmarks.daemon``),
+once each. Clients never run concurrently; each run has a hard time cap; the
+farm and every child are stopped in ``finally`` blocks.
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks import report
+from benchmarks import daemon, report
 from benchmarks.clients import (OK, REPO, STEADY_LABEL, ClientResult, run_greenmon,
                                 run_greenmon_steady, run_peer)
 from benchmarks.farm import DEFAULT_LISTENERS, raise_open_file_limit, target_path
-from benchmarks.scenarios import PEERS, Scenario, select
+from benchmarks.scenarios import PEERS, DaemonScenario, Scenario, select
 
 FARM_START_S = 30.0
 DRAIN_WAIT_S = 10.0
@@ -238,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     raise_open_file_limit()
     command = shlex.join(["python", "-m", "benchmarks.run", *argv])
     results: list[tuple[Scenario, list[ClientResult]]] = []
+    daemon_results: list[tuple[DaemonScenario, list[daemon.DaemonResult]]] = []
+    references: dict = {}      # the daemon scenarios' paced reference, one per workload
     with tempfile.TemporaryDirectory(prefix="greenmon-bench-") as directory:
         workdir = Path(directory)
         farm = FarmProcess(max(s.hosts for s in scenarios), any(s.tls for s in scenarios), workdir)
@@ -246,24 +250,35 @@ def main(argv: list[str] | None = None) -> int:
                          f"{farm.addresses[-1]}, {DEFAULT_LISTENERS} SO_REUSEPORT listeners each"
                          + (", TLS on a second port" if farm.tls_port else ""))
             for scenario in scenarios:
+                if isinstance(scenario, DaemonScenario):
+                    rows = daemon.run_daemon_scenario(scenario, farm, workdir, references, _progress)
+                    daemon_results.append((scenario, rows))
+                    print(report.daemon_block(scenario, rows) + "\n", flush=True)
+                    continue
                 rows = run_scenario(scenario, farm, workdir, peers, repeat)
                 results.append((scenario, rows))
                 print(report.scenario_block(scenario, rows) + "\n", flush=True)
         finally:
             farm.stop()
-    lines = report.verdicts(results)
+    lines = report.verdicts(results) + report.daemon_verdicts(daemon_results)
     print("Targets:\n" + ("\n".join(lines) if lines else "- no figure to judge"))
-    print("\n" + report.NET_CPU_NOTE, flush=True)
+    print("\n" + (report.NET_CPU_NOTE if results else "")
+          + ("\n\n" if results and daemon_results else "")
+          + (report.DAEMON_NOTE if daemon_results else ""), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"command": command, "scenarios": [
-                {"name": s.name, "n": s.n, "delay_ms": s.delay_ms, "hosts": s.hosts, "tls": s.tls,
-                 "rows": [r.as_dict() for r in rows]} for s, rows in results]}, indent=2) + "\n",
-            encoding="utf-8")
+                {"name": s.name, "kind": "sweep", "n": s.n, "delay_ms": s.delay_ms, "hosts": s.hosts,
+                 "tls": s.tls, "rows": [r.as_dict() for r in rows]} for s, rows in results] + [
+                {"name": s.name, "kind": "daemon", "n": s.n, "delay_ms": s.delay_ms, "hosts": s.hosts,
+                 "tls": s.tls, "interval": s.interval, "workers": s.workers, "window_s": s.window_s,
+                 "rows": [r.as_dict() for r in rows]} for s, rows in daemon_results]},
+            indent=2) + "\n", encoding="utf-8")
     if args.write:
         path = Path(args.write)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(report.document(command, results, farm_note=farm_note), encoding="utf-8")
+        path.write_text(report.document(command, results, farm_note=farm_note,
+                                        daemon_results=daemon_results), encoding="utf-8")
         print(f"\nwrote {path}", file=sys.stderr)
     return 0
 

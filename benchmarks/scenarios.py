@@ -1,5 +1,8 @@
 """The benchmark scenarios: how many targets, how slow, on how many hosts, TLS or not, which greenmon runs.
 
+``DaemonScenario`` is the other kind: greenmon's daemon left running on its
+timetable and scraped (``benchmarks.daemon``), not a sweep against the clock.
+
 This machine's hard RLIMIT_NOFILE may be well under 2 x 50,000 (20,000 on
 the 2-core benchmark machines), and the farm and the client each hold one
 socket per connection, so a scenario's concurrency is capped at
@@ -59,6 +62,42 @@ class Scenario:
         return ", ".join(parts)
 
 
+# What a daemon scenario can be judged on (benchmarks.daemon computes them, report prints them).
+CRITERIA = ("scrape", "latency", "reference", "inflight", "loop_lag", "rss")
+
+
+@dataclass(frozen=True)
+class DaemonScenario:
+    """greenmon's daemon checking ``n`` targets every ``interval`` s while /metrics is scraped."""
+
+    name: str
+    n: int
+    delay_ms: int = 1000
+    hosts: int = 64
+    interval: float = 10.0
+    timeout: float = 5.0
+    concurrency: int = 10_000
+    workers: int | str | None = None     # None: one process; N or "auto": --workers
+    window_s: float = 40.0               # measured, after one interval of warm-up
+    scrape_every_s: float = 1.0
+    reference: bool = True               # also run the paced aiohttp client on the same schedule
+    judge: tuple[str, ...] = ()          # the CRITERIA that get PASS/FAIL; the rest are shown
+    optional: bool = False               # only with --scenarios all (or by name)
+    tls: bool = False                    # plain HTTP (the farm is started for every scenario's needs)
+    description: str = ""
+
+    @property
+    def rate(self) -> float:
+        """Checks per second the timetable asks for."""
+        return self.n / self.interval
+
+    def summary(self) -> str:
+        workers = "one process" if self.workers is None else f"--workers {self.workers}"
+        return (f"daemon, N={self.n:,}, delay {self.delay_ms} ms, {self.hosts} hosts, interval "
+                f"{self.interval:g} s ({self.rate:,.0f} checks/s), {workers}, /metrics scraped "
+                f"every {self.scrape_every_s:g} s with gzip for {self.window_s:g} s")
+
+
 SCENARIOS = [
     Scenario("1k@100ms", 1_000, 100),
     Scenario("1k@1s", 1_000, 1000, greenmon_defaults=True,
@@ -73,6 +112,16 @@ SCENARIOS = [
              description="TLS with a CA made for the farm, trusted through ca_file"),
     Scenario("50k@100ms", 50_000, 100, optional=True, cap_s=300.0),
     Scenario("50k@1s", 50_000, 1000, optional=True, cap_s=300.0),
+    DaemonScenario("daemon-10k", 10_000, judge=CRITERIA,
+                   description="the daemon at scale in one process; the paced aiohttp client on "
+                               "the same schedule is the latency reference"),
+    DaemonScenario("daemon-10k-workers2", 10_000, workers=2, judge=("rss",),
+                   description="the same with --workers 2: peak RSS is judged per process, the "
+                               "rest is for information"),
+    # concurrency 19,000: 9,500 per worker on 2 cores, as many as a 20,000 open-file hard
+    # limit holds without greenmon lowering it (limits.fit_concurrency), and above the 5,000 due.
+    DaemonScenario("daemon-50k-auto", 50_000, workers="auto", concurrency=19_000, reference=False,
+                   optional=True, description="the next step, for information only"),
 ]
 
 QUICK = [
@@ -80,6 +129,8 @@ QUICK = [
              description="smoke: proves the harness works; no timing meaning"),
     Scenario("quick-https", 20, 10, tls=True, seed_n=10, cap_s=60.0,
              description="smoke over TLS"),
+    DaemonScenario("daemon-quick", 200, hosts=2, interval=2.0, timeout=1.5, concurrency=200,
+                   window_s=8.0, description="smoke of the daemon scenario; no timing meaning"),
 ]
 
 BY_NAME = {s.name: s for s in SCENARIOS + QUICK}

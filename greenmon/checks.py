@@ -17,11 +17,13 @@ import gevent
 
 from greenmon.breaker import BreakerState
 from greenmon.config import Config
+from greenmon.cooperative import Slices
 from greenmon.engine import BreakerListener, Engine, Listener, secret_headers, transport_for
 from greenmon.limits import fit_concurrency
 from greenmon.prober import trust_settings
 from greenmon.schedule import sparse_origins
-from greenmon.scheduler import Scheduler, Timing, probe_loop_lag, slots_for
+from greenmon.scheduler import Scheduler, slots_for
+from greenmon.timing import Timing, probe_loop_lag
 
 STOP_GRACE_S = 1.0   # beyond the longest deadline, before checks still running are killed
 
@@ -91,7 +93,7 @@ class Checks:
         self.engine = engine
         self._earlier_changes += old.breaker_changes + 1   # removed targets left the table
         self.scheduler.set_targets(config.enabled_targets, config.monitor.interval,
-                                   engine=engine, slots=slots, pass_s=pass_s)
+                                   engine=engine, slots=slots, pass_s=pass_s, tick=Slices().tick)
         if transport is not old.transport:
             gevent.spawn(_close_when_idle, old, config.longest_timeout + STOP_GRACE_S)
 

@@ -198,9 +198,12 @@ class UsageError(Exception):
 def run_once(config: Config, output_format: str, out: IO[str], *, textfile: str | None = None,
              pushgateway: str | None = None, workers: int = 1) -> int:
     """One sweep of every enabled target; exit 0 if all are up, 1 otherwise."""
-    from greenmon.engine import build_engine
-
-    engine = build_engine(config, workers)
+    if workers > 1 and len(config.enabled_targets) > 1:
+        from greenmon.workers.parent import WorkerEngine
+        engine = WorkerEngine(config, workers)
+    else:
+        from greenmon.engine import Engine
+        engine = Engine(config)
     store = None
     if textfile or pushgateway:
         from greenmon.exporter import store_for  # prometheus_client: only when it is needed

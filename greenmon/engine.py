@@ -155,14 +155,6 @@ def secret_headers(config: Config) -> frozenset[str]:
     return frozenset(a.header_name for a in config.auth.values())
 
 
-def build_engine(config: Config, workers: int = 1, **kwargs):
-    """An Engine in this process, or a WorkerEngine over ``workers`` processes."""
-    if workers > 1 and len(config.enabled_targets) > 1:
-        from greenmon.workers.parent import WorkerEngine
-        return WorkerEngine(config, workers, **kwargs)
-    return Engine(config, **kwargs)
-
-
 def sweep(targets: Sequence[Target], config: Config) -> list[MonitorResult]:
     """Python API: one sweep of ``targets`` with ``config`` (gevent must be patched)."""
     engine = Engine(config)

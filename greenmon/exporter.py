@@ -22,7 +22,7 @@ from greenmon.breaker import CLOSED, STATE_VALUES, BreakerState
 from greenmon.errors import ERROR_CLASSES
 from greenmon.histogram import Histogram
 from greenmon.result import MonitorResult
-from greenmon.scheduler import Timing
+from greenmon.timing import Timing
 from greenmon.targets import Target
 
 RECENT_LATENCIES = 100  # per target, for the status page's P95

@@ -3,9 +3,8 @@
 It only gates and spawns: what a check does is the engine's, when it is due
 is the timetable's (``schedule``). A check still running when its target is
 due again is not started twice: the due turn is skipped and counted (an
-overrun). It also keeps the proof that the latencies can be trusted
-(``Timing``): how late each check starts against its due time (schedule lag)
-and how late the event loop runs a short periodic timer (loop lag).
+overrun). It records how late each check starts against its due time (schedule lag,
+``timing.Timing``).
 
 Times inside are epoch seconds read from the monotonic clock, anchored once
 at start: due times keep their phase against the wall clock (a restart lands
@@ -19,54 +18,20 @@ import logging
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable
 
 import gevent
 import gevent.event
 import gevent.pool
 
-from greenmon.histogram import LAG_BUCKETS, Histogram
 from greenmon.schedule import Due, Slot, Timetable
+from greenmon.timing import Timing
 
 if TYPE_CHECKING:
     from greenmon.engine import Engine
     from greenmon.targets import Target
 
 log = logging.getLogger(__name__)
-
-LOOP_TICK_S = 0.025   # the loop-lag probe's period
-
-
-@dataclass
-class Timing:
-    """What the scheduler and the loop-lag probe measured (exported as histograms)."""
-
-    loop_lag: Histogram = field(default_factory=lambda: Histogram(LAG_BUCKETS))
-    schedule_lag: Histogram = field(default_factory=lambda: Histogram(LAG_BUCKETS))
-    overruns: int = 0
-
-    def take(self) -> dict:
-        """What was measured since the last take (a worker's report to its parent)."""
-        overruns, self.overruns = self.overruns, 0
-        return {"loop_lag": self.loop_lag.take(), "schedule_lag": self.schedule_lag.take(),
-                "overruns": overruns}
-
-    def merge(self, delta: dict) -> None:
-        self.loop_lag.merge(delta["loop_lag"])
-        self.schedule_lag.merge(delta["schedule_lag"])
-        self.overruns += delta["overruns"]
-
-
-def probe_loop_lag(histogram: Histogram, period: float = LOOP_TICK_S) -> None:
-    """Forever: sleep ``period``, record how much later than that the loop woke us up."""
-    loop = gevent.get_hub().loop
-    while True:
-        loop.update_now()  # the timer counts from now, not from the loop's cached time
-        started = time.perf_counter()
-        gevent.sleep(period)
-        histogram.observe(max(0.0, time.perf_counter() - started - period))
-
 
 def slots_for(targets: Iterable["Target"], default_interval: float) -> list[Slot]:
     return [Slot.of(t.name, t.interval or default_interval) for t in targets]
@@ -129,9 +94,10 @@ class Scheduler:
 
     def set_targets(self, targets: Iterable["Target"], default_interval: float, *,
                     engine: "Engine | None" = None, slots: list[Slot] | None = None,
-                    pass_s: float | None = None) -> None:
+                    pass_s: float | None = None, tick=lambda: None) -> None:
         """Check these targets from now on (a reload): kept ones keep their turn and phase.
-        ``slots``: slots_for(targets, default_interval), if the caller made them already."""
+        ``slots``: slots_for(targets, default_interval), if the caller made them already;
+        ``tick``: called between targets (cooperative.Slices.tick: the loop runs on)."""
         if engine is not None:
             if engine.concurrency != self.engine.concurrency:
                 log.warning("monitor.concurrency changed to %d: it takes effect at the next "
@@ -141,9 +107,10 @@ class Scheduler:
         if pass_s is not None:
             self.pass_s = pass_s
         targets = list(targets)
+        slots = slots if slots is not None else slots_for(targets, default_interval)
+        self.timetable.replace(slots, self.now(), tick)
         self.targets = {t.name: t for t in targets}
-        self._slots = slots if slots is not None else slots_for(targets, default_interval)
-        self.timetable.replace(self._slots, self.now())
+        self._slots = slots
         self._wake.set()
 
     def stop(self) -> None:

@@ -17,7 +17,7 @@ from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, gzip_accepted
 
 from greenmon.cooperative import off_loop
-from greenmon.exposition import gzip_pieces
+from greenmon.exposition import Text, gzip_pieces
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +30,11 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def make_app(monitor):
-    def respond(environ, start_response, status: str, content_type: str, pieces: list[bytes],
-                extra=()):
+    def respond(environ, start_response, status: str, content_type: str, pieces, extra=()):
+        """``pieces``: the body as an iterable of bytes (a list, or exposition.Text) with len()
+        of the whole (Text knows its size; a list is summed)."""
         headers = [("Content-Type", content_type), ("Cache-Control", "no-store"), *extra]
-        size = sum(map(len, pieces))
+        size = len(pieces) if isinstance(pieces, Text) else sum(map(len, pieces))
         if size >= GZIP_MIN_BYTES and gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
             pieces = [off_loop(gzip_pieces, pieces)]
             size = len(pieces[0])

@@ -39,7 +39,10 @@ def scrape(store: MetricsStore) -> list:
     kept across scrapes, as the daemon keeps it), which must be byte for byte the text
     prometheus_client's own generate_latest writes for the store's collector."""
     exposition = _expositions.setdefault(store, Exposition(store))
-    text = b"".join(exposition.render()).decode()
+    rendered = exposition.render()
+    data = b"".join(rendered)
+    assert len(data) == len(rendered)   # the Content-Length /metrics sends
+    text = data.decode()
     assert text == generate_latest(build_registry(store)).decode()
     return samples(text)
 

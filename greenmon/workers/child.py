@@ -28,7 +28,7 @@ from greenmon.checks import Checks  # noqa: E402
 from greenmon.cooperative import off_loop  # noqa: E402
 from greenmon.engine import Engine  # noqa: E402
 from greenmon.limits import tune_runtime  # noqa: E402
-from greenmon.scheduler import Timing  # noqa: E402
+from greenmon.timing import Timing  # noqa: E402
 from greenmon.transport import adopt_prepared_urls  # noqa: E402
 from greenmon.workers.messages import (DONE, EXIT, RUN, STATUS_EVERY_S, SWEEP, HalfOpen,  # noqa: E402
                                        Reload, Results, Setup, Status, receive_message,

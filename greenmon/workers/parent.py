@@ -29,7 +29,7 @@ from greenmon import statefile
 from greenmon.breaker import BreakerState
 from greenmon.config import Config
 from greenmon.result import MonitorResult
-from greenmon.scheduler import Timing
+from greenmon.timing import Timing
 from greenmon.targets import Target
 from greenmon.transport import prepared_urls
 from greenmon.workers.messages import (DONE, EXIT, RUN, SWEEP, HalfOpen, Reload, Results, Setup,
