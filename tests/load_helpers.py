@@ -11,6 +11,9 @@ probes, an external /metrics scraper and slow clients.
 - ``ProbedDaemon`` runs this file as ``python load_helpers.py greenmon ARGS``: the real greenmon
   command line (daemon_helpers.Daemon), plus a probe after every sweep that writes its number,
   its duration and, at chosen sweeps, the daemon's own resources to a file.
+- ``check_in_subprocess`` runs this file as ``python load_helpers.py check CONFIG``: one sweep
+  in a fresh process, reporting its results and its peak memory (VmHWM), so that what a
+  check costs at its worst is measured, not what is left once it has been freed.
 - ``resources()`` and ``tcp_sockets()`` read the open file descriptors, greenlets, RSS and TCP
   sockets (by peer port and state) of this process.
 - ``slow_client``, ``raw_request`` and ``huge_header_request`` abuse a server over raw sockets.
@@ -375,6 +378,43 @@ def _scrape_main(url: str, pause_s: float, timeout_s: float) -> None:
     print(json.dumps({"scrapes": scrapes}), flush=True)
 
 
+def _status_kb(field: str) -> int:
+    """A field of /proc/self/status in KiB (VmRSS: resident now, VmHWM: the peak so far)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/self/status")
+
+
+def _check_main(config_path: str) -> None:
+    """One sweep of a config in this fresh process; prints one JSON line: the results, the RSS
+    just before the sweep and the peak RSS (VmHWM) after it, in KiB. A fresh process, so that
+    the peak is this sweep's and not that of whatever the test process did before."""
+    from greenmon.config import load_config
+    from greenmon.engine import Engine
+    from greenmon.report import result_json
+
+    config = load_config(config_path)
+    engine = Engine(config)
+    before_kb = _status_kb("VmRSS")
+    try:
+        results = engine.sweep()
+    finally:
+        engine.close()
+    print(json.dumps({"rss_before_kb": before_kb, "peak_kb": _status_kb("VmHWM"),
+                      "results": [json.loads(result_json(r)) for r in results]}), flush=True)
+
+
+def check_in_subprocess(config_path: Path, timeout: float = 60.0) -> dict:
+    """``_check_main`` run as ``python load_helpers.py check CONFIG``, waited on cooperatively
+    (the servers the check talks to may run on this process's hub)."""
+    run = subprocess.run([sys.executable, str(HERE), "check", str(config_path)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout)
+
+
 def _greenmon_main(argv: list[str]) -> int:
     """``python -m greenmon ARGS``, plus a probe after every sweep, a pass of the daemon's
     schedule (see ``ProbedDaemon``)."""
@@ -410,5 +450,7 @@ if __name__ == "__main__":
         _farm_main(int(sys.argv[2]), int(sys.argv[3]))
     elif sys.argv[1] == "scrape":
         _scrape_main(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]))
+    elif sys.argv[1] == "check":
+        _check_main(sys.argv[2])
     else:
         sys.exit(f"unknown helper {sys.argv[1]!r}")

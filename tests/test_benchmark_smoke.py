@@ -41,8 +41,6 @@ def quick_run(tmp_path_factory):
 
 
 def allowed_statuses(client: str) -> set[str]:
-    if client == "greenmon --workers 2":
-        return {"ok", "n/a"}                       # n/a until greenmon has --workers
     if client in OPTIONAL_PEERS:
         return {"ok", "not installed"}
     return {"ok"}

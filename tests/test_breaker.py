@@ -63,6 +63,34 @@ def test_open_skips_until_recovery_timeout_then_trial(since_open, decision):
     assert gate(opened, opened.opened_at + since_open, SETTINGS) is decision
 
 
+@pytest.mark.parametrize("since_open", [-0.001, -1.0, -59.9, -3600.0, -86400.0 * 365])
+def test_a_clock_that_went_backwards_gets_a_trial_not_a_skip(since_open):
+    """opened_at is wall-clock time (it is saved to the state file): after the clock is set
+    back, or a state file written on a machine whose clock ran ahead, `now` is before
+    opened_at. Skipping until the clock catches up could keep a target unchecked for as
+    long as the clock was off: the gate lets one trial through instead."""
+    opened = _failures(3)
+    assert gate(opened, opened.opened_at + since_open, SETTINGS) is Gate.TRIAL
+
+
+def test_engine_checks_a_target_whose_breaker_opened_in_the_future(tmp_path):
+    """The same through the engine: a state file whose breaker opened an hour from now (its
+    writer's clock ran ahead). The target gets its trial at once; success closes it."""
+    clock = FakeClock(T0)
+    state = tmp_path / "state.json"
+    statefile.save(str(state), {"api": BreakerState(OPEN, 3, T0 + 3600.0, BOOM)})
+    with HTTPFarm({"/t": reply()}) as farm:
+        config = config_for([{"name": "api", "url": farm.url("/t")}], retries=2, timeout=1.0,
+                            extra=BREAKER_TOML).replace("monitor", state_file=str(state))
+        engine = Engine(config, clock=clock)
+        try:
+            [result] = engine.sweep()
+        finally:
+            engine.close()
+        hits = farm.hits("/t")
+    assert (result.ok, result.attempts, result.breaker, hits) == (True, 1, CLOSED, 1)
+
+
 def test_trial_success_closes():
     opened = _failures(3)
     after = record(opened, None, opened.opened_at + 61, SETTINGS, trial=True)

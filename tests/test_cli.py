@@ -326,13 +326,12 @@ def test_apply_overrides_changes_only_the_flags_given():
 # --- the demo ---------------------------------------------------------------
 
 def test_demo_once_shows_every_error_class(tmp_path):
-    started = time.monotonic()
     # An unrelated, broken ./greenmon.toml and $GREENMON_CONFIG must not matter to the demo.
     (tmp_path / "greenmon.toml").write_text("not toml [", encoding="utf-8")
-    run = run_cli("--demo", "--once", "--format", "json", cwd=tmp_path, timeout=30,
+    # No time bound but against a hang (run_cli raises after it): the demo's slowest target takes
+    # three 1 s attempts, and how fast a sweep is belongs to benchmarks/.
+    run = run_cli("--demo", "--once", "--format", "json", cwd=tmp_path, timeout=60,
                   env={"GREENMON_CONFIG": str(tmp_path / "missing.toml")})
-    took = time.monotonic() - started
-    assert took < 30
     assert run.returncode == 1, run.stderr
     assert "Traceback" not in run.stderr
     document = json.loads(run.stdout)

@@ -142,6 +142,14 @@ INVALID = [
         url = "{URL}"
         labels = {{ team = 7 }}  {MARKER}
         """, "targets[0].labels", "team: must be a string"),
+    # Label names that would collide with greenmon's own labels (target, url, method, class),
+    # with Prometheus' (le, instance, job: renamed exported_*) or its reserved __ prefix.
+    *[case(f"target-label-name-{name}", f"""
+        [[targets]]
+        url = "{URL}"
+        labels = {{ {name} = "x" }}  {MARKER}
+        """, "targets[0].labels", f"'{name}' is not a usable label name")
+      for name in ("target", "url", "class", "le", "instance", "job", "__meta", "1team")],
     case("target-url-int", f"""
         [[targets]]
         url = 8080  {MARKER}

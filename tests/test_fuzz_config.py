@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from greenmon.config import load_config, parse_config
 from greenmon.schema import ConfigError
-from helpers import config_for, config_text, sweep_config
+from helpers import config_text, run_cli
 from servers import closed_port
 
 if sys.version_info >= (3, 11):
@@ -451,14 +451,16 @@ def test_nul_in_a_secret_file_path_is_a_config_error(kind, key):
 @pytest.mark.parametrize("url", ["http://.example.com/health", "http://*/health",
                                  "http://\u2603..example/health"],
                          ids=["leading-dot", "star", "bad-idna"])
-def test_unusable_host_is_refused_at_load_or_classified_at_check(url):
-    try:
-        config = config_for([{"name": "users-api", "url": url}], timeout=0.5)
-    except ConfigError as error:
-        assert "(target 'users-api')" in str(error)
-        return
-    [result] = sweep_config(config)   # accepted: then a classified failure, never an exception
-    assert (result.ok, result.error_class) == (False, "connection")
+def test_unusable_host_is_refused_at_load(url):
+    """Specified: refused at load, naming the key and the target. (An accepted URL would fail
+    every check as `connection`, as greenmon's own internal-error path does: such a failure
+    cannot tell the two apart.)"""
+    text = targets_text({"name": "ok-one", "url": "http://127.0.0.1:1/"}, {"name": "users-api", "url": url})
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, FILENAME)
+    message = str(raised.value)
+    assert message.startswith(f"{FILENAME}:") and "targets[1].url: " in message, message
+    assert "is not a usable URL" in message and message.endswith("(target 'users-api')"), message
 
 
 @pytest.mark.parametrize("where", ["target-header", "bearer-token", "header-auth-value", "user-agent"])
@@ -488,16 +490,34 @@ def test_user_agent_with_crlf_is_refused_at_load():
         parse_config(text, FILENAME)
 
 
-def test_state_file_path_with_nul_is_refused_at_load_or_reported(tmp_path):
+def test_state_file_path_with_nul_is_refused_at_load(tmp_path):
+    """Specified: refused at load, naming the key (not a failure at the first save)."""
     text = config_text([{"name": "users-api", "url": f"http://127.0.0.1:{closed_port()}/"}], timeout=0.5)
     text = text.replace("[monitor]\n", f'[monitor]\nstate_file = "{tmp_path}/state\\u0000.json"\n', 1)
-    try:
-        config = parse_config(text, FILENAME)
-    except ConfigError as error:
-        assert "monitor.state_file" in str(error)
-        return
-    [result] = sweep_config(config)   # accepted: the sweep must still end with its result
-    assert result.error_class == "connection"
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, FILENAME)
+    message = str(raised.value)
+    assert message.startswith(f"{FILENAME}:") and "monitor.state_file: " in message, message
+    assert "NUL" in message, message
+
+
+@pytest.mark.parametrize("where", ["unusable-host", "nul-in-state-file"])
+def test_cli_refuses_them_with_exit_2_naming_the_key(where, tmp_path):
+    """The command line: exit 2, one line naming the file, line and key."""
+    if where == "unusable-host":
+        text, key = targets_text({"name": "users-api", "url": "http://*/health"}), "targets[0].url"
+    else:
+        text = config_text([{"name": "users-api", "url": f"http://127.0.0.1:{closed_port()}/"}])
+        text = text.replace("[monitor]\n", f'[monitor]\nstate_file = "{tmp_path}/s\\u0000.json"\n', 1)
+        key = "monitor.state_file"
+    path = tmp_path / FILENAME
+    path.write_text(text, encoding="utf-8")
+    for flags in (("--check-config",), ("--once", "--format", "json")):
+        run = run_cli("--config", str(path), *flags, timeout=60)
+        assert run.returncode == 2, (flags, run.stderr)
+        assert run.stdout == "" and "Traceback" not in run.stderr, (flags, run.stdout, run.stderr)
+        [line] = run.stderr.strip().splitlines()
+        assert line.startswith(f"greenmon: config error: {path}:") and f" {key}: " in line, line
 
 
 @pytest.mark.parametrize("text", [

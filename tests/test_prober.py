@@ -1,4 +1,4 @@
-"""Retries, backoff, expected statuses, the total deadline and the body cap of one check (greenmon.prober).
+"""Retries, backoff, expected statuses, the per-target deadline and the body cap of one check (greenmon.prober).
 
 The server counts what the prober really sent: HTTPFarm.hits for requests that
 reached HTTP, RawServer.connections for attempts that never got that far.
@@ -15,8 +15,7 @@ import trustme
 from greenmon.errors import CONNECTION, CONTENT, HTTP, TIMEOUT
 from helpers import check_one
 from servers import (HTTPFarm, RawServer, closed_port, never_answer, redirect, reply,
-                     reset_after_head, sequence, streamed, tls_handshake, tls_server_context,
-                     trickle)
+                     reset_after_head, sequence, streamed, tls_handshake, tls_server_context)
 
 FAST_BACKOFF = 0.01
 
@@ -61,6 +60,19 @@ def test_content_failures_are_not_retried(target_keys, detail):
     assert (result.error_class, result.detail) == (CONTENT, detail)
     assert hits == 1
     assert result.attempts == 1
+
+
+@pytest.mark.parametrize("body, ok", [
+    ('{"version": 3, "status": "ok"}', True),        # anywhere in the body, not only at its start
+    ('{"status":\n  "ok"}', True),
+    ('{"status": "degraded"}', False),
+])
+def test_expect_body_is_searched_in_the_whole_body(body, ok):
+    # The README's example pattern.
+    with HTTPFarm({"/t": reply(body=body)}) as farm:
+        result = check_one({"url": farm.url("/t"), "expect_body": r'"status":\s*"ok"'})
+    assert (result.ok, result.error_class, result.detail) == (
+        (True, None, None) if ok else (False, CONTENT, "expect_body")), result
 
 
 def test_body_too_large_is_not_retried():
@@ -123,8 +135,9 @@ def test_timeouts_are_retried():
     assert (result.error_class, result.detail) == (TIMEOUT, "read")
     assert connections == 2
     assert result.attempts == 2
-    assert result.elapsed_s >= 0.6  # two full deadlines
-    assert result.latency_s < 0.3 + 0.3  # latency is the last attempt only
+    assert result.elapsed_s >= 2 * 0.9 * 0.3  # two full deadlines
+    # latency is the last attempt only: the first one's deadline is not in it
+    assert 0.9 * 0.3 <= result.latency_s <= result.elapsed_s - 0.9 * 0.3
 
 
 def test_retries_zero_means_one_attempt():
@@ -157,6 +170,10 @@ def test_a_retry_can_end_in_a_different_failure_class():
 
 
 # --- Backoff delays ----------------------------------------------------------------
+#
+# Order and lower bounds, not tight durations (docs/testing.md): a delay is never shorter
+# than configured (a sleep cannot end early), the delays grow, and the upper bounds are
+# several times the delay, far below what a wrong policy would wait (no cap, no jitter).
 
 def _gaps(times: list[float]) -> list[float]:
     return [later - earlier for earlier, later in zip(times, times[1:])]
@@ -164,23 +181,24 @@ def _gaps(times: list[float]) -> list[float]:
 
 def test_backoff_delays_double():
     with HTTPFarm({"/t": reply("503 Service Unavailable")}) as farm:
-        result = check_one({"url": farm.url("/t")}, retries=3, backoff=0.1)
+        result = check_one({"url": farm.url("/t")}, retries=3, backoff=0.2)
         gaps = _gaps(farm.hit_times("/t"))
     assert result.attempts == 4
     assert len(gaps) == 3
-    for gap, nominal in zip(gaps, (0.1, 0.2, 0.4)):
-        assert 0.9 * nominal <= gap < nominal + 0.3, gaps
-    assert result.elapsed_s >= 0.9 * 0.7
+    for gap, nominal in zip(gaps, (0.2, 0.4, 0.8)):
+        assert 0.9 * nominal <= gap < 3 * nominal, gaps
+    assert gaps[0] < gaps[2], gaps      # 0.2 s, then 0.8 s: they grow
+    assert result.elapsed_s >= 0.9 * 1.4
 
 
 def test_max_backoff_caps_the_delay():
-    # Uncapped the delays would be 0.1, 0.2, 0.4, 0.8 s.
+    # Uncapped the delays would be 0.2, 0.4, 0.8, 1.6 s.
     with HTTPFarm({"/t": reply("503 Service Unavailable")}) as farm:
-        result = check_one({"url": farm.url("/t")}, retries=4, backoff=0.1, extra="max_backoff = 0.15\n")
+        result = check_one({"url": farm.url("/t")}, retries=4, backoff=0.2, extra="max_backoff = 0.3\n")
         gaps = _gaps(farm.hit_times("/t"))
     assert result.attempts == 5
-    for gap, nominal in zip(gaps, (0.1, 0.15, 0.15, 0.15)):
-        assert 0.9 * nominal <= gap < nominal + 0.15, gaps
+    for gap, nominal in zip(gaps, (0.2, 0.3, 0.3, 0.3)):
+        assert 0.9 * nominal <= gap < 2.5 * nominal, gaps
 
 
 def test_jitter_keeps_delays_between_zero_and_the_nominal_delay():
@@ -195,7 +213,7 @@ def test_jitter_keeps_delays_between_zero_and_the_nominal_delay():
     nominal = (0.1, 0.2, 0.4, 0.8)
     assert result.attempts == 5
     for gap, upper in zip(gaps, nominal):
-        assert 0 <= gap < upper + 0.1, gaps
+        assert 0 <= gap < upper + 0.25, gaps   # the draw is at most the delay; the rest is the machine
     # Jittered, not the plain exponential sequence: some delay is well under its nominal value.
     assert any(gap < 0.75 * upper for gap, upper in zip(gaps, nominal)), gaps
 
@@ -204,7 +222,7 @@ def test_no_backoff_after_a_non_retryable_failure():
     with HTTPFarm({"/t": reply("500 Internal Server Error")}) as farm:
         result = check_one({"url": farm.url("/t")}, retries=3, backoff=2.0)
     assert result.attempts == 1
-    assert result.elapsed_s < 1.0  # no 2 s sleep
+    assert result.elapsed_s < 2.0  # no 2 s sleep
 
 
 # --- expect_status ----------------------------------------------------------------
@@ -255,24 +273,15 @@ def test_unexpected_redirect_is_an_http_failure_when_not_following():
     assert (result.error_class, result.detail, result.status_code) == (HTTP, "302", 302)
 
 
-# --- Total deadline and body cap ----------------------------------------------------
-
-def test_total_deadline_stops_a_trickling_server():
-    timeout = 0.8
-    with RawServer(trickle(0.2, 1000)) as server:
-        started = time.monotonic()
-        result = check_one({"url": server.url("/t")}, timeout=timeout)
-        elapsed = time.monotonic() - started
-    assert (result.error_class, result.detail) == (TIMEOUT, "deadline")
-    assert elapsed < timeout + 0.5
-    assert result.latency_s >= 0.9 * timeout
-
+# --- Per-target deadline and body cap -----------------------------------------------
+# (The total deadline against a trickling body: test_errors.py, one attempt, and
+# test_hostile.py, each attempt of a retried check.)
 
 def test_per_target_timeout_overrides_monitor_timeout():
     with RawServer(never_answer) as server:
         result = check_one({"url": server.url("/t"), "timeout": 0.3}, timeout=5.0)
     assert (result.error_class, result.detail) == (TIMEOUT, "read")
-    assert result.latency_s < 0.3 + 0.3
+    assert 0.9 * 0.3 <= result.latency_s < 2.0   # the target's 0.3 s, far from the monitor's 5 s
 
 
 def test_body_cap_stops_reading_a_streamed_body():
@@ -286,5 +295,5 @@ def test_body_cap_stops_reading_a_streamed_body():
         time.sleep(0.2)  # let the server notice the closed connection
         produced_after = len(produced)
     assert (result.error_class, result.detail, result.status_code) == (CONTENT, "body_too_large", 200)
-    assert elapsed < 1.5
+    assert elapsed < 2.5   # the cap after about 5 chunks (0.1 s), not the 4 s of the whole body
     assert produced_after < 50  # the server was stopped long before the 200th chunk

@@ -1,4 +1,4 @@
-"""Daemon soak (SPEC sections 2, 4, 6 and 8): 500 targets, 200 sweeps, flat resources, fast /metrics.
+"""Daemon soak (SPEC sections 2, 4, 6 and 8): 500 targets, 200 sweeps, flat resources, /metrics always answers.
 
 One soak run (a module fixture) feeds every test here. Three processes, so that the
 numbers are greenmon's own:
@@ -13,7 +13,9 @@ numbers are greenmon's own:
 - a scraper (load_helpers.Scraper) GETting /metrics in a loop, timing each scrape the way
   Prometheus would see it.
 
-The soak is capped at SOAK_CAP_S; reaching 200 sweeps inside the cap is asserted.
+The soak is capped at SOAK_CAP_S; reaching 200 sweeps inside the cap is asserted. Times are
+bounded only against hangs, with margins that hold on a loaded 2-core machine (docs/testing.md):
+how fast a scrape or a sweep is belongs to benchmarks/ (python -m benchmarks.run, daemon scenario).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from servers import closed_port
 SWEEPS = 200
 WARM_UP_SWEEPS = 20
 SAMPLE_AT = (WARM_UP_SWEEPS, 50, 80, 110, 140, 170, SWEEPS)
-SOAK_CAP_S = 90.0
+SOAK_CAP_S = 150.0       # 200 passes of the 0.3 s interval take 60 s; the rest is for a loaded machine
 TIMEOUT_S = 0.3
 RETRIES = 1
 BACKOFF_S = 0.01
@@ -42,11 +44,15 @@ INTERVAL_S = TIMEOUT_S   # as short as the config allows: every target is due ev
 MIX = {"healthy": 250, "failing": 100, "refused": 75, "hanging": 75}
 
 # The longest one check may take: every attempt runs into the deadline, plus the backoff
-# between them. A sweep is one round of checks (concurrency >= targets); the slack covers
-# the CPU work of 500 checks on a loaded 2-core machine.
+# between them. A daemon sweep is one pass of the interval, done when every check started in
+# it has ended: at most INTERVAL_S + CHECK_BOUND_S (0.91 s). A check that outlived its
+# deadline would hold its pass open: the bound is several times that, to catch a hang, not
+# to measure speed on a loaded machine.
 CHECK_BOUND_S = (RETRIES + 1) * TIMEOUT_S + RETRIES * BACKOFF_S
-SWEEP_SLACK_S = 1.0
-SCRAPE_BOUND_S = 0.25
+SWEEP_HANG_BOUND_S = 4 * (INTERVAL_S + CHECK_BOUND_S)
+# Every scrape must be answered within Prometheus' default scrape_timeout (10 s): a slower
+# one is a failed scrape (up == 0). How fast scrapes are is measured in benchmarks/daemon.py.
+SCRAPE_TIMEOUT_S = 10.0
 SCRAPE_PAUSE_S = 0.2
 
 # After warm-up, what the daemon holds must stay flat. The bounds are generous on purpose:
@@ -110,11 +116,6 @@ class SoakRun:
                                        "idle_greenlets": probe["greenlets"] - probe["inflight"]}
         return out
 
-    def during_our_counting(self, started: float, latency: float) -> bool:
-        """A scrape that overlapped the probe's own gc-based greenlet counting."""
-        return any(started <= p["stall"][1] and started + latency >= p["stall"][0]
-                   for p in self.samples.values())
-
 
 @pytest.fixture(scope="module")
 def soak(tmp_path_factory) -> SoakRun:
@@ -125,7 +126,8 @@ def soak(tmp_path_factory) -> SoakRun:
         with ProbedDaemon(config, workdir, sample_at=SAMPLE_AT) as daemon:
             daemon.wait_ready(timeout=20)
             started = time.monotonic()
-            with Scraper(daemon.url("/metrics"), pause_s=SCRAPE_PAUSE_S) as scraper:
+            with Scraper(daemon.url("/metrics"), pause_s=SCRAPE_PAUSE_S,
+                         timeout_s=SCRAPE_TIMEOUT_S + 5) as scraper:
                 while time.monotonic() - started < SOAK_CAP_S and daemon.alive():
                     probes = daemon.probes()
                     if probes and probes[-1]["sweep"] >= SWEEPS:
@@ -151,12 +153,13 @@ def test_soak_reaches_200_sweeps_within_the_cap(soak):
     assert "Traceback" not in soak.stderr
 
 
-def test_soak_no_sweep_overruns_its_deadline_bound(soak):
-    bound = CHECK_BOUND_S + SWEEP_SLACK_S
+def test_soak_no_sweep_hangs(soak):
     durations = [p["duration_s"] for p in soak.probes]
     assert len(durations) >= SWEEPS - 1
+    # A pass lasts at least its interval: the probe reads what the daemon exports.
+    assert min(durations) >= INTERVAL_S * 0.99, sorted(durations)[:5]
     slowest = sorted(durations)[-5:]
-    assert slowest[-1] <= bound, f"slowest sweeps {slowest} > bound {bound:.2f}s"
+    assert slowest[-1] <= SWEEP_HANG_BOUND_S, f"slowest sweeps {slowest} > {SWEEP_HANG_BOUND_S:.2f}s"
 
 
 @pytest.mark.parametrize("resource, slack", [("other_fds", FD_SLACK), ("idle_greenlets", GREENLET_SLACK),
@@ -192,21 +195,13 @@ def test_soak_metrics_answers_every_scrape(soak):
     assert not failed, f"{len(failed)} of {len(soak.scrapes)} scrapes failed: {failed[:5]}"
 
 
-def _judged_latencies(soak) -> list[float]:
-    """Scrape latencies, leaving out the few that overlapped the probe's own greenlet counting."""
-    judged = [s for s in soak.scrapes if not soak.during_our_counting(s[0], s[1])]
-    assert len(judged) >= 0.9 * len(soak.scrapes) >= 45
-    return sorted(latency for _, latency, _ in judged)
-
-
-def test_soak_every_metrics_scrape_under_250ms(soak):
-    # On 2 otherwise idle cores the slowest scrape of a soak is about 150-230 ms (median
-    # 110-120 ms): one render of 500 targets' series blocks the loop for 75-110 ms, and a
-    # scrape landing as a sweep starts its 500 checks waits behind them. Another CPU-heavy
-    # job on the same two cores can push single scrapes past the bound.
-    latencies = _judged_latencies(soak)
-    slow = [round(latency * 1000) for latency in latencies if latency >= SCRAPE_BOUND_S]
-    assert not slow, (f"{len(slow)} of {len(latencies)} scrapes took >= 250 ms: {slow}; "
+def test_soak_every_metrics_scrape_is_answered_within_the_scrape_timeout(soak):
+    """Never hangs: every scrape answered within Prometheus' default scrape_timeout (a failed
+    one would read as greenmon down). Not a speed bound: benchmarks/daemon.py measures that."""
+    latencies = sorted(latency for _, latency, _ in soak.scrapes)
+    assert len(latencies) >= 50
+    slow = [round(latency, 2) for latency in latencies if latency >= SCRAPE_TIMEOUT_S]
+    assert not slow, (f"{len(slow)} of {len(latencies)} scrapes took >= {SCRAPE_TIMEOUT_S:.0f} s: {slow}; "
                       f"median {latencies[len(latencies) // 2] * 1000:.0f} ms")
 
 

@@ -1,0 +1,374 @@
+"""Hand mutation check of greenmon's decision modules: does the suite fail when they break?
+
+Each mutant below is one small, plausible bug in errors, breaker, prober, targets, auth or
+exporter (the modules that decide what an operator is told), with the test files that should
+catch it. For each mutant this script applies it to a copy of the repository in a temporary
+directory, runs those test files there (``pytest -x``: the first failure kills the mutant),
+and puts the copy's module back. The checkout is never written: greenmon/ here stays as it
+is whatever happens (a Ctrl-C included), and the script checks that it did.
+
+    python3 tests/mutations.py                 # every mutant (about 10 minutes on 2 cores)
+    python3 tests/mutations.py --list          # the mutants, and whether each still applies
+    python3 tests/mutations.py --only B1 P2    # some of them
+    python3 tests/mutations.py --tests tests/  # against other test files (here: all of them)
+
+A mutant "survives" when its test files all pass: either the suite cannot see that bug (add
+a test), or the change makes no difference anyone can observe (say why in its note). Exit
+status: 0 when no mutant survived, 1 otherwise, 2 when the unmutated copy already fails,
+130 when interrupted.
+Keep the list honest as the code changes: a mutant whose original text is gone is reported
+as stale, not skipped silently. See docs/testing.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COPIED = ("greenmon", "tests", "deploy", "benchmarks", "README.md", "setup.cfg", "setup.py")
+PER_RUN_TIMEOUT_S = 900.0
+
+ERRORS = ("tests/test_errors.py", "tests/test_prober.py")
+BREAKER = ("tests/test_breaker.py", "tests/test_engine.py")
+PROBER = ("tests/test_prober.py", "tests/test_errors.py", "tests/test_auth.py")
+TARGETS = ("tests/test_config.py", "tests/test_fuzz_config.py", "tests/test_schedule.py",
+           "tests/test_secrets.py")
+AUTH = ("tests/test_auth.py", "tests/test_secrets.py")
+EXPORTER = ("tests/test_exporter.py", "tests/test_web.py")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    id: str
+    module: str          # path from the repository root
+    old: str             # must occur exactly once in the module
+    new: str
+    what: str            # the bug, as an operator would meet it
+    tests: tuple[str, ...]
+    note: str = ""       # for a known survivor: why it does not matter
+
+
+MUTANTS = [
+    # --- errors: classes, details and what is retried ---
+    Mutant("E1", "greenmon/errors.py", "frozenset({429, 502, 503, 504})", "frozenset({429, 502, 504})",
+           "503 is not retried", ERRORS),
+    Mutant("E2", "greenmon/errors.py", "if self.error_class == TIMEOUT:\n            return True",
+           "if self.error_class == TIMEOUT:\n            return False", "timeouts are not retried", ERRORS),
+    Mutant("E3", "greenmon/errors.py", 'return self.detail != "tls"', "return True",
+           "TLS failures are retried", ERRORS),
+    Mutant("E4", "greenmon/errors.py", "AUTH_STATUS = frozenset({401, 403})", "AUTH_STATUS = frozenset({401})",
+           "403 is an http failure, not auth", ERRORS),
+    Mutant("E5", "greenmon/errors.py", 'return Failure(CONNECTION, "refused", "connection refused")',
+           'return Failure(CONNECTION, "reset", "connection refused")', "refused reported as reset", ERRORS),
+    Mutant("E6", "greenmon/errors.py",
+           "        if isinstance(item, ssl.SSLCertVerificationError):\n",
+           "        if False:\n",
+           "a rejected certificate no longer says why (self-signed, expired, host name)", ERRORS),
+    Mutant("E7", "greenmon/errors.py", " and not _is_timeout(item)", "",
+           "a TLS read that timed out is reported as a TLS failure (not retried)", ERRORS),
+    Mutant("E8", "greenmon/errors.py", 'return Failure(CONTENT, "redirects", "too many redirects")',
+           'return Failure(CONNECTION, "redirects", "too many redirects")',
+           "a redirect loop is a connection failure (and retried)", ERRORS),
+    Mutant("E9", "greenmon/errors.py",
+           'return Failure(CONNECTION, "protocol", "response ended before the announced body length")',
+           'return Failure(CONNECTION, "closed", "response ended before the announced body length")',
+           "a body cut short reported as a closed connection", ERRORS),
+    # --- breaker: pure transitions ---
+    Mutant("B1", "greenmon/breaker.py", "0 <= now - state.opened_at < settings.recovery_timeout",
+           "now - state.opened_at < settings.recovery_timeout",
+           "a clock that went backwards keeps an open breaker skipping", BREAKER),
+    Mutant("B2", "greenmon/breaker.py", "now - state.opened_at < settings.recovery_timeout",
+           "now - state.opened_at <= settings.recovery_timeout",
+           "the trial comes one instant after recovery_timeout", BREAKER),
+    Mutant("B3", "greenmon/breaker.py", "failures >= settings.failure_threshold",
+           "failures > settings.failure_threshold", "the breaker opens one failure late", BREAKER),
+    Mutant("B4", "greenmon/breaker.py", "if trial or failures >= settings.failure_threshold",
+           "if failures >= settings.failure_threshold",
+           "a failed half-open trial below the threshold closes the breaker", BREAKER),
+    Mutant("B5", "greenmon/breaker.py", "    if failure is None:\n        return BreakerState()",
+           "    if failure is None:\n        return replace(state, failures=0)",
+           "a successful trial leaves the breaker open", BREAKER),
+    Mutant("B6", "greenmon/breaker.py", "return BreakerState(OPEN, failures, now, failure)",
+           "return BreakerState(OPEN, failures, state.opened_at or now, failure)",
+           "a failed trial does not restart the recovery timeout (a trial at every turn)", BREAKER),
+    # --- prober: attempts, retries, verdicts ---
+    Mutant("P1", "greenmon/prober.py", "max_tries=retry.retries + 1", "max_tries=retry.retries",
+           "one retry fewer than configured", PROBER),
+    Mutant("P2", "greenmon/prober.py", "return self.stopping or not error.attempt.failure.retryable",
+           "return not error.attempt.failure.retryable", "retries go on after a stop (SIGTERM)",
+           PROBER + ("tests/test_faults.py",)),
+    Mutant("P3", "greenmon/prober.py",
+           "    if response.status_code not in target.expect_status:\n"
+           "        return status_failure(response.status_code, response.reason)\n"
+           "    if response.body_too_large:\n"
+           '        return Failure(CONTENT, "body_too_large", "body larger than max_body_bytes")\n',
+           "    if response.body_too_large:\n"
+           '        return Failure(CONTENT, "body_too_large", "body larger than max_body_bytes")\n'
+           "    if response.status_code not in target.expect_status:\n"
+           "        return status_failure(response.status_code, response.reason)\n",
+           "a large 503 page is body_too_large (content, not retried)", PROBER),
+    Mutant("P4", "greenmon/prober.py", "target.reject_body is not None and target.reject_body.search(text)",
+           "False", "reject_body is ignored", PROBER),
+    Mutant("P5", "greenmon/prober.py", "not target.expect_body.search(text)",
+           "not target.expect_body.match(text)", "expect_body must match at the start of the body",
+           PROBER),
+    Mutant("P6", "greenmon/prober.py", "            target.auth.refresh()\n", "",
+           "no re-read of the token after a 401/403", PROBER),
+    Mutant("P7", "greenmon/prober.py", "(self._attempt if trial else self._attempt_with_retries)",
+           "self._attempt_with_retries", "a half-open trial is retried", PROBER + BREAKER),
+    Mutant("P8", "greenmon/prober.py", "return ca_file if verify_tls and ca_file else verify_tls",
+           "return verify_tls", "ca_file is ignored", PROBER),
+    Mutant("P9", "greenmon/prober.py", "timeout=target.timeout or monitor.timeout",
+           "timeout=monitor.timeout", "a target's own timeout is ignored", PROBER),
+    Mutant("P10", "greenmon/prober.py", "jitter=backoff.full_jitter if retry.jitter else None",
+           "jitter=None", "jitter = true is ignored", PROBER),
+    Mutant("P11", "greenmon/prober.py", "factor=retry.backoff, max_value=retry.max_backoff",
+           "factor=retry.backoff", "max_backoff is ignored", PROBER),
+    Mutant("P12", "greenmon/prober.py", "and target.auth is not None and target.auth.refreshable",
+           "and target.auth is not None", "an inline token is tried twice on every 401", PROBER),
+    Mutant("P13", "greenmon/prober.py", "follow_redirects=monitor.follow_redirects",
+           "follow_redirects=True", "follow_redirects = false is ignored", PROBER),
+    # --- targets: what is refused at load, status matching, names ---
+    Mutant("T1", "greenmon/targets.py", "problem = _unsendable(url)", "problem = None",
+           "a URL requests cannot send is accepted at load", TARGETS),
+    Mutant("T2", "greenmon/targets.py", "return status in self.codes or status // 100 in self.classes",
+           "return status in self.codes", 'status classes ("2xx") match nothing',
+           TARGETS + ("tests/test_prober.py",)),
+    Mutant("T3", "greenmon/targets.py", "    if port == 0:\n", "    if False:\n",
+           "port 0 is accepted", TARGETS),
+    Mutant("T4", "greenmon/targets.py", ' or name.startswith("__") or name in RESERVED_LABELS', "",
+           "labels may be called target, le, instance or __x", TARGETS),
+    Mutant("T5", "greenmon/targets.py", "netloc = f\"{parts.username}:***@{parts.netloc.rpartition('@')[2]}\"",
+           "netloc = parts.netloc", "a URL's password is shown and exported", TARGETS + EXPORTER),
+    Mutant("T6", "greenmon/targets.py", "if not 100 <= item <= 599:", "if not 100 <= item:",
+           "expect_status accepts 600 and above", TARGETS),
+    Mutant("T7", "greenmon/targets.py", 'if any(c in url for c in " \\r\\n\\t\\0"):',
+           'if any(c in url for c in "\\0"):', "a URL with spaces or CR/LF is accepted", TARGETS),
+    Mutant("T8", "greenmon/targets.py", 'hashlib.sha256(self.name.encode()).digest()[:8]',
+           'hashlib.sha256(self.name.encode()).digest()[:4]',
+           "shards change with the version (replicas of two versions split targets differently)",
+           TARGETS + ("tests/test_workers.py",)),
+    Mutant("T9", "greenmon/targets.py", "f\"{values['method']} {redact_url(values['url'])}\"",
+           "f\"{values['method']} {values['url']}\"",
+           "an unnamed target's default name (a label) holds the URL's password", TARGETS),
+    Mutant("T10", "greenmon/targets.py", 'if parts.scheme not in ("http", "https"):',
+           'if parts.scheme not in ("http", "https", "ftp"):', "ftp:// URLs are accepted", TARGETS),
+    # --- auth: where secrets come from, and when they are read again ---
+    Mutant("A1", "greenmon/auth.py", "self._value = os.environ.get(self.where, self._value)", "pass",
+           "a token from the environment is never read again", AUTH),
+    Mutant("A2", "greenmon/auth.py", "if stamp != self._file_stamp:", "if self._file_stamp is None:",
+           "a token file rotated on disk is not picked up", AUTH),
+    Mutant("A3", "greenmon/auth.py", 'return self.origin != "inline"', "return True",
+           "an inline secret counts as refreshable", AUTH + ("tests/test_prober.py",)),
+    Mutant("A4", "greenmon/auth.py", "if len(given) != 1:", "if len(given) < 1:",
+           "token and token_file both given: one is silently ignored", AUTH + ("tests/test_config.py",)),
+    Mutant("A5", "greenmon/auth.py", "        header_value(secret.get())\n", "        secret.get()\n",
+           "a secret with a newline (header injection) is accepted at load",
+           AUTH + ("tests/test_config.py", "tests/test_fuzz_config.py")),
+    Mutant("A6", "greenmon/auth.py", "            self._file_stamp = None\n            self._reload_file_if_changed()",
+           "            self._reload_file_if_changed()",
+           "after a 401, a token file is re-read only if its size or time changed", AUTH),
+    # --- exporter: what Prometheus is told ---
+    Mutant("X1", "greenmon/exporter.py", "        if result.skipped:\n            return",
+           "        if False:\n            return", "a skipped check (open breaker) counts as a check", EXPORTER),
+    Mutant("X2", "greenmon/exporter.py", "series.retries[_CLASS_INDEX[error_class]] += 1", "pass",
+           "retries are not counted", EXPORTER),
+    Mutant("X3", "greenmon/exporter.py", "for latency in result.attempt_latencies:",
+           "for latency in result.attempt_latencies[-1:]:",
+           "only the last attempt of a check is timed", EXPORTER),
+    Mutant("X4", "greenmon/exporter.py", '("greenmon_up", by_target, 1 if last.ok else 0)',
+           '("greenmon_up", by_target, 1)', "greenmon_up is always 1", EXPORTER),
+    Mutant("X5", "greenmon/exporter.py",
+           'out.append([] if last is None else [("greenmon_up", by_target, 1 if last.ok else 0)])',
+           'out.append([("greenmon_up", by_target, 1 if last is not None and last.ok else 0)])',
+           "greenmon_up 0 before the first check (a false down at every start)", EXPORTER),
+    Mutant("X6", "greenmon/exporter.py", "            series.breaker = state.state\n", "            pass\n",
+           "a half-open trial does not show while it runs", EXPORTER + BREAKER),
+    Mutant("X7", "greenmon/exporter.py", "series.errors[_CLASS_INDEX[result.error_class]] += 1",
+           "series.errors[0] += 1", "every failure counted as a timeout", EXPORTER),
+    Mutant("X8", "greenmon/exporter.py", 'info = {"target": target.name, "url": target.display_url,',
+           'info = {"target": target.name, "url": target.url,',
+           "greenmon_target_info exports the URL's password", EXPORTER + ("tests/test_secrets.py",)),
+    Mutant("X9", "greenmon/exporter.py", "            series = old.get(target.name)\n",
+           "            series = None\n", "a reload resets every target's counters",
+           EXPORTER + ("tests/test_daemon.py",)),
+    Mutant("X10", "greenmon/exporter.py", 'return "+Inf" if bound == float("inf")',
+           'return "Inf" if bound == float("inf")', "the +Inf bucket is written as Inf", EXPORTER),
+]
+
+
+@dataclass
+class Outcome:
+    mutant: Mutant
+    status: str                  # killed | survived | timeout | stale
+    seconds: float = 0.0
+    by: str = ""                 # the first failing test
+    output: list[str] = field(default_factory=list)
+
+
+def fingerprint(folder: Path) -> str:
+    """A digest of every .py file under ``folder``: the checkout's greenmon/ must not change."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.py")):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def make_copy() -> Path:
+    workdir = Path(tempfile.mkdtemp(prefix="greenmon-mutants-"))
+    ignore = shutil.ignore_patterns("__pycache__", ".hypothesis", ".pytest_cache")
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, workdir / name, ignore=ignore)
+        elif source.exists():
+            shutil.copy2(source, workdir / name)
+    return workdir
+
+
+def environment(workdir: Path) -> dict:
+    env = dict(os.environ)
+    # The copy comes first on the import path of pytest and of every `python -m greenmon` a
+    # test starts (an editable install's finder comes after PYTHONPATH). No .pyc files: a
+    # mutant and its restored original may share a size and a modification second.
+    env["PYTHONPATH"] = str(workdir) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def imports_the_copy(workdir: Path) -> bool:
+    probe = subprocess.run([sys.executable, "-c", "import greenmon; print(greenmon.__file__)"],
+                           cwd=workdir / "tests", env=environment(workdir), capture_output=True,
+                           text=True, timeout=60)
+    return probe.stdout.strip().startswith(str(workdir))
+
+
+_FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)")
+
+
+def run_tests(workdir: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, str, list[str], float]:
+    """(passed | failed | timeout, first failing test, last lines of output, seconds)."""
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider", *tests],
+        cwd=workdir, env=environment(workdir), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill(process)
+        return "timeout", "", [], time.monotonic() - started
+    except BaseException:
+        _kill(process)
+        raise
+    lines = out.splitlines()
+    failed = next((m[1] for line in lines if (m := _FAILED.match(line))), "")
+    status = "passed" if process.returncode == 0 else "failed"
+    return status, failed, lines[-15:], time.monotonic() - started
+
+
+def _kill(process: subprocess.Popen) -> None:
+    """The pytest run and everything it started (its own session)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=30)
+
+
+def try_mutant(workdir: Path, mutant: Mutant, tests: tuple[str, ...] | None, timeout: float) -> Outcome:
+    path = workdir / mutant.module
+    original = path.read_text(encoding="utf-8")
+    if original.count(mutant.old) != 1:
+        return Outcome(mutant, "stale", by=f"original text found {original.count(mutant.old)} times")
+    mutated = original.replace(mutant.old, mutant.new)
+    compile(mutated, str(path), "exec")   # a mutant that is not Python is a mistake in this list
+    path.write_text(mutated, encoding="utf-8")
+    try:
+        status, failed, output, seconds = run_tests(workdir, tests or mutant.tests, timeout)
+    finally:
+        path.write_text(original, encoding="utf-8")
+    verdict = {"passed": "survived", "failed": "killed", "timeout": "timeout"}[status]
+    return Outcome(mutant, verdict, seconds, failed, output)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--only", nargs="+", metavar="ID", help="run only these mutants")
+    parser.add_argument("--tests", nargs="+", metavar="PATH",
+                        help="run these test files for every mutant (default: each mutant's own)")
+    parser.add_argument("--timeout", type=float, default=PER_RUN_TIMEOUT_S,
+                        help="seconds per mutant run; a run that takes longer counts as killed (a hang)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the run of the unmutated copy")
+    args = parser.parse_args(argv)
+
+    mutants = [m for m in MUTANTS if not args.only or m.id in args.only]
+    if args.only and len(mutants) != len(set(args.only)):
+        parser.error(f"unknown mutant id in {args.only}")
+    if args.list:
+        for m in mutants:
+            count = (ROOT / m.module).read_text(encoding="utf-8").count(m.old)
+            state = "ok" if count == 1 else f"STALE ({count} matches)"
+            print(f"{m.id:4} {m.module:22} {state:6} {m.what}")
+        return 0
+
+    before = fingerprint(ROOT / "greenmon")
+    signal.signal(signal.SIGTERM, _interrupt)   # as Ctrl-C: stop the run, remove the copy
+    workdir = make_copy()
+    outcomes: list[Outcome] = []
+    interrupted = False
+    try:
+        if not imports_the_copy(workdir):
+            print("mutations: the copy is not what `import greenmon` finds; aborting", file=sys.stderr)
+            return 2
+        if not args.no_baseline:
+            files = tuple(sorted({t for m in mutants for t in (args.tests or m.tests)}))
+            print(f"baseline: {' '.join(files)}", flush=True)
+            status, failed, output, seconds = run_tests(workdir, files, args.timeout * 2)
+            if status != "passed":
+                print(f"the unmutated copy fails ({status}, {failed}) in {seconds:.0f}s:\n"
+                      + "\n".join(output), file=sys.stderr)
+                return 2
+            print(f"baseline passed in {seconds:.0f}s", flush=True)
+        for mutant in mutants:
+            outcome = try_mutant(workdir, mutant, tuple(args.tests) if args.tests else None, args.timeout)
+            outcomes.append(outcome)
+            print(f"{mutant.id:4} {outcome.status:8} {outcome.seconds:6.0f}s  {mutant.what}"
+                  + (f"  [{outcome.by}]" if outcome.by else ""), flush=True)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted", file=sys.stderr)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if fingerprint(ROOT / "greenmon") != before:   # never expected: only the copy is written
+            print("mutations: greenmon/ in the checkout changed during the run!", file=sys.stderr)
+            return 3
+
+    survived = [o for o in outcomes if o.status in ("survived", "stale")]
+    killed = sum(o.status in ("killed", "timeout") for o in outcomes)
+    print(f"\n{killed} killed, {len(survived)} survived or stale, of {len(outcomes)} run")
+    for outcome in survived:
+        print(f"  {outcome.mutant.id} {outcome.status}: {outcome.mutant.what} ({outcome.mutant.module})"
+              + (f" - {outcome.mutant.note}" if outcome.mutant.note else ""))
+    return 130 if interrupted else 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
