@@ -59,3 +59,19 @@ def test_https_with_a_ca_file_checks_and_records_its_phases(tmp_path):
     assert trusted.timings["tls"] > 0 and trusted.tls.cert_not_after is not None
     # Without the ca_file, the same server is rejected: ca_file really is what made it trusted.
     assert (untrusted.error_class, untrusted.detail) == ("connection", "tls")
+
+
+def test_the_daemon_schedules_checks_and_serves_gzipped_metrics():
+    """The gevent seams the daemon uses (the loop's clock, idle, the thread pool) at the floor."""
+    from daemon_helpers import running_monitor, value, wait_until
+    from helpers import config_for
+
+    with HTTPFarm({"/ok": reply()}) as farm:
+        config = config_for([{"name": "ok", "url": farm.url("/ok")}], timeout=0.2).replace(
+            "monitor", interval=0.2)
+        with running_monitor(config) as running:
+            wait_until(lambda: farm.hits("/ok") >= 3, 5, message="three checks")
+            response = running.get("/metrics", headers={"Accept-Encoding": "gzip"})
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert value(response.text, "greenmon_up", target="ok") == 1
+    assert value(response.text, "greenmon_event_loop_lag_seconds_count") > 0
