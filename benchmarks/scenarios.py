@@ -102,6 +102,8 @@ SCENARIOS = [
     Scenario("1k@100ms", 1_000, 100),
     Scenario("1k@1s", 1_000, 1000, greenmon_defaults=True,
              description="greenmon with its defaults: the whole `--once` process should take < 3 s"),
+    Scenario("5k@100ms-50hosts", 5_000, 100, hosts=50, concurrency=1_000,
+             description="the probe-depth issue's scenario: phase timings on, 50 hosts, concurrency 1,000"),
     Scenario("10k@100ms", 10_000, 100, optional=True),
     Scenario("10k@1s", 10_000, 1000),
     Scenario("10k@1s-workers", 10_000, 1000, workers=(1, 2),

@@ -10,14 +10,10 @@ import dataclasses
 import functools
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+import tomllib
 
 from greenmon import __version__
 from greenmon.auth import AuthSource, parse_auth
@@ -43,6 +39,7 @@ class MonitorSettings:
     user_agent: str = f"greenmon/{__version__}"
     slo_p95_seconds: float = 2.0
     state_file: str = ""
+    min_cert_days: float = 0.0   # > 0: a certificate expiring sooner fails the check
 
 
 @dataclass(frozen=True)
@@ -75,7 +72,7 @@ _SECTION_CHECKS = {
         "concurrency": integer(1), "timeout": number(above=0), "interval": number(above=0),
         "max_body_bytes": integer(1), "verify_tls": boolean, "ca_file": optional_file,
         "follow_redirects": boolean, "user_agent": header_value, "slo_p95_seconds": number(above=0),
-        "state_file": file_path,
+        "state_file": file_path, "min_cert_days": number(at_least=0),
     }),
     "retry": (RetrySettings, {
         "retries": integer(0), "backoff": number(at_least=0), "max_backoff": number(at_least=0),

@@ -16,7 +16,7 @@ import gevent
 import gevent.monkey
 import gevent.pool
 
-from greenmon import statefile
+from greenmon import resolver, statefile
 from greenmon.breaker import HALF_OPEN, BreakerState, Gate, gate, record
 from greenmon.config import Config
 from greenmon.limits import fit_concurrency
@@ -53,13 +53,14 @@ class Engine:
         ``transport``: one to share (a reload keeps the connections); default: a new one,
         with the trust stores of the targets loaded before any check starts timing."""
         require_gevent_patching()
+        resolver.install()   # once per process: cached, capped name lookups (on this hub)
         self.config = config
         self.concurrency = fit_concurrency(config.monitor.concurrency, len(config.enabled_targets))
         if transport is None:
             transport = transport_for(config, self.concurrency)
             transport.load_trust(trust_settings(config))
         self.transport = transport
-        self.prober = Prober(self.transport, config)
+        self.prober = Prober(self.transport, config, clock=clock)
         self.clock = clock
         self.listeners: list[Listener] = list(listeners)
         # Told when a breaker goes half-open for a trial (results tell every other change).

@@ -39,7 +39,7 @@ class Failure:
         if self.error_class == TIMEOUT:
             return True
         if self.error_class == CONNECTION:
-            return self.detail != "tls"
+            return self.detail not in ("tls", "cert_expiring")
         if self.error_class == HTTP:
             return self.detail.isdigit() and int(self.detail) in RETRYABLE_STATUS
         return False
@@ -50,11 +50,13 @@ class DeadlineExceeded(BaseException):
 
 
 class TransportError(Exception):
-    """An attempt that got no usable response; carries its classified Failure."""
+    """An attempt that got no usable response; carries its classified Failure and, from
+    the transport, the attempt's trace (where its time went)."""
 
-    def __init__(self, failure: Failure):
+    def __init__(self, failure: Failure, trace=None):
         super().__init__(failure.message)
         self.failure = failure
+        self.trace = trace
 
 
 def status_failure(status: int, reason: str) -> Failure:
@@ -64,6 +66,7 @@ def status_failure(status: int, reason: str) -> Failure:
 
 
 _TIMEOUT_MESSAGES = {
+    "dns": "name not resolved within {:g}s",
     "connect": "no connection within {:g}s",
     "read": "no response within {:g}s",
     "deadline": "response not complete within the {:g}s deadline",
@@ -71,7 +74,8 @@ _TIMEOUT_MESSAGES = {
 
 
 def timeout_failure(phase: str, seconds: float) -> Failure:
-    """A timeout: ``connect``, ``read`` or ``deadline`` (the response started, then ran out of time)."""
+    """A timeout: ``dns``, ``connect``, ``read`` or ``deadline`` (the response started, then
+    ran out of time)."""
     return Failure(TIMEOUT, phase, _TIMEOUT_MESSAGES[phase].format(seconds))
 
 

@@ -56,8 +56,8 @@ class Recent:
 class TargetSeries:
     """Everything exported about one target."""
 
-    __slots__ = ("target", "checks", "errors", "retries", "last", "last_checked_at", "breaker",
-                 "recent", "histogram")
+    __slots__ = ("target", "checks", "errors", "retries", "last", "contacted", "last_checked_at",
+                 "breaker", "recent", "histogram")
 
     def __init__(self, target: Target):
         self.target = target
@@ -65,6 +65,7 @@ class TargetSeries:
         self.errors = [0] * len(ERROR_CLASSES)
         self.retries = [0] * len(ERROR_CLASSES)
         self.last: MonitorResult | None = None
+        self.contacted: MonitorResult | None = None   # the last result that contacted the target
         self.last_checked_at: float | None = None  # of the last check that contacted the target
         self.breaker = CLOSED
         self.recent = Recent()
@@ -128,6 +129,7 @@ class MetricsStore:
         if result.skipped:
             return  # not contacted: no check, no error counted; greenmon_up stays 0
         series.checks += 1
+        series.contacted = result
         series.last_checked_at = result.checked_at
         if not result.ok:
             series.errors[_CLASS_INDEX[result.error_class]] += 1
@@ -173,6 +175,11 @@ TARGET_FAMILIES = (
     ("greenmon_check_retries",
      "Retried attempts by the class of the failure that caused the retry.", "counter"),
     ("greenmon_target_info", "Target metadata; always 1.", "gauge"),
+    ("greenmon_check_phase_seconds",
+     "Where the last attempt of the last check that contacted the target spent its time.", "gauge"),
+    ("greenmon_tls_cert_expiry_timestamp_seconds",
+     "When the certificate the target presented expires (Unix time; the leaf's notAfter).", "gauge"),
+    ("greenmon_tls_version_info", "The TLS version of the last contacted check; always 1.", "gauge"),
     ("greenmon_check_duration_seconds", "Duration of every attempt of every check.", "histogram"),
 )
 DURATION = len(TARGET_FAMILIES) - 1   # the histogram: per target, or one without the label
@@ -214,6 +221,16 @@ def target_samples(store: MetricsStore, series: TargetSeries,
     info = {"target": target.name, "url": target.display_url, "method": target.method}
     info.update((name, target.labels.get(name, "")) for name in info_labels)
     out.append([("greenmon_target_info", tuple(sorted(info.items())), 1)])
+    contacted = series.contacted
+    timings = contacted.timings if contacted is not None else None
+    out.append([] if timings is None else
+               [("greenmon_check_phase_seconds", (("phase", phase), ("target", target.name)), seconds)
+                for phase, seconds in timings.items() if seconds is not None])
+    tls = contacted.tls if contacted is not None else None
+    out.append([] if tls is None or tls.cert_not_after is None else
+               [("greenmon_tls_cert_expiry_timestamp_seconds", by_target, tls.cert_not_after)])
+    out.append([] if tls is None or tls.version is None else
+               [("greenmon_tls_version_info", (("target", target.name), ("version", tls.version)), 1)])
     if store.per_target_histograms and series.histogram is not None:
         out.append(histogram_samples("greenmon_check_duration_seconds", series.histogram, by_target))
     else:

@@ -27,6 +27,7 @@ from greenmon.cooperative import Slices
 from greenmon.exporter import DURATION, TARGET_FAMILIES, MetricsStore, Sample, global_samples, target_samples
 
 BLOCK = 256        # targets per joined piece: about 50 KB of text
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"   # the text format written here
 GZIP_LEVEL = 1
 
 

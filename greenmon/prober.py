@@ -13,7 +13,8 @@ import time
 import backoff
 
 from greenmon.config import Config, MonitorSettings
-from greenmon.errors import AUTH, CONTENT, Failure, TransportError, status_failure
+from greenmon.errors import AUTH, CONNECTION, CONTENT, Failure, TransportError, status_failure
+from greenmon.expectations import check_json
 from greenmon.result import Attempt, Outcome
 from greenmon.targets import Target
 from greenmon.transport import Request, Response, Transport
@@ -34,8 +35,21 @@ def _log_retry(details) -> None:
               details["wait"], failure.error_class, failure.detail, details["tries"])
 
 
-def evaluate(target: Target, response: Response) -> Failure | None:
-    """The verdict on a response: expected status, then the body patterns."""
+DAY_S = 86_400.0
+
+
+def evaluate(target: Target, response: Response, monitor: MonitorSettings,
+             now: float) -> Failure | None:
+    """The verdict on a response: the certificate's days left, the expected status, then
+    what the body must (or must not) hold."""
+    min_days = monitor.min_cert_days if target.min_cert_days is None else target.min_cert_days
+    tls = response.tls
+    if min_days and tls is not None and tls.cert_not_after is not None:
+        days_left = (tls.cert_not_after - now) / DAY_S
+        if days_left < min_days:
+            return Failure(CONNECTION, "cert_expiring",
+                           f"certificate expires in {max(days_left, 0.0):.1f} days "
+                           f"(min_cert_days {min_days:g})")
     if response.status_code not in target.expect_status:
         return status_failure(response.status_code, response.reason)
     if response.body_too_large:
@@ -46,7 +60,20 @@ def evaluate(target: Target, response: Response) -> Failure | None:
             return Failure(CONTENT, "expect_body", "body does not match expect_body")
         if target.reject_body is not None and target.reject_body.search(text):
             return Failure(CONTENT, "reject_body", "body matches reject_body")
+    if target.expect_json is not None:
+        problem = check_json(target.expect_json, response.body)
+        if problem is not None:
+            return Failure(CONTENT, "expect_json", f"expect_json: {problem}")
     return None
+
+
+def _attempt(status: int | None, record, started: float, body_bytes: int | None,
+             failure: Failure | None) -> Attempt:
+    """An Attempt from the transport's trace: its duration and phases (the phases add up to
+    the duration), or the prober's own clock when the transport gave no trace."""
+    if record is None:
+        return Attempt(status, time.monotonic() - started, body_bytes, failure)
+    return Attempt(status, record.end(), body_bytes, failure, record.timings(), record.tls)
 
 
 def verify_setting(target: Target, monitor: MonitorSettings) -> bool | str:
@@ -66,8 +93,9 @@ def trust_settings(config: Config) -> set[bool | str]:
 class Prober:
     """Checks targets through a shared Transport with the config's retry policy."""
 
-    def __init__(self, transport: Transport, config: Config):
+    def __init__(self, transport: Transport, config: Config, clock=time.time):
         self._transport = transport
+        self._clock = clock   # wall time, for the certificates' days left
         self._monitor = config.monitor
         self._headers: dict = {}  # target name -> Transport.base_headers
         # Targets whose connection is closed after each check (set before the first check):
@@ -114,10 +142,10 @@ class Prober:
         try:
             response = self._transport.send(request)
         except TransportError as error:
-            attempt = Attempt(None, time.monotonic() - started, None, error.failure)
+            attempt = _attempt(None, error.trace, started, None, error.failure)
         else:
-            attempt = Attempt(response.status_code, time.monotonic() - started,
-                              len(response.body), evaluate(target, response))
+            attempt = _attempt(response.status_code, response.trace, started, len(response.body),
+                               evaluate(target, response, self._monitor, self._clock()))
         if attempt.failure is not None:
             log.debug("attempt on %s failed: %s/%s", target.name,
                       attempt.failure.error_class, attempt.failure.detail)

@@ -11,16 +11,21 @@ from greenmon.errors import CONNECTION, Failure
 if TYPE_CHECKING:
     from greenmon.breaker import BreakerState
     from greenmon.targets import Target
+    from greenmon.tls import TLSFacts
 
 
 @dataclass(frozen=True)
 class Attempt:
-    """One request of a check: what came back and, if it failed, why."""
+    """One request of a check: what came back, if it failed why, and where its time went
+    (``timings``: seconds per phase, None for a phase not reached; ``tls``: the session's
+    facts, for HTTPS)."""
 
     status_code: int | None
     latency_s: float
     body_bytes: int | None
     failure: Failure | None
+    timings: Mapping[str, float | None] | None = None
+    tls: "TLSFacts | None" = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,8 @@ class MonitorResult:
     checked_at: float  # epoch seconds; JSON shows ISO 8601 UTC
     body_bytes: int | None
     labels: Mapping[str, str] = field(default_factory=dict)
+    timings: Mapping[str, float | None] | None = None   # of the last attempt (None: not contacted)
+    tls: "TLSFacts | None" = None                       # of the last attempt, for HTTPS
     # Not part of the JSON form, for metrics: the class of each failure that was
     # retried, and the duration of every attempt.
     retried_classes: tuple[str, ...] = field(default=(), repr=False, compare=False)
@@ -80,6 +87,9 @@ class MonitorResult:
             "error": self.error, "breaker": self.breaker,
             "checked_at": iso_timestamp(self.checked_at), "body_bytes": self.body_bytes,
             "labels": dict(self.labels),
+            "timings": None if self.timings is None else
+            {phase: round_seconds(seconds) for phase, seconds in self.timings.items()},
+            "tls": None if self.tls is None else self.tls.to_dict(),
         }
 
 
@@ -94,7 +104,8 @@ def checked_result(target: "Target", outcome: Outcome, state: "BreakerState",
         attempts=len(outcome.attempts),
         error_class=failure and failure.error_class, detail=failure and failure.detail,
         error=failure and failure.message, breaker=state.state, checked_at=checked_at,
-        body_bytes=last.body_bytes, labels=target.labels, retried_classes=outcome.retried_classes,
+        body_bytes=last.body_bytes, labels=target.labels, timings=last.timings, tls=last.tls,
+        retried_classes=outcome.retried_classes,
         attempt_latencies=tuple(a.latency_s for a in outcome.attempts))
 
 

@@ -28,7 +28,7 @@ def _seconds(value) -> str:
     return "-" if value is None else f"{value:.3f} s"
 
 
-def row(series: TargetSeries, slo_p95_s: float) -> str:
+def row(series: TargetSeries, slo_p95_s: float, now: float) -> str:
     """One target's table row."""
     last = series.last
     p95 = percentile(series.recent.sorted(), 0.95)
@@ -47,7 +47,23 @@ def row(series: TargetSeries, slo_p95_s: float) -> str:
         f"<td class='num'>{_seconds(last.latency_s if last else None)}</td>"
         f"<td class='num{' slow' if p95 is not None and p95 > slo_p95_s else ''}'>{_seconds(p95)}</td>"
         f"<td>{escape(series.breaker)}</td>"
+        f"<td class='num'>{_phases(series)}</td><td class='num'>{_cert_days(series, now)}</td>"
         f"<td>{iso_timestamp(last.checked_at) if last else '-'}</td></tr>\n")
+
+
+def _phases(series: TargetSeries) -> str:
+    """Where the last contacted check's time went, in ms: dns/connect/tls/processing/transfer."""
+    timings = series.contacted.timings if series.contacted is not None else None
+    if not timings:
+        return "-"
+    return "/".join("-" if seconds is None else f"{seconds * 1000:.0f}" for seconds in timings.values())
+
+
+def _cert_days(series: TargetSeries, now: float) -> str:
+    tls = series.contacted.tls if series.contacted is not None else None
+    if tls is None or tls.cert_not_after is None:
+        return "-"
+    return f"{(tls.cert_not_after - now) / 86_400:.0f}"
 
 
 def fidelity(loop_lag: Histogram, schedule_lag: Histogram) -> str:
@@ -76,7 +92,8 @@ of {targets} targets &middot; P95 {_seconds(summary['p95_s'])} against the {slo_
 <p class="summary">{fidelity_line}</p>
 <table><thead><tr><th>state</th><th>target</th><th>url</th><th>error class / detail</th>
 <th>last latency</th><th>P95 (last {RECENT_LATENCIES} checks)</th>
-<th>breaker</th><th>last check (UTC)</th></tr></thead>
+<th>breaker</th><th title="dns / connect / tls / processing / transfer">phases (ms)</th>
+<th>cert days left</th><th>last check (UTC)</th></tr></thead>
 <tbody>
 """
     return head, "</tbody></table></body></html>\n"

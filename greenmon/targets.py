@@ -10,6 +10,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from greenmon.auth import AuthSource
+from greenmon.expectations import expect_json
 from greenmon.schema import (ConfigError, Document, Path, boolean, non_empty_string, number,
                              header_name, header_value, optional_file, string, string_table,
                              type_name)
@@ -46,6 +47,8 @@ class Target:
     interval: float | None = None     # None: monitor.interval (the daemon's schedule)
     verify_tls: bool | None = None    # None: monitor.verify_tls
     ca_file: str | None = None        # None: monitor.ca_file
+    min_cert_days: float | None = None  # None: monitor.min_cert_days
+    expect_json: Mapping[str, str | int | float | bool] | None = None
     auth: AuthSource | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     enabled: bool = True
@@ -164,6 +167,8 @@ _CHECKS = {
     "interval": number(above=0),
     "verify_tls": boolean,
     "ca_file": optional_file,
+    "min_cert_days": number(at_least=0),
+    "expect_json": expect_json,
     "auth": non_empty_string,
     "labels": string_table(_label_name),
     "enabled": boolean,

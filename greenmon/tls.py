@@ -1,16 +1,74 @@
-"""TLS trust: one SSLContext per way of verifying, built once and shared by every connection.
+"""TLS: one SSLContext per way of verifying, and what a handshake says about the server.
 
 Left to itself, urllib3 builds a context and loads the CA file for every new
 connection (tens of milliseconds with certifi's bundle). ``ca_file`` adds to
 the default trust (certifi), as the config promises, instead of replacing it.
+
+Every context makes ``TracedSSLSocket``s (``SSLContext.sslsocket_class``, the
+documented seam): the handshake is a phase of the attempt's trace, and the
+certificate the server presented is read from its DER form, which the socket
+gives with ``verify_tls = false`` too (``getpeercert()`` alone says nothing
+then). The DER is parsed with ``cryptography``, once per certificate.
 """
 
 from __future__ import annotations
 
+import functools
 import ssl
+from dataclasses import dataclass
 
 import certifi
 from urllib3.util.ssl_ import create_urllib3_context
+
+from greenmon import trace
+
+
+@dataclass(frozen=True)
+class TLSFacts:
+    """The TLS session of a connection: its version and the server's (leaf) certificate."""
+
+    version: str | None
+    cert_not_after: float | None      # Unix time
+    cert_subject: str | None
+    cert_issuer: str | None
+
+    def to_dict(self) -> dict:
+        from greenmon.result import iso_timestamp
+        return {"version": self.version,
+                "cert_not_after": None if self.cert_not_after is None else iso_timestamp(self.cert_not_after),
+                "cert_subject": self.cert_subject, "cert_issuer": self.cert_issuer}
+
+
+def facts_of(sock) -> TLSFacts | None:
+    """The TLS facts of a connected TLS socket (None for anything else)."""
+    version = getattr(sock, "version", None)
+    if version is None:
+        return None
+    der = sock.getpeercert(binary_form=True)
+    not_after, subject, issuer = _certificate(der) if der else (None, None, None)
+    return TLSFacts(version(), not_after, subject, issuer)
+
+
+@functools.lru_cache(maxsize=4096)
+def _certificate(der: bytes) -> tuple[float | None, str | None, str | None]:
+    """(notAfter, subject, issuer) of a DER certificate; one parse per certificate seen."""
+    from cryptography import x509
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None, None, None
+    return (cert.not_valid_after_utc.timestamp(), cert.subject.rfc4514_string(),
+            cert.issuer.rfc4514_string())
+
+
+class TracedSSLSocket(ssl.SSLSocket):
+    """gevent's SSLSocket whose handshake opens the ``tls`` phase of the attempt's trace."""
+
+    def do_handshake(self, *args, **kwargs):
+        record = trace.current()
+        if record is not None:
+            record.enter(trace.TLS)
+        return super().do_handshake(*args, **kwargs)
 
 
 class TrustStore:
@@ -31,6 +89,7 @@ class TrustStore:
                 context.load_verify_locations(cafile=certifi.where())
                 if isinstance(verify, str):
                     context.load_verify_locations(cafile=verify)
+            context.sslsocket_class = TracedSSLSocket
             self._contexts[verify] = context
         return context
 

@@ -1,13 +1,16 @@
 """The one module that does network I/O: a shared, tuned requests session under a total deadline.
 
-Each attempt runs under one gevent timer covering connect, TLS, headers and
-body: a server that trickles one byte at a time cannot stretch it, as it
-would per-operation socket timeouts. Sockets get no timeouts of their own:
-with the same length, they could never fire first, and they would cost a
-timer on every wait. When the deadline fires, the detail says where the time
-went: ``connect`` (no connection or TLS session), ``read`` (connected, no
-response headers) or ``deadline`` (the response started but did not finish
-in time). Exceptions become Failures here, once.
+Each attempt runs under one gevent timer covering name lookup, connect, TLS,
+headers and body: a server that trickles one byte at a time cannot stretch
+it, as it would per-operation socket timeouts. Sockets get no timeouts of
+their own: with the same length, they could never fire first, and they
+would cost a timer on every wait.
+
+Each attempt carries a ``trace.Trace``: the connection classes below (urllib3's
+``ConnectionCls`` seam), the TLS socket class (``tls``) and the resolver
+(``resolver``) record its phase boundaries as they cross them. The trace
+gives the result its timings and TLS facts, and a deadline its detail: the
+phase it fired in. Exceptions become Failures here, once.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
+from greenmon import trace
 from greenmon.errors import (CONNECTION, DeadlineExceeded, Failure, TransportError,
                              classify_exception, timeout_failure)
-from greenmon.tls import TrustStore
+from greenmon.tls import TLSFacts, TrustStore, facts_of
 
 MAX_REDIRECTS = 10
 CACHE_LIMIT = 100_000
@@ -38,12 +42,17 @@ _NO_PROXIES: dict = {}
 
 @dataclass(frozen=True)
 class Response:
-    """What one attempt received (the body is capped and already read)."""
+    """What one attempt received (the body is capped and already read), and its trace."""
 
     status_code: int
     reason: str
     body: bytes
     body_too_large: bool = False  # the body went past max_body_bytes (``body`` is cut there)
+    trace: trace.Trace | None = None
+
+    @property
+    def tls(self) -> TLSFacts | None:
+        return self.trace.tls if self.trace is not None else None
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,31 @@ def _still_open(sock) -> bool:
     return False      # EOF, or bytes nobody asked for: drop it
 
 
-class _PlainConnection(urllib3.connection.HTTPConnection):
+class _Traced:
+    """Phase boundaries of the attempt using this connection (urllib3's public connect and
+    getresponse); the TLS facts of its session, kept for the requests that reuse it."""
+
+    tls_facts: TLSFacts | None = None
+
+    def connect(self):
+        record = trace.current()
+        if record is not None:
+            record.enter(trace.DNS)   # the resolver closes it (0 for IP literals and cached names)
+        super().connect()
+        self.tls_facts = facts_of(self.sock)
+        if record is not None:
+            record.enter(trace.PROCESSING)
+
+    def getresponse(self):
+        response = super().getresponse()
+        record = trace.current()
+        if record is not None:
+            record.tls = self.tls_facts
+            record.enter(trace.TRANSFER)
+        return response
+
+
+class _PlainConnection(_Traced, urllib3.connection.HTTPConnection):
     @property
     def is_connected(self) -> bool:
         return self.sock is not None and _still_open(self.sock)
@@ -150,6 +183,14 @@ class _PlainPool(urllib3.connectionpool.HTTPConnectionPool):
     ConnectionCls = _PlainConnection
 
 
+class _TLSConnection(_Traced, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _TLSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _TLSConnection
+
+
 class _CachingAdapter(HTTPAdapter):
     """requests' adapter with the work that cannot change for a URL done once per URL.
 
@@ -169,7 +210,7 @@ class _CachingAdapter(HTTPAdapter):
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {
-            **self.poolmanager.pool_classes_by_scheme, "http": _PlainPool}
+            **self.poolmanager.pool_classes_by_scheme, "http": _PlainPool, "https": _TLSPool}
 
     def build_connection_pool_key_attributes(self, request, verify, cert=None):
         """HTTPS pools share one prepared SSLContext per ``verify`` instead of CA file paths."""
@@ -267,8 +308,9 @@ class Transport:
         self._closing_headers = CaseInsensitiveDict({**session.headers, "Connection": "close"})
 
     def send(self, request: Request) -> Response:
-        """One attempt; raises TransportError with a classified Failure when there is no response."""
-        response = None
+        """One attempt; raises TransportError with a classified Failure (and the attempt's
+        trace) when there is no response."""
+        record, token = trace.start()
         try:
             with gevent.Timeout(request.timeout, DeadlineExceeded):
                 prepared = self._prepare(request)
@@ -281,12 +323,21 @@ class Transport:
                     body, too_large = _read_capped(response, request.max_body_bytes)
                 finally:
                     response.close()
-        except DeadlineExceeded as error:
-            phase = "deadline" if response is not None else _stalled_phase(error.__traceback__)
-            raise TransportError(timeout_failure(phase, request.timeout)) from None
+        except DeadlineExceeded:
+            failure = timeout_failure(record.timeout_detail(), request.timeout)
+            record.end()
+            raise TransportError(failure, record) from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as error:
-            raise TransportError(classify_exception(error, request.timeout)) from None
-        return Response(response.status_code, response.reason or "", body, too_large)
+            record.end()
+            raise TransportError(classify_exception(error, request.timeout), record) from None
+        except TransportError as error:
+            record.end()
+            error.trace = record
+            raise
+        finally:
+            trace.stop(token)
+        record.end()
+        return Response(response.status_code, response.reason or "", body, too_large, record)
 
     def base_headers(self, url: str, headers: Mapping[str, str],
                      close: bool = False) -> CaseInsensitiveDict:
@@ -335,19 +386,6 @@ class Transport:
 
     def close(self) -> None:
         self.session.close()
-
-
-_CONNECT_FRAMES = frozenset({"_new_conn", "create_connection", "do_handshake",
-                             "_ssl_wrap_socket_and_match_hostname"})
-
-
-def _stalled_phase(traceback) -> str:
-    """Where the deadline caught a request that had no response yet: "connect" or "read"."""
-    while traceback is not None:
-        if traceback.tb_frame.f_code.co_name in _CONNECT_FRAMES:
-            return "connect"
-        traceback = traceback.tb_next
-    return "read"
 
 
 def _check_framing(response: requests.Response) -> None:

@@ -7,6 +7,7 @@ last one, in slices that yield to the loop, and hands out the cached pieces.
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Generic, TypeVar
 
 from greenmon import statuspage
@@ -47,7 +48,7 @@ class Views:
         self.store = store
         self._slo_p95_s = slo_p95_s
         self._json = PerTarget(lambda s: result_json(s.last).encode())
-        self._rows = PerTarget(lambda s: statuspage.row(s, self._slo_p95_s()).encode())
+        self._rows = PerTarget(lambda s: statuspage.row(s, self._slo_p95_s(), time.time()).encode())
 
     def results_document(self) -> list[bytes]:
         """The same document as `--format json`, from the latest result of each target."""

@@ -14,10 +14,10 @@ import time
 
 from gevent.pool import Pool
 from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, gzip_accepted
+from prometheus_client.exposition import gzip_accepted
 
 from greenmon.cooperative import off_loop
-from greenmon.exposition import Text, gzip_pieces
+from greenmon.exposition import CONTENT_TYPE, Text, gzip_pieces
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def make_app(monitor):
             return text(environ, start_response, "405 Method Not Allowed", b"GET only\n",
                         [("Allow", "GET, HEAD")])
         if path == "/metrics":
-            return respond(environ, start_response, "200 OK", CONTENT_TYPE_PLAIN_0_0_4,
+            return respond(environ, start_response, "200 OK", CONTENT_TYPE,
                            monitor.exposition.render())
         if path == "/healthz":
             if monitor.healthy():

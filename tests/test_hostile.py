@@ -58,12 +58,16 @@ def sweep_bound(timeout: float = TIMEOUT_S, retries: int = RETRIES, backoff: flo
 
 @pytest.fixture(scope="module", autouse=True)
 def dns_stays_on_loopback():
-    """Guard: the .invalid lookups below (1,000 at once) must go to c-ares on 127.0.0.1, as
-    conftest sets up, and never to the machine's real DNS server."""
-    resolver = gevent.get_hub().resolver
-    if type(resolver).__module__ != "gevent.resolver.ares" or resolver.params.get("servers") != ["127.0.0.1"]:
-        pytest.fail(f"name lookups would not stay on loopback: {type(resolver)} "
-                    f"{getattr(resolver, 'params', None)}")
+    """Guard: the .invalid lookups below (1,000 at once) must go to 127.0.0.1, as conftest sets
+    up, and never to the machine's real DNS server: greenmon's resolver asks 127.0.0.1, and
+    so does gevent's c-ares resolver behind it (IP literals)."""
+    from greenmon.resolver import install
+    resolver = install()
+    fallback = resolver.fallback
+    if (resolver.servers != ["127.0.0.1"] or type(fallback).__module__ != "gevent.resolver.ares"
+            or fallback.params.get("servers") != ["127.0.0.1"]):
+        pytest.fail(f"name lookups would not stay on loopback: {resolver.servers} "
+                    f"{getattr(fallback, 'params', None)}")
 
 
 # --- Healthy neighbours -----------------------------------------------------------------

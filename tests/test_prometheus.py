@@ -161,13 +161,13 @@ def test_promtool_check_rules_passes():
     promtool = find_binary("promtool")
     result = run_tool([promtool, "check", "rules", str(ALERTS_YML)])
     assert result.returncode == 0, describe_run(result)
-    assert "SUCCESS: 5 rules found" in result.stdout, describe_run(result)
+    assert "SUCCESS: 6 rules found" in result.stdout, describe_run(result)
 
 
 def test_alert_rules_exist_as_the_spec_names_them():
     text = ALERTS_YML.read_text(encoding="utf-8")
     for name in ("GreenmonTargetDown", "GreenmonLatencyP95High", "GreenmonErrorRateHigh",
-                 "GreenmonBreakerOpen", "GreenmonAbsent"):
+                 "GreenmonBreakerOpen", "GreenmonAbsent", "GreenmonCertExpiringSoon"):
         assert f"alert: {name}\n" in text, name
 
 
@@ -189,7 +189,7 @@ def test_promtool_check_config_passes(tmp_path):
     result = run_tool([promtool, "check", "config", str(tmp_path / "prometheus.yml")], cwd=tmp_path)
     assert result.returncode == 0, describe_run(result)
     assert "1 rule files found" in result.stdout, describe_run(result)
-    assert "SUCCESS: 5 rules found" in result.stdout, describe_run(result)
+    assert "SUCCESS: 6 rules found" in result.stdout, describe_run(result)
 
 
 def test_amtool_check_config_passes():
@@ -291,7 +291,7 @@ def test_end_to_end_alert_reaches_alertmanager_webhook(tmp_path):
         # cannot elapse inside this test's 90 s bound; 2s still makes an alert pend
         # through two 1s evaluations before it fires, so `for` is exercised, not removed.
         rules_text, replaced = shorten_for_durations(ALERTS_YML.read_text(encoding="utf-8"), "2s")
-        assert replaced == rules_text.count("- alert:") == 5, rules_text
+        assert replaced == rules_text.count("- alert:") == 6, rules_text
         rules = tmp_path / "alerts.yml"
         rules.write_text(rules_text, encoding="utf-8")
 

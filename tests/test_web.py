@@ -21,7 +21,8 @@ INTERVAL_S = 0.3
 BREAKER_OPENS_AT_ONCE = "[breaker]\nfailure_threshold = 1\nrecovery_timeout = 300\n"
 
 RESULT_KEYS = {"target", "url", "method", "ok", "status_code", "latency_s", "elapsed_s", "attempts",
-               "error_class", "detail", "error", "breaker", "checked_at", "body_bytes", "labels"}
+               "error_class", "detail", "error", "breaker", "checked_at", "body_bytes", "labels",
+               "timings", "tls"}
 SUMMARY_KEYS = {"targets", "up", "down", "skipped", "duration_s", "p50_s", "p95_s", "max_s",
                 "slo_p95_s", "slo_met", "errors"}
 

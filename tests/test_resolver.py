@@ -1,0 +1,109 @@
+"""Name resolution under load (SPEC section 9): the cache, its TTL, the negative cache, the cap,
+and the detail of a check whose name does not resolve, against a real DNS server on 127.0.0.1:53.
+
+Every test installs a fresh resolver (an empty cache) asking that server, and
+restores the process's resolver afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gevent
+import pytest
+
+from greenmon import resolver
+from greenmon.errors import CONNECTION, TIMEOUT
+from dns_server import DNSServer, answer, nxdomain, silent, slow
+from helpers import config_for, sweep_config
+from servers import HTTPFarm, reply
+
+
+@pytest.fixture
+def fresh_resolver():
+    hub = gevent.get_hub()
+    before = hub.resolver
+    installed = resolver.install(servers=["127.0.0.1"], fresh=True)
+    try:
+        yield installed
+    finally:
+        hub.resolver = before
+
+
+def targets_on(farm: HTTPFarm, host: str, count: int, prefix: str = "t") -> list[dict]:
+    return [{"name": f"{prefix}{i}", "url": farm.url(f"/ok?{i}", host=host)} for i in range(count)]
+
+
+CLOSING = reply(headers=[("Connection", "close")])   # every check opens a new connection
+
+
+def test_a_host_is_looked_up_once_for_many_targets(fresh_resolver):
+    with DNSServer({"svc.test": answer(ttl=60)}) as dns, HTTPFarm({"/ok": CLOSING}) as farm:
+        config = config_for(targets_on(farm, "svc.test", 50))
+        first = sweep_config(config)
+        again = sweep_config(config)
+    assert all(r.ok for r in first + again), [r for r in first + again if not r.ok][:2]
+    assert fresh_resolver.lookups == 1
+    assert dns.asked("svc.test") <= 2       # one lookup: its A and AAAA questions
+    # 50 checks at once waited for that one lookup; later connections found it cached: dns 0.
+    assert all(r.timings["dns"] > 0 for r in first)
+    assert all(r.timings["dns"] == 0 and r.timings["connect"] > 0 for r in again)
+
+
+def test_an_answer_is_kept_for_its_ttl_and_asked_again_after(fresh_resolver):
+    with DNSServer({"short.test": answer(ttl=1)}) as dns, HTTPFarm({"/ok": CLOSING}) as farm:
+        config = config_for(targets_on(farm, "short.test", 1))
+        assert sweep_config(config)[0].ok
+        assert sweep_config(config)[0].ok       # within the TTL: cached
+        assert fresh_resolver.lookups == 1
+        gevent.sleep(1.3)                       # past the 1 s TTL
+        assert sweep_config(config)[0].ok
+    assert fresh_resolver.lookups == 2
+    assert dns.asked("short.test") >= 2
+
+
+def test_a_name_that_does_not_exist_is_connection_dns_and_is_not_asked_again_at_once(fresh_resolver):
+    with DNSServer({"": nxdomain()}) as dns:
+        config = config_for([{"name": "nope", "url": "http://nope.invalid/"}])
+        first = sweep_config(config)[0]
+        second = sweep_config(config)[0]
+    for result in (first, second):
+        assert (result.error_class, result.detail) == (CONNECTION, "dns"), result
+    assert fresh_resolver.lookups == 1               # the second found the negative answer
+    assert dns.asked("nope.invalid") <= 2
+
+
+def test_a_deadline_while_the_name_is_resolved_is_timeout_dns(fresh_resolver):
+    with DNSServer({"": silent()}):
+        [result] = sweep_config(config_for([{"name": "stuck", "url": "http://stuck.test/"}], timeout=0.5))
+    assert (result.error_class, result.detail) == (TIMEOUT, "dns"), result
+    assert result.timings["dns"] >= 0.4
+    assert result.timings["connect"] is None
+
+
+def test_lookups_in_flight_are_capped_and_the_cache_coalesces_them(fresh_resolver):
+    names = [f"n{i}.test" for i in range(60)]
+    with DNSServer({"test": slow(0.2, answer(ttl=60))}) as dns, HTTPFarm({"/ok": reply()}) as farm:
+        targets = [{"name": n, "url": farm.url("/ok", host=n)} for n in names]
+        targets += [{"name": f"again-{n}", "url": farm.url("/ok?again", host=n)} for n in names]
+        results = sweep_config(config_for(targets, timeout=10.0))
+    assert all(r.ok for r in results), [r for r in results if not r.ok][:2]
+    assert fresh_resolver.lookups == len(names)        # 120 targets, 60 names: 60 lookups
+    # At most MAX_LOOKUPS lookups at once, each an A and an AAAA question.
+    assert dns.most_unanswered <= 2 * resolver.MAX_LOOKUPS
+    assert dns.most_unanswered >= 2
+
+
+def test_a_thousand_names_that_do_not_resolve_leave_healthy_targets_alone(fresh_resolver):
+    with DNSServer({"": nxdomain()}), HTTPFarm({"/ok": reply()}) as farm:
+        bad = [{"name": f"bad-{i}", "url": f"http://bad-{i}.invalid/"} for i in range(1000)]
+        good = [{"name": f"good-{i}", "url": farm.url(f"/ok?{i}")} for i in range(50)]
+        started = time.monotonic()
+        results = {r.target: r for r in sweep_config(config_for(bad + good, timeout=3.0))}
+        took = time.monotonic() - started
+    assert {(r.error_class, r.detail) for name, r in results.items() if name.startswith("bad")} == \
+        {(CONNECTION, "dns")}
+    assert all(results[f"good-{i}"].ok for i in range(50))
+    # Generous behaviour bounds (the benchmark has the figures): no lookup storm of seconds.
+    assert took < 30
+    assert max(results[f"good-{i}"].latency_s for i in range(50)) < 3.0
