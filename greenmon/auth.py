@@ -16,7 +16,7 @@ from greenmon.schema import Document, Path, file_path, header_name, header_value
 
 log = logging.getLogger(__name__)
 
-AUTH_TYPES = ("bearer", "basic", "header")
+AUTH_TYPES = ("bearer", "basic", "header", "oauth2")
 
 
 class Secret:
@@ -81,7 +81,8 @@ class AuthSource:
     def refreshable(self) -> bool:
         return any(secret.refreshable for secret in self._secrets.values())
 
-    def header(self) -> tuple[str, str]:
+    def header(self, transport=None) -> tuple[str, str]:
+        """The header to send (``transport``: for sources that fetch, oauth2; unused here)."""
         if self.kind == "bearer":
             return self.header_name, f"Bearer {self._secrets['token'].get()}"
         if self.kind == "basic":
@@ -89,7 +90,8 @@ class AuthSource:
             return self.header_name, "Basic " + base64.b64encode(pair).decode("ascii")
         return self.header_name, self._secrets["value"].get()
 
-    def refresh(self) -> None:
+    def refresh(self, sent: tuple[str, str] | None = None) -> None:
+        """Re-read the secrets after a 401/403 (``sent``: the header that was refused)."""
         for secret in self._secrets.values():
             secret.refresh()
 
@@ -107,17 +109,21 @@ _CHECKS = {
 _SECRET_KEY = {"bearer": "token", "basic": "password", "header": "value"}
 
 
-def parse_auth(doc: Document, name: str, raw: Any) -> AuthSource:
-    """Validate one [auth.NAME] table and read its secret once (load time errors are config errors)."""
+def parse_auth(doc: Document, name: str, raw: Any, monitor=None) -> AuthSource:
+    """Validate one [auth.NAME] table and read its secret once (load time errors are config errors).
+    ``monitor``: the [monitor] settings, defaults of an oauth2 source's token requests."""
     path: Path = ("auth", name)
     if not isinstance(raw, dict):
         raise doc.error(path, "must be a table")
     kind = raw.get("type")
     if kind not in AUTH_TYPES:
         raise doc.error(path + ("type",), f"must be one of {', '.join(AUTH_TYPES)}, got {kind!r}")
+    if kind == "oauth2":
+        from greenmon.oauth2 import parse_oauth2   # noqa: PLC0415 (it imports this module)
+        return parse_oauth2(doc, name, raw, monitor)
     values = doc.read_table(raw, path, _CHECKS[kind])
     key = _SECRET_KEY[kind]
-    secret = _parse_secret(doc, path, key, values)
+    secret = parse_secret(doc, path, key, values)
     if kind == "basic":
         if "username" not in values:
             raise doc.error(path + ("username",), "is required for basic auth")
@@ -129,7 +135,7 @@ def parse_auth(doc: Document, name: str, raw: Any) -> AuthSource:
     return AuthSource(name, kind, "Authorization", {key: secret})
 
 
-def _parse_secret(doc: Document, path: Path, key: str, values: dict[str, str]) -> Secret:
+def parse_secret(doc: Document, path: Path, key: str, values: dict[str, str]) -> Secret:
     given = [k for k in (key, f"{key}_env", f"{key}_file") if k in values]
     if len(given) != 1:
         raise doc.error(path + (given[-1] if given else key,),

@@ -151,3 +151,9 @@ def _ssl_reason(exc: BaseException) -> str:
     if isinstance(reason, str) and reason:
         return reason.lower().replace("_", " ")
     return type(exc).__name__
+
+
+class TokenError(Exception):
+    """An auth source could not get the token a check must send (an OAuth2 token endpoint that
+    refused, timed out or answered without a token). The check fails as ``auth``/``token``
+    without contacting its target; the message says why and never holds a secret."""

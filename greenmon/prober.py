@@ -13,7 +13,8 @@ import time
 import backoff
 
 from greenmon.config import Config, MonitorSettings
-from greenmon.errors import AUTH, CONNECTION, CONTENT, Failure, TransportError, status_failure
+from greenmon.errors import (AUTH, CONNECTION, CONTENT, Failure, TokenError, TransportError,
+                             status_failure)
 from greenmon.expectations import check_json
 from greenmon.result import Attempt, Outcome
 from greenmon.targets import Target
@@ -86,8 +87,12 @@ def verify_setting(target: Target, monitor: MonitorSettings) -> bool | str:
 def trust_settings(config: Config) -> set[bool | str]:
     """The verify settings of the config's HTTPS targets: their trust stores are loaded
     before checks start, not by the first check that needs one, while others are timed."""
-    return {verify_setting(t, config.monitor) for t in config.enabled_targets
-            if t.url[:6].lower() == "https:"}
+    settings = {verify_setting(t, config.monitor) for t in config.enabled_targets
+                if t.url[:6].lower() == "https:"}
+    # Token endpoints of oauth2 sources are asked before their targets' checks are timed.
+    settings.update(source.verify for source in config.auth.values()
+                    if source.kind == "oauth2" and source.token_url[:6].lower() == "https:")
+    return settings
 
 
 class Prober:
@@ -125,19 +130,27 @@ class Prober:
         return Outcome(tuple(attempts), time.monotonic() - started)
 
     def _attempt(self, attempts: list[Attempt], target: Target) -> None:
-        """One attempt, repeated once after refreshing the auth source on 401/403."""
-        attempt = self._send(target)
+        """One attempt, repeated once after refreshing the auth source on 401/403 (not after a
+        token that could not be had: asking again at once would only ask the same)."""
+        attempt, sent = self._send(target)
         if (attempt.failure is not None and attempt.failure.error_class == AUTH
+                and attempt.status_code is not None
                 and target.auth is not None and target.auth.refreshable):
             attempts.append(attempt)
-            target.auth.refresh()
-            attempt = self._send(target)
+            target.auth.refresh(sent)
+            attempt, _ = self._send(target)
         attempts.append(attempt)
         if attempt.failure is not None:
             raise AttemptFailed(attempt)
 
-    def _send(self, target: Target) -> Attempt:
-        request = self._request(target)
+    def _send(self, target: Target) -> tuple[Attempt, tuple[str, str] | None]:
+        """One request, and the auth header it carried. A token that cannot be had fails the
+        attempt as auth/token before the target is contacted (no latency: nothing was timed)."""
+        try:
+            request = self._request(target)
+        except TokenError as error:
+            log.debug("attempt on %s failed: auth/token", target.name)
+            return Attempt(None, None, None, Failure(AUTH, "token", str(error))), None
         started = time.monotonic()
         try:
             response = self._transport.send(request)
@@ -149,7 +162,7 @@ class Prober:
         if attempt.failure is not None:
             log.debug("attempt on %s failed: %s/%s", target.name,
                       attempt.failure.error_class, attempt.failure.detail)
-        return attempt
+        return attempt, request.auth
 
     def _request(self, target: Target) -> Request:
         monitor = self._monitor
@@ -159,7 +172,7 @@ class Prober:
                 target.url, target.headers, close=target.name in self.close_connections)
         return Request(
             method=target.method, url=target.url, headers=headers, body=target.body,
-            auth=target.auth.header() if target.auth is not None else None,
+            auth=target.auth.header(self._transport) if target.auth is not None else None,
             timeout=target.timeout or monitor.timeout, verify=verify_setting(target, monitor),
             follow_redirects=monitor.follow_redirects, max_body_bytes=monitor.max_body_bytes,
         )

@@ -21,7 +21,7 @@ class Attempt:
     facts, for HTTPS)."""
 
     status_code: int | None
-    latency_s: float
+    latency_s: float | None   # None: the target was not contacted (no token to send)
     body_bytes: int | None
     failure: Failure | None
     timings: Mapping[str, float | None] | None = None
@@ -106,7 +106,7 @@ def checked_result(target: "Target", outcome: Outcome, state: "BreakerState",
         error=failure and failure.message, breaker=state.state, checked_at=checked_at,
         body_bytes=last.body_bytes, labels=target.labels, timings=last.timings, tls=last.tls,
         retried_classes=outcome.retried_classes,
-        attempt_latencies=tuple(a.latency_s for a in outcome.attempts))
+        attempt_latencies=tuple(a.latency_s for a in outcome.attempts if a.latency_s is not None))
 
 
 def internal_error_result(target: "Target", error: Exception, checked_at: float) -> MonitorResult:

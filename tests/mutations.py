@@ -123,7 +123,7 @@ MUTANTS = [
     Mutant("P5", "greenmon/prober.py", "not target.expect_body.search(text)",
            "not target.expect_body.match(text)", "expect_body must match at the start of the body",
            PROBER),
-    Mutant("P6", "greenmon/prober.py", "            target.auth.refresh()\n", "",
+    Mutant("P6", "greenmon/prober.py", "            target.auth.refresh(sent)\n", "",
            "no re-read of the token after a 401/403", PROBER),
     Mutant("P7", "greenmon/prober.py", "(self._attempt if trial else self._attempt_with_retries)",
            "self._attempt_with_retries", "a half-open trial is retried", PROBER + BREAKER),
