@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 loader = farm.config
             else:
                 path = config_path(args.config)
-                loader = lambda: load_config(path)  # noqa: E731
+                loader = lambda discover=True: load_config(path, discover)  # noqa: E731
             config = apply_overrides(loader(), args)
             if args.check_config:
                 print(describe(config))
@@ -140,7 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             tune_runtime()
             if not args.once:
                 from greenmon.daemon import run_daemon
-                return run_daemon(config, lambda: apply_overrides(loader(), args), args.workers)
+                # A reload reads the file in a thread; the monitor loads its sources (on the loop).
+                return run_daemon(config, lambda: apply_overrides(loader(discover=False), args),
+                                  args.workers)
             out = stack.enter_context(_open_output(args.output))
             return run_once(config, args.format, out, textfile=args.textfile,
                             pushgateway=args.pushgateway, workers=args.workers)
@@ -173,9 +175,19 @@ def _quiet_interrupts() -> None:
 
 
 def describe(config: Config) -> str:
+    """The --check-config summary: one line, then one per discovery source (what it yields,
+    and the OpenAPI operations it skipped, by reason)."""
+    from greenmon.discovery.sources import describe as describe_sources
+
     enabled = len(config.enabled_targets)
-    return (f"{config.source}: OK: {len(config.targets)} targets ({enabled} enabled), "
+    line = (f"{config.source}: OK: {len(config.targets)} targets ({enabled} enabled), "
             f"{len(config.auth)} auth sources")
+    if not config.sources:
+        return line
+    skipped = sum(len(load.skipped) for load in config.discovered.values())
+    line += (f", {len(config.sources)} discovery sources ({len(config.static_targets)} targets "
+             f"from [[targets]], {skipped} OpenAPI operations skipped)")
+    return "\n".join([line] + ["  " + item for item in describe_sources(config)])
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import tomllib
 
 from greenmon import __version__
 from greenmon.auth import AuthSource, parse_auth
+from greenmon.discovery import sources as discovery
 from greenmon.schema import (ConfigError, Document, boolean, buckets, integer, interpolate,
                              file_path, header_value, listen_address, number,
                              optional_file)
@@ -84,7 +85,7 @@ _SECTION_CHECKS = {
     "server": (ServerSettings, {"listen": listen_address}),
     "metrics": (MetricsSettings, {"buckets": buckets, "per_target_histograms": boolean}),
 }
-_TOP_LEVEL = set(_SECTION_CHECKS) | {"auth", "targets"}
+_TOP_LEVEL = set(_SECTION_CHECKS) | {"auth", "targets"} | set(discovery.SOURCE_KINDS)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,11 @@ class Config:
     auth: Mapping[str, AuthSource] = field(default_factory=dict)
     targets: tuple[Target, ...] = ()
     source: str = "<defaults>"
+    # Discovery: the [[openapi]] and [[file_sd]] entries, the [[targets]] list as written, and
+    # the last good load of each source (by Source.key); ``targets`` is the merge of them all.
+    sources: tuple = ()
+    static_targets: tuple[Target, ...] = ()
+    discovered: Mapping[str, Any] = field(default_factory=dict)
     shard: tuple[int, int] = (0, 1)  # --shard I/N: this instance checks shard I of N
 
     @property
@@ -129,7 +135,8 @@ class Config:
 
 
 _TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
-_PATH_KEYS = {"ca_file", "state_file", "token_file", "password_file", "value_file"}
+_PATH_KEYS = {"ca_file", "state_file", "token_file", "password_file", "value_file",
+              "client_secret_file"}
 
 
 def _resolve_paths(raw: dict, base_dir: str) -> None:
@@ -144,6 +151,7 @@ def _resolve_paths(raw: dict, base_dir: str) -> None:
             value = table[key]
             if isinstance(value, str) and value and not os.path.isabs(value):
                 table[key] = os.path.join(base_dir, value)
+    discovery.resolve_paths(raw, base_dir)
 
 
 def config_path(explicit: str | None) -> str:
@@ -151,8 +159,12 @@ def config_path(explicit: str | None) -> str:
     return explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
 
 
-def load_config(path: str | os.PathLike) -> Config:
-    """Read and validate a config file; raises ConfigError naming file, line and key."""
+def load_config(path: str | os.PathLike, discover: bool = True) -> Config:
+    """Read and validate a config file; raises ConfigError naming file, line and key.
+
+    ``discover``: load every discovery source now (a source that cannot be loaded is a
+    ConfigError naming it). False leaves that to the caller (the daemon's reload, which
+    fetches on the event loop): ``targets`` then holds only [[targets]]."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as handle:
@@ -163,10 +175,11 @@ def load_config(path: str | os.PathLike) -> Config:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
-    return parse_config(text, path)
+    return parse_config(text, path, discover=discover)
 
 
-def parse_config(text: str, filename: str = "<string>", base_dir: str | None = None) -> Config:
+def parse_config(text: str, filename: str = "<string>", base_dir: str | None = None,
+                 discover: bool = True) -> Config:
     """Validate TOML text; relative file paths in it are taken from ``base_dir``
     (default: the folder of ``filename``, as Prometheus does for its own config)."""
     try:
@@ -192,7 +205,8 @@ def parse_config(text: str, filename: str = "<string>", base_dir: str | None = N
     raw_auth = raw.get("auth", {})
     if not isinstance(raw_auth, dict):
         raise doc.error(("auth",), "must be a table of [auth.NAME] tables")
-    auth = {name: parse_auth(doc, name, table) for name, table in raw_auth.items()}
+    auth = {name: parse_auth(doc, name, table, sections["monitor"])
+            for name, table in raw_auth.items()}
 
     raw_targets = raw.get("targets", [])
     if not isinstance(raw_targets, list):
@@ -204,10 +218,15 @@ def parse_config(text: str, filename: str = "<string>", base_dir: str | None = N
             raise doc.error(("targets", i, "name"),
                             f"duplicate target name {target.name!r} (also targets[{seen[target.name]}])")
         seen[target.name] = i
-    config = Config(auth=auth, targets=targets, source=filename, **sections)
-    if not config.enabled_targets:
+    sources = discovery.parse_sources(doc, raw, auth, sections["monitor"])
+    config = Config(auth=auth, targets=targets, source=filename, sources=sources,
+                    static_targets=targets, **sections)
+    if not sources and not config.enabled_targets:
         raise doc.error(("targets",), "no enabled targets: add at least one [[targets]] entry")
     _check_intervals(doc, config, raw.get("monitor", {}))
+    if sources and discover:
+        loaded = discovery.load_all(doc, sources, config.monitor.user_agent)
+        config = discovery.merge(config, loaded, doc)
     return config
 
 

@@ -2,10 +2,14 @@
 
 ``greenmon --demo`` starts it in-process on random free ports and monitors
 it with short timeouts, so a first run needs no network and no config file.
+Its ``/openapi.json`` describes a small API: the demo config discovers two
+of its operations as targets (``[[openapi]]``) and skips a third, whose
+required parameter has no example.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import secrets
 import socket
@@ -18,6 +22,16 @@ from greenmon.config import Config, parse_config
 SLOW_DELAY_S = 2.5       # above the 2 s P95 objective
 FLAKY_FAILURE_RATE = 1 / 3
 _HANG_S = 3600
+OPENAPI_DOCUMENT = json.dumps({
+    "openapi": "3.0.3", "info": {"title": "greenmon demo API", "version": "1"},
+    "paths": {
+        "/healthy": {"get": {"summary": "Health"}},
+        "/items/{id}": {"get": {"parameters": [
+            {"name": "id", "in": "path", "required": True, "example": 42}]}},
+        "/search": {"get": {"parameters": [
+            {"name": "q", "in": "query", "required": True, "schema": {"type": "string"}}]}},
+    },
+}).encode()
 
 
 def _free_port() -> int:
@@ -52,7 +66,9 @@ class DemoFarm:
     def _app(self, environ, start_response):
         path = environ.get("PATH_INFO", "/")
         status, body = "200 OK", b'{"status": "ok"}'
-        if path == "/slow":
+        if path == "/openapi.json":
+            body = OPENAPI_DOCUMENT
+        elif path == "/slow":
             gevent.sleep(SLOW_DELAY_S)
         elif path == "/flaky" and self._random.random() < FLAKY_FAILURE_RATE:
             status, body = "503 Service Unavailable", b"try again"
@@ -126,7 +142,12 @@ expect_body = '"ok"'
 [[targets]]
 name = "demo-hanging"
 url = "{base}/hang"
+
+[[openapi]]
+spec = "{base}/openapi.json"
+name_prefix = "demo-api "
+labels = {{ tier = "demo" }}
 """
 
-    def config(self) -> Config:
-        return parse_config(self.config_text(), "<demo>")
+    def config(self, discover: bool = True) -> Config:
+        return parse_config(self.config_text(), "<demo>", discover=discover)

@@ -89,6 +89,8 @@ class MetricsStore:
         self.changed: set[str] = set()  # targets whose samples changed since the cache read them
         self.layout = 0                 # grows when targets, labels or buckets change
         self.info_labels: list[str] = []   # target labels on greenmon_target_info (all targets')
+        # Discovery sources by their label ("openapi[0]"): (targets yielded now, failed loads).
+        self.discovery: dict[str, tuple[int, int]] = {}
 
     def configure(self, buckets: tuple[float, ...], per_target_histograms: bool) -> None:
         """New histogram settings; histograms restart from zero when their shape changes."""
@@ -268,6 +270,16 @@ def global_samples(store: MetricsStore) -> Iterator[tuple[tuple[str, str, str], 
         ("greenmon_build_info", (("version", __version__),), 1)]
     yield ("greenmon_shard", "This instance checks shard `index` of `total` (--shard).", "gauge"), [
         ("greenmon_shard", (("index", str(store.shard[0])), ("total", str(store.shard[1]))), 1)]
+    if store.discovery:
+        yield ("greenmon_discovered_targets",
+               "Targets the discovery source yields (its last good load).", "gauge"), [
+            ("greenmon_discovered_targets", (("source", label),), count)
+            for label, (count, _) in store.discovery.items()]
+        yield ("greenmon_discovery_errors",
+               "Loads of the discovery source that failed (it kept its last good targets).",
+               "counter"), [
+            ("greenmon_discovery_errors_total", (("source", label),), errors)
+            for label, (_, errors) in store.discovery.items()]
 
 
 class StoreCollector(Collector):
@@ -303,4 +315,15 @@ def store_for(config, targets: Iterable[Target], **sources) -> MetricsStore:
     store = MetricsStore(config.metrics.buckets, config.metrics.per_target_histograms,
                          shard=config.shard, **sources)
     store.set_targets(targets)
+    store.discovery = discovery_counts(config)
     return store
+
+
+def discovery_counts(config, errors: dict[str, int] | None = None) -> dict[str, tuple[int, int]]:
+    """(targets, failed loads) of each discovery source of ``config``, by its label."""
+    errors = errors or {}
+    out = {}
+    for source in config.sources:
+        load = config.discovered.get(source.key)
+        out[source.label] = (len(load.found) if load is not None else 0, errors.get(source.key, 0))
+    return out

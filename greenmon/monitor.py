@@ -5,7 +5,8 @@ the MetricsStore they feed, the caches the web endpoints read, and the
 breaker table's state file, written when it changed, at most every
 STATE_SAVE_EVERY_S seconds and at stop. ``reload`` reads the config again off
 the event loop and applies it: targets that remain keep their breaker,
-series and schedule phase. ``stop`` lets the checks in flight end or hit
+series and schedule phase. Discovery sources are read again as they fall due
+(``discovery.live``) and applied the same way. ``stop`` lets the checks in flight end or hit
 their deadline.
 """
 
@@ -23,7 +24,9 @@ from greenmon import statefile
 from greenmon.checks import Checks
 from greenmon.config import Config
 from greenmon.cooperative import Slices, off_loop
-from greenmon.exporter import MetricsStore, build_registry, store_for
+from greenmon.discovery.live import Discovery
+from greenmon.discovery.sources import merge_one
+from greenmon.exporter import MetricsStore, build_registry, discovery_counts, store_for
 from greenmon.exposition import Exposition
 from greenmon.schema import ConfigError
 from greenmon.views import Views
@@ -55,6 +58,7 @@ class Monitor:
         self._stop = gevent.event.Event()
         self._reloading = gevent.lock.Semaphore()
         self._runner: gevent.Greenlet | None = None
+        self.discovery = Discovery(self)
         self._saved_changes = 0
 
     @property
@@ -81,7 +85,9 @@ class Monitor:
             return False
         with self._reloading:
             try:
-                config, prepared = off_loop(self._load_and_prepare)
+                config = off_loop(self._loader)
+                config = self.discovery.complete(config)   # sources: fetched on the loop
+                prepared = off_loop(self._prepare, config)
             except ConfigError as error:
                 log.error("reload failed, keeping the running config: %s", error)
                 return False
@@ -89,10 +95,28 @@ class Monitor:
         log.info("config reloaded: %d enabled targets", len(config.enabled_targets))
         return True
 
-    def _load_and_prepare(self):
-        config = self._loader()
+    def _prepare(self, config: Config):
         config.enabled_targets  # computed here, in the thread  # noqa: B018
-        return config, self.checks.prepare(config)
+        return self.checks.prepare(config)
+
+    def apply_discovered(self, key: str, load) -> bool:
+        """A discovery source's new load: merged and applied as a reload is, unless it found
+        what it found before (False). ConfigError (names that clash, no target left) leaves
+        the running config as it is."""
+        with self._reloading:
+            config = self.config
+            if key not in {source.key for source in config.sources}:
+                return False   # a reload removed the source meanwhile
+            config = off_loop(merge_one, config, key, load)
+            if config is None:
+                return False
+            prepared = off_loop(self._prepare, config)
+            self._apply(config, prepared)
+        return True
+
+    def publish_discovery(self, errors: dict[str, int]) -> None:
+        """The discovery gauges: targets each source yields, and its failed loads."""
+        self.store.discovery = discovery_counts(self.config, errors)
 
     def _apply(self, config: Config, prepared) -> None:
         if config.server.listen != self.config.server.listen:
@@ -115,12 +139,16 @@ class Monitor:
         """Schedule checks until stop(); returns once the checks in flight have ended."""
         self._runner = self.checks.start()
         saver = gevent.spawn(self._save_state_every, STATE_SAVE_EVERY_S)
+        discoverer = gevent.spawn(self.discovery.run)
         try:
             gevent.wait([self._stop, self._runner], count=1)
+            discoverer.kill()
             self.checks.stop()
             self._runner.join()
             self._runner.get()  # re-raise a bug in the scheduler instead of hiding it
         finally:
+            discoverer.kill()
+            self.discovery.close()
             saver.kill()
             self._save_state()
             self.checks.close()

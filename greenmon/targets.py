@@ -193,3 +193,11 @@ def parse_target(doc: Document, raw: Any, index: int, auth: Mapping[str, AuthSou
     values.setdefault("method", "GET")
     values.setdefault("name", f"{values['method']} {redact_url(values['url'])}")
     return Target(**values)
+
+
+# The checks other config tables reuse (discovery entries and what their sources yield).
+TARGET_CHECKS = _CHECKS
+check_url = _url
+check_method = _method
+check_regex = _regex
+check_label_name = _label_name

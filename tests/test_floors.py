@@ -3,7 +3,8 @@
 The transport relies on requests' ``HTTPAdapter.get_connection_with_tls_context``
 and ``build_connection_pool_key_attributes`` (older requests skip both, silently:
 ``ca_file`` and the pools would change meaning), urllib3's connection classes,
-pycares' getaddrinfo TTLs and cryptography's UTC dates. ``.ci/run`` installs
+pycares' getaddrinfo TTLs, cryptography's UTC dates and PyYAML's libyaml parser (its
+events, composed in Python by discovery). ``.ci/run`` installs
 every declared floor in a fresh virtual environment and runs this file there
 with GREENMON_FLOORS=1, which also checks that the installed versions are the
 floors. In the ordinary run it checks the same behaviour with what is installed.
@@ -39,7 +40,7 @@ def declared_floors() -> dict[str, str]:
 
 def test_every_dependency_declares_a_floor():
     assert set(declared_floors()) == {"gevent", "requests", "urllib3", "backoff", "prometheus-client",
-                                      "pycares", "cryptography"}
+                                      "pycares", "cryptography", "PyYAML"}
 
 
 @pytest.mark.skipif(os.environ.get("GREENMON_FLOORS") != "1", reason="only in the floors run of .ci/run")
@@ -75,3 +76,17 @@ def test_the_daemon_schedules_checks_and_serves_gzipped_metrics():
     assert response.headers["Content-Encoding"] == "gzip"
     assert value(response.text, "greenmon_up", target="ok") == 1
     assert value(response.text, "greenmon_event_loop_lag_seconds_count") > 0
+
+
+def test_yaml_documents_are_read_through_libyaml_events():
+    """Discovery reads YAML as libyaml's events composed in Python (PyYAML's CParser under its
+    Composer): the seam must hold at the PyYAML floor, and libyaml must be there."""
+    import yaml
+
+    from greenmon.discovery import documents
+
+    assert yaml.__with_libyaml__
+    text = b"openapi: 3.0.3\npaths:\n  /a/{id}:\n    get:\n      parameters:\n        - {name: id, in: path, example: 7}\n"
+    document, _ = documents.parse(text, "api.yaml")
+    assert document["paths"]["/a/{id}"]["get"]["parameters"][0] == {"name": "id", "in": "path", "example": 7}
+    assert documents._Loader.__mro__[1] is yaml.composer.Composer

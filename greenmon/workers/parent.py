@@ -57,8 +57,10 @@ def shares(targets: Sequence[Target], count: int) -> list[tuple[Target, ...]]:
 
 
 def share_config(config: Config, share: Iterable[Target], concurrency: int) -> Config:
+    """A worker's config: its targets only (not the discovery sources or what they loaded: the
+    parent reads them and sends each worker its share)."""
     return dataclasses.replace(
-        config, targets=tuple(share),
+        config, targets=tuple(share), sources=(), static_targets=(), discovered={},
         monitor=dataclasses.replace(config.monitor, concurrency=concurrency, state_file=""))
 
 
