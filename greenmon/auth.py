@@ -3,6 +3,7 @@
 A source is asked for its header on every check, so a token file rotated on
 disk is picked up at the next check; a file is re-read only when it changed.
 Secrets live only here and in the request headers: ``repr`` hides them.
+OAuth2 sources (tokens fetched from a token endpoint) live in ``oauth2``.
 """
 
 from __future__ import annotations

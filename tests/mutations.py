@@ -1,7 +1,7 @@
 """Hand mutation check of greenmon's decision modules: does the suite fail when they break?
 
-Each mutant below is one small, plausible bug in errors, breaker, prober, targets, auth or
-exporter (the modules that decide what an operator is told), with the test files that should
+Each mutant below is one small, plausible bug in errors, breaker, prober, targets, auth,
+exporter, oauth2 or discovery (the modules that decide what an operator is told), with the test files that should
 catch it. For each mutant this script applies it to a copy of the repository in a temporary
 directory, runs those test files there (``pytest -x``: the first failure kills the mutant),
 and puts the copy's module back. The checkout is never written: greenmon/ here stays as it
@@ -46,6 +46,8 @@ TARGETS = ("tests/test_config.py", "tests/test_fuzz_config.py", "tests/test_sche
            "tests/test_secrets.py")
 AUTH = ("tests/test_auth.py", "tests/test_secrets.py")
 EXPORTER = ("tests/test_exporter.py", "tests/test_web.py")
+OAUTH2 = ("tests/test_oauth2.py",)
+DISCOVERY = ("tests/test_discovery.py",)
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,28 @@ MUTANTS = [
            EXPORTER + ("tests/test_daemon.py",)),
     Mutant("X10", "greenmon/exporter.py", 'return "+Inf" if bound == float("inf")',
            'return "Inf" if bound == float("inf")', "the +Inf bucket is written as Inf", EXPORTER),
+    # --- oauth2 and discovery: tokens, and what sources yield ---
+    Mutant("O1", "greenmon/oauth2.py", "min(MAX_MARGIN_S, expires_in * MARGIN_FRACTION)", "MAX_MARGIN_S",
+           "a one-minute margin on a 10 s token: a token request for every check", OAUTH2),
+    Mutant("O2", "greenmon/oauth2.py", "        if pending is not None:", "        if False:",
+           "every waiting check sends its own token request", OAUTH2),
+    Mutant("O3", "greenmon/oauth2.py",
+           "        if token is not None and (sent is None or sent[1] == token[0]):",
+           "        if token is not None:",
+           "each 401 of a replaced token drops the new one (a token request per refused check)", OAUTH2),
+    Mutant("O4", "greenmon/prober.py", "                and attempt.status_code is not None\n", "",
+           "a token that could not be had is asked for again at once", OAUTH2),
+    Mutant("D1", "greenmon/discovery/openapi.py",
+           "            parameters[(parameter[\"name\"], parameter[\"in\"])] = parameter   # the operation's wins",
+           "            parameters.setdefault((parameter[\"name\"], parameter[\"in\"]), parameter)",
+           "a path-level parameter wins over the operation's own", DISCOVERY),
+    Mutant("D2", "greenmon/discovery/file_sd.py", 'return "http://" + entry + ("" if "/" in entry else "/")',
+           'return "https://" + entry + ("" if "/" in entry else "/")',
+           "a bare host:port is checked over HTTPS", DISCOVERY),
+    Mutant("D3", "greenmon/discovery/sources.py", "            if other is not None:", "            if False:",
+           "two sources that name one target: one silently replaces the other", DISCOVERY),
+    Mutant("D4", "greenmon/discovery/live.py", "        state.stamp = stamp\n", "",
+           "a broken file_sd file is counted as a new failure every second", ("tests/test_discovery_live.py",)),
 ]
 
 

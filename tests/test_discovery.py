@@ -400,3 +400,15 @@ def test_the_sliced_json_reader_refuses_what_json_loads_refuses_at_the_same_line
 def test_a_document_that_is_not_utf8_is_refused():
     with pytest.raises(SourceError, match="api.json: not UTF-8 text"):
         documents.parse(b'{"a": "\xff"}', "api.json")
+
+
+def test_the_discovery_families_are_the_text_prometheus_client_writes():
+    from daemon_helpers import value
+    from test_exporter import scrape, store_with
+
+    store = store_with("a")
+    store.discovery = {"openapi[0]": (12, 0), "file_sd[0]": (3, 2)}
+    found = scrape(store)   # asserts the cached exposition is generate_latest's, byte for byte
+    assert value(found, "greenmon_discovered_targets", source="openapi[0]") == 12
+    assert value(found, "greenmon_discovery_errors_total", source="file_sd[0]") == 2
+    assert {s.type for s in found if s.name.startswith("greenmon_discover")} == {"gauge", "counter"}
