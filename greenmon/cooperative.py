@@ -45,5 +45,26 @@ class Slices:
 
 def off_loop(function: Callable[..., T], *args) -> T:
     """``function(*args)`` in gevent's native thread pool; the calling greenlet waits for it,
-    the loop does not. For work that releases the GIL or cannot be cut into slices."""
-    return gevent.get_hub().threadpool.apply(function, args)
+    the loop does not. For work that releases the GIL or cannot be cut into slices.
+
+    An exception is raised in the calling greenlet, as by a plain call, and only there: gevent
+    would also print the traceback of an exception that leaves a pool thread to stderr (an
+    expected ConfigError of a reload, or a broken discovery file, is no crash to report)."""
+    outcome = gevent.get_hub().threadpool.apply(_captured, (function, args))
+    if isinstance(outcome, _Raised):
+        raise outcome.error
+    return outcome
+
+
+class _Raised:
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _captured(function: Callable[..., T], args: tuple):
+    try:
+        return function(*args)
+    except Exception as error:   # re-raised by off_loop in the greenlet that asked
+        return _Raised(error)

@@ -395,7 +395,7 @@ def describe(config) -> list[str]:
             reasons = []
             for kind, skips in sorted(by_kind.items(), key=lambda item: -len(item[1])):
                 shown = ", ".join(s.operation for s in skips[:3]) + (", ..." if len(skips) > 3 else "")
-                reasons.append(f"{len(skips)} because {kind} ({shown})")
+                reasons.append(f"{kind} ({len(skips)}: {shown})")
             line += f", {len(load_.skipped)} operations skipped: " + "; ".join(reasons)
         lines.append(line)
     return lines
