@@ -185,3 +185,24 @@ def test_the_daemon_discovers_live_and_a_sighup_keeps_the_sources(tmp_path, writ
             daemon.send(signal.SIGTERM)
             assert daemon.wait_exit(5) == 0
     assert "Traceback" not in daemon.stderr()
+
+
+def test_with_worker_processes_a_discovered_change_reaches_the_workers(tmp_path, write_config):
+    with HTTPFarm({"/a": reply(), "/b": reply(), "/c": reply()}) as farm:
+        sd = tmp_path / "sd.yaml"
+        sd.write_text(f"- targets: ['{farm.url('/a')}', '{farm.url('/b')}']\n", encoding="utf-8")
+        path = write_config(daemon_config_text([], extra='[[file_sd]]\nfiles = ["sd.yaml"]\n'))
+        with Daemon(path, tmp_path, "--workers", "2") as daemon:
+            daemon.wait_ready()
+            daemon.wait_metric(lambda t: value(t, "greenmon_up", target=farm.url("/b")) == 1, 6,
+                               message="b up")
+            sd.write_text(f"- targets: ['{farm.url('/a')}', '{farm.url('/c')}']\n", encoding="utf-8")
+            text = daemon.wait_metric(lambda t: value(t, "greenmon_up", target=farm.url("/c")) == 1, 6,
+                                      message="c up, from a worker")
+            assert value(text, "greenmon_targets") == 2
+            hits = farm.hits("/b")
+            gevent.sleep(1.5)
+            assert farm.hits("/b") <= hits + 1   # b no longer checked (one may have been in flight)
+            daemon.send(signal.SIGTERM)
+            assert daemon.wait_exit(5) == 0
+    assert "Traceback" not in daemon.stderr()
