@@ -180,6 +180,28 @@ def test_a_refused_token_is_fetched_again_once_before_the_check_is_auth(server):
         assert result.error == "token endpoint answered HTTP 401 (invalid_client)"
 
 
+def test_a_refusal_of_a_token_already_replaced_keeps_the_new_one(server):
+    """Two checks refused with the same old token: the first one's refresh fetches a new token;
+    the second, refused later, must not drop that new one (one token request, not two)."""
+    def slow(environ):
+        gevent.sleep(0.5)
+        return server.tokens.api(environ)
+
+    server.routes["/slow"] = slow
+    config = config_for([{"name": "fast", "url": server.url("/api/0"), "auth": "api"},
+                         {"name": "slow", "url": server.url("/slow"), "auth": "api"}],
+                        extra=oauth2_table(server.url("/token")))
+    engine = Engine(config)
+    try:
+        engine.sweep()
+        server.tokens.revoked.add(f"tok-{server.tokens.core}-1")
+        results = engine.sweep()
+    finally:
+        engine.close()
+    assert all(r.ok and r.attempts == 2 for r in results), results
+    assert server.tokens.requests == 2
+
+
 @pytest.mark.parametrize("kind, words", [
     ("refused", "token request failed: connection/refused: connection refused"),
     ("timeout", "token request failed: timeout/read: no response within 0.3s"),
@@ -203,6 +225,7 @@ def test_a_token_endpoint_that_fails_fails_the_checks_as_auth_token(server, kind
     for result in results:
         assert (result.ok, result.error_class, result.detail) == (False, "auth", "token"), result
         assert result.error == words
+        assert result.attempts == 1   # not asked again at once: the answer would be the same
         assert (result.status_code, result.latency_s, result.timings) == (None, None, None)
     assert not any(server.requests[f"/api/{i}"] for i in range(3))   # targets never contacted
     assert took < 5   # the deadline of the token request, not a hang
