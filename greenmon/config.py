@@ -17,7 +17,7 @@ import tomllib
 
 from greenmon import __version__
 from greenmon.auth import AuthSource, parse_auth
-from greenmon.schema import (ConfigError, Document, boolean, buckets, integer, interpolate,
+from greenmon.schema import (ConfigError, Document, boolean, buckets, integer, interpolate, open_fraction,
                              file_path, header_value, listen_address, number,
                              optional_file)
 from greenmon.targets import Target, parse_target
@@ -40,6 +40,9 @@ class MonitorSettings:
     slo_p95_seconds: float = 2.0
     state_file: str = ""
     min_cert_days: float = 0.0   # > 0: a certificate expiring sooner fails the check
+    slo_availability: float = 0.999  # the availability objective (also per target)
+    slo_window_days: float = 30.0    # the error budget's window (also per target)
+    history: int = 60                # recent outcomes kept per target (status page, /api/history)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ _SECTION_CHECKS = {
         "max_body_bytes": integer(1), "verify_tls": boolean, "ca_file": optional_file,
         "follow_redirects": boolean, "user_agent": header_value, "slo_p95_seconds": number(above=0),
         "state_file": file_path, "min_cert_days": number(at_least=0),
+        "slo_availability": open_fraction, "slo_window_days": number(above=0), "history": integer(1),
     }),
     "retry": (RetrySettings, {
         "retries": integer(0), "backoff": number(at_least=0), "max_backoff": number(at_least=0),

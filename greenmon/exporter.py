@@ -11,7 +11,6 @@ the same samples to prometheus_client for --textfile and --pushgateway.
 
 from __future__ import annotations
 
-from array import array
 from typing import Callable, Iterable, Iterator
 
 from prometheus_client.metrics_core import Metric
@@ -19,47 +18,27 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from greenmon import __version__
 from greenmon.breaker import CLOSED, STATE_VALUES, BreakerState
+from greenmon.config import MonitorSettings
 from greenmon.errors import ERROR_CLASSES
 from greenmon.histogram import Histogram
+from greenmon.history import History
 from greenmon.result import MonitorResult
 from greenmon.timing import Timing
 from greenmon.targets import Target
 
-RECENT_LATENCIES = 100  # per target, for the status page's P95
 _CLASS_INDEX = {name: index for index, name in enumerate(ERROR_CLASSES)}
 
 Labels = tuple[tuple[str, str], ...]          # sorted by label name, as the exposition writes them
 Sample = tuple[str, Labels, float]            # (sample name, labels, value)
 
 
-class Recent:
-    """The last RECENT_LATENCIES latencies of a target as 4-byte floats in a ring: 0.5 KB,
-    where a deque of Python floats took 3.5 KB per target."""
-
-    __slots__ = ("values", "next")
-
-    def __init__(self) -> None:
-        self.values = array("f")
-        self.next = 0
-
-    def add(self, value: float) -> None:
-        if len(self.values) < RECENT_LATENCIES:
-            self.values.append(value)
-        else:
-            self.values[self.next] = value
-            self.next = (self.next + 1) % RECENT_LATENCIES
-
-    def sorted(self) -> list[float]:
-        return sorted(self.values)
-
-
 class TargetSeries:
     """Everything exported about one target."""
 
     __slots__ = ("target", "checks", "errors", "retries", "last", "contacted", "last_checked_at",
-                 "breaker", "recent", "histogram")
+                 "breaker", "history", "histogram", "good", "bad")
 
-    def __init__(self, target: Target):
+    def __init__(self, target: Target, history: int = 60):
         self.target = target
         self.checks = 0
         self.errors = [0] * len(ERROR_CLASSES)
@@ -68,16 +47,20 @@ class TargetSeries:
         self.contacted: MonitorResult | None = None   # the last result that contacted the target
         self.last_checked_at: float | None = None  # of the last check that contacted the target
         self.breaker = CLOSED
-        self.recent = Recent()
+        self.history = History(history)
         self.histogram: Histogram | None = None
+        self.good = 0   # every scheduled check, for the SLI: skipped by an open breaker is bad
+        self.bad = 0
 
 
 class MetricsStore:
     """The numbers behind /metrics, /api/results and the status page."""
 
     def __init__(self, buckets: tuple[float, ...], per_target_histograms: bool = True,
-                 inflight: Callable[[], int] = lambda: 0, shard: tuple[int, int] = (0, 1)):
+                 inflight: Callable[[], int] = lambda: 0, shard: tuple[int, int] = (0, 1),
+                 monitor: MonitorSettings = MonitorSettings()):
         self.shard = shard
+        self.monitor = monitor   # the defaults of the SLO objective and the history's length
         self.buckets = tuple(buckets)
         self.per_target_histograms = per_target_histograms
         self.series: dict[str, TargetSeries] = {}
@@ -99,6 +82,17 @@ class MetricsStore:
                 series.histogram = None
             self.layout += 1
 
+    def set_monitor(self, monitor: MonitorSettings) -> None:
+        """New monitor defaults (a reload): objectives and the length of the kept history."""
+        self.monitor = monitor
+        for series in self.series.values():
+            series.history.resize(monitor.history)
+        self.layout += 1
+
+    def objective(self, target: Target) -> float:
+        """The target's availability objective (its own, else the monitor's)."""
+        return target.slo_availability or self.monitor.slo_availability
+
     def set_targets(self, targets: Iterable[Target], tick: Callable[[], None] = lambda: None) -> None:
         """Track exactly these targets, in this order: new ones start at zero, removed ones
         lose their series, kept ones keep their numbers. ``tick`` is called after each
@@ -107,7 +101,7 @@ class MetricsStore:
         for target in targets:
             series = old.get(target.name)
             if series is None:
-                series = TargetSeries(target)
+                series = TargetSeries(target, self.monitor.history)
             else:
                 series.target = target
             series_now[target.name] = series
@@ -126,6 +120,11 @@ class MetricsStore:
         series.last = result
         series.breaker = result.breaker
         self.changed.add(result.target)
+        series.history.add(result)
+        if result.ok:
+            series.good += 1
+        else:
+            series.bad += 1
         if result.skipped:
             return  # not contacted: no check, no error counted; greenmon_up stays 0
         series.checks += 1
@@ -135,8 +134,6 @@ class MetricsStore:
             series.errors[_CLASS_INDEX[result.error_class]] += 1
         for error_class in result.retried_classes:
             series.retries[_CLASS_INDEX[error_class]] += 1
-        if result.latency_s is not None:
-            series.recent.add(result.latency_s)
         if self.per_target_histograms:
             if series.histogram is None:
                 series.histogram = Histogram(self.buckets)
@@ -180,6 +177,10 @@ TARGET_FAMILIES = (
     ("greenmon_tls_cert_expiry_timestamp_seconds",
      "When the certificate the target presented expires (Unix time; the leaf's notAfter).", "gauge"),
     ("greenmon_tls_version_info", "The TLS version of the last contacted check; always 1.", "gauge"),
+    ("greenmon_slo_checks",
+     "Every scheduled check by result (good, bad; one skipped by an open breaker is bad): "
+     "the availability SLI, which does not go quiet during an outage.", "counter"),
+    ("greenmon_slo_objective", "The target's availability objective (slo_availability).", "gauge"),
     ("greenmon_check_duration_seconds", "Duration of every attempt of every check.", "histogram"),
 )
 DURATION = len(TARGET_FAMILIES) - 1   # the histogram: per target, or one without the label
@@ -231,6 +232,9 @@ def target_samples(store: MetricsStore, series: TargetSeries,
                [("greenmon_tls_cert_expiry_timestamp_seconds", by_target, tls.cert_not_after)])
     out.append([] if tls is None or tls.version is None else
                [("greenmon_tls_version_info", (("target", target.name), ("version", tls.version)), 1)])
+    out.append([("greenmon_slo_checks_total", (("result", "bad"), ("target", target.name)), series.bad),
+                ("greenmon_slo_checks_total", (("result", "good"), ("target", target.name)), series.good)])
+    out.append([("greenmon_slo_objective", by_target, store.objective(target))])
     if store.per_target_histograms and series.histogram is not None:
         out.append(histogram_samples("greenmon_check_duration_seconds", series.histogram, by_target))
     else:
@@ -301,6 +305,6 @@ def build_registry(store: MetricsStore) -> CollectorRegistry:
 
 def store_for(config, targets: Iterable[Target], **sources) -> MetricsStore:
     store = MetricsStore(config.metrics.buckets, config.metrics.per_target_histograms,
-                         shard=config.shard, **sources)
+                         shard=config.shard, monitor=config.monitor, **sources)
     store.set_targets(targets)
     return store

@@ -100,6 +100,7 @@ class Monitor:
                         config.server.listen)
         self.checks.apply(config, prepared)
         self.store.configure(config.metrics.buckets, config.metrics.per_target_histograms)
+        self.store.set_monitor(config.monitor)
         self.store.set_targets(config.enabled_targets, Slices().tick)
         self.config = config
 

@@ -142,6 +142,14 @@ def number(*, above: float | None = None, at_least: float | None = None) -> Chec
     return check
 
 
+def open_fraction(value: Any) -> float:
+    """A number strictly between 0 and 1 (an availability objective)."""
+    number_ = number()(value)
+    if not 0 < number_ < 1:
+        raise ValueError(f"must be between 0 and 1 (exclusive), got {number_:g}")
+    return number_
+
+
 def string_table(key_check: Check | None = None, value_check: Check = string) -> Check:
     def check(value: Any) -> dict[str, str]:
         if not isinstance(value, dict):

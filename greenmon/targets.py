@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from greenmon.auth import AuthSource
 from greenmon.expectations import expect_json
-from greenmon.schema import (ConfigError, Document, Path, boolean, non_empty_string, number,
+from greenmon.schema import (ConfigError, Document, Path, boolean, non_empty_string, number, open_fraction,
                              header_name, header_value, optional_file, string, string_table,
                              type_name)
 
@@ -48,6 +48,8 @@ class Target:
     verify_tls: bool | None = None    # None: monitor.verify_tls
     ca_file: str | None = None        # None: monitor.ca_file
     min_cert_days: float | None = None  # None: monitor.min_cert_days
+    slo_availability: float | None = None  # None: monitor.slo_availability
+    slo_window_days: float | None = None   # None: monitor.slo_window_days
     expect_json: Mapping[str, str | int | float | bool] | None = None
     auth: AuthSource | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -168,6 +170,8 @@ _CHECKS = {
     "verify_tls": boolean,
     "ca_file": optional_file,
     "min_cert_days": number(at_least=0),
+    "slo_availability": open_fraction,
+    "slo_window_days": number(above=0),
     "expect_json": expect_json,
     "auth": non_empty_string,
     "labels": string_table(_label_name),

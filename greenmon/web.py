@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from urllib.parse import parse_qs
 
 from gevent.pool import Pool
 from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
@@ -59,13 +60,25 @@ def make_app(monitor):
                 return text(environ, start_response, "200 OK", b"ok\n")
             return text(environ, start_response, "503 Service Unavailable",
                         b"checks are not starting on schedule\n")
+        if path == "/api/history":
+            name = parse_qs(environ.get("QUERY_STRING", "")).get("target", [""])[0]
+            if not name:
+                return text(environ, start_response, "400 Bad Request",
+                            b"which target? /api/history?target=NAME\n")
+            document = monitor.views.history_document(name)
+            if document is None:
+                return text(environ, start_response, "404 Not Found", b"no such target\n")
+            return respond(environ, start_response, "200 OK", "application/json", [document])
         if path == "/api/results":
             return respond(environ, start_response, "200 OK", "application/json",
                            monitor.views.results_document())
         if path == "/":
+            params = parse_qs(environ.get("QUERY_STRING", ""))
+            page = params.get("page", ["1"])[0]
             return respond(environ, start_response, "200 OK", "text/html; charset=utf-8",
                            monitor.views.status_page(interval_s=monitor.config.monitor.interval,
-                                                     now=time.time()))
+                                                     now=time.time(), query=params.get("q", [""])[0],
+                                                     page=int(page) if page.isdigit() else 1))
         return text(environ, start_response, "404 Not Found", b"not found\n")
 
     return app

@@ -26,6 +26,8 @@ from prom_helpers import (DEPLOY, REPO, REQUIRE_ENV, SKIP_REASON, Budget, Proces
 from servers import HTTPFarm, closed_port, reply
 
 ALERTS_YML = DEPLOY / "prometheus" / "alerts.yml"
+SLO_YML = DEPLOY / "prometheus" / "slo.yml"
+SLO_TEST_YML = DEPLOY / "prometheus" / "slo_test.yml"
 ALERTS_TEST_YML = DEPLOY / "prometheus" / "alerts_test.yml"
 PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
 ALERTMANAGER_YML = DEPLOY / "alertmanager" / "alertmanager.yml"
@@ -181,15 +183,33 @@ def test_promtool_test_rules_passes(tmp_path):
     assert "SUCCESS" in result.stdout and "FAILED" not in result.stdout, describe_run(result)
 
 
+def test_slo_rules_pass_promtool_check_and_their_unit_tests(tmp_path):
+    promtool = find_binary("promtool")
+    result = run_tool([promtool, "check", "rules", str(SLO_YML)])
+    assert result.returncode == 0, describe_run(result)
+    assert "SUCCESS: 9 rules found" in result.stdout, describe_run(result)
+    for source in (SLO_YML, SLO_TEST_YML):
+        shutil.copy(source, tmp_path / source.name)
+    result = run_tool([promtool, "test", "rules", SLO_TEST_YML.name], cwd=tmp_path)
+    assert result.returncode == 0, describe_run(result)
+    assert "SUCCESS" in result.stdout and "FAILED" not in result.stdout, describe_run(result)
+    text = SLO_YML.read_text(encoding="utf-8")
+    for window in ("5m", "30m", "1h", "6h", "1d", "3d"):
+        assert f"record: greenmon:slo_error_ratio:rate{window}\n" in text, window
+    for name in ("GreenmonErrorBudgetBurnFast", "GreenmonErrorBudgetBurnSlow"):
+        assert f"alert: {name}\n" in text, name
+
+
 def test_promtool_check_config_passes(tmp_path):
     promtool = find_binary("promtool")
-    # prometheus.yml loads alerts.yml beside it: check a copy of both in one directory.
-    for source in (PROMETHEUS_YML, ALERTS_YML):
+    # prometheus.yml loads alerts.yml and slo.yml beside it: check a copy of them in one directory.
+    for source in (PROMETHEUS_YML, ALERTS_YML, SLO_YML):
         shutil.copy(source, tmp_path / source.name)
     result = run_tool([promtool, "check", "config", str(tmp_path / "prometheus.yml")], cwd=tmp_path)
     assert result.returncode == 0, describe_run(result)
-    assert "1 rule files found" in result.stdout, describe_run(result)
+    assert "2 rule files found" in result.stdout, describe_run(result)
     assert "SUCCESS: 6 rules found" in result.stdout, describe_run(result)
+    assert "SUCCESS: 9 rules found" in result.stdout, describe_run(result)
 
 
 def test_amtool_check_config_passes():
@@ -294,13 +314,15 @@ def test_end_to_end_alert_reaches_alertmanager_webhook(tmp_path):
         assert replaced == rules_text.count("- alert:") == 6, rules_text
         rules = tmp_path / "alerts.yml"
         rules.write_text(rules_text, encoding="utf-8")
+        slo_rules = tmp_path / "slo.yml"
+        slo_rules.write_text(SLO_YML.read_text(encoding="utf-8"), encoding="utf-8")
 
         # Prometheus: scrapes only greenmon, alerts only to that Alertmanager, all on 127.0.0.1.
         prom_port = closed_port()
         prom_url = f"http://127.0.0.1:{prom_port}"
         prom_config = write_yaml(tmp_path / "prometheus.yml", {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(rules)],
+            "rule_files": [str(rules), str(slo_rules)],
             "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
             "scrape_configs": [{"job_name": "greenmon",
                                 "static_configs": [{"targets": [f"127.0.0.1:{gm_port}"]}]}],
@@ -326,6 +348,12 @@ def test_end_to_end_alert_reaches_alertmanager_webhook(tmp_path):
         p95 = wait(lambda: finite_value(prom_query(prom_url, P95_QUERY), target="healthy"),
                    "a P95 value for the healthy target")
         assert 0 < p95 <= 1.0, p95  # a local 200 OK: under the 1 s deadline
+
+        # The SLO recording rules run on greenmon's SLI: no errors yet, for both targets.
+        ratios = wait(lambda: {item["metric"]["target"]: float(item["value"][1]) for item in
+                               prom_query(prom_url, "greenmon:slo_error_ratio:rate5m")} or None,
+                      "the SLO error ratio recorded")
+        assert set(ratios) <= {"healthy", "flaky"} and all(v == 0 for v in ratios.values()), ratios
 
         # The switch: the flaky target answers 500 from now on.
         switch.fail()
