@@ -25,7 +25,7 @@ RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 AUTH_STATUS = frozenset({401, 403})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Failure:
     """Why one attempt failed: class, detail and a human message without secrets."""
 

@@ -22,7 +22,7 @@ RESERVED_LABELS = frozenset({"target", "url", "method", "class", "le", "version"
 _STATUS_CLASS = re.compile(r"^([1-5])xx$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StatusMatcher:
     """Expected status codes and classes ("2xx")."""
 
@@ -33,7 +33,7 @@ class StatusMatcher:
         return status in self.codes or status // 100 in self.classes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Target:
     name: str
     url: str

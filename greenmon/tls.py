@@ -23,7 +23,7 @@ from urllib3.util.ssl_ import create_urllib3_context
 from greenmon import trace
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TLSFacts:
     """The TLS session of a connection: its version and the server's (leaf) certificate."""
 

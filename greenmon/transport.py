@@ -40,7 +40,7 @@ CACHE_LIMIT = 100_000
 _NO_PROXIES: dict = {}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Response:
     """What one attempt received (the body is capped and already read), and its trace."""
 
@@ -55,7 +55,7 @@ class Response:
         return self.trace.tls if self.trace is not None else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Request:
     method: str
     url: str
