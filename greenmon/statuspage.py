@@ -6,6 +6,8 @@ This module writes the HTML (a row per target, the page around them);
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from html import escape
 from greenmon.exporter import RECENT_LATENCIES, TargetSeries
 from greenmon.histogram import Histogram
@@ -21,6 +23,7 @@ th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums
 .slow{color:#b00020}
 """
 
+STYLE_SHA256 = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()  # for the CSP
 TRUSTED_LAG_S = 0.05   # loop lag p99 at or under this: the latencies shown are the targets'
 
 
