@@ -23,7 +23,7 @@ from greenmon import statefile, webconfig
 from greenmon.checks import Checks
 from greenmon.config import Config
 from greenmon.cooperative import Slices, off_loop
-from greenmon.exporter import MetricsStore, build_registry, store_for
+from greenmon.exporter import MetricsStore, store_for
 from greenmon.exposition import Exposition
 from greenmon.schema import ConfigError
 from greenmon.views import Views
@@ -55,7 +55,6 @@ class Monitor:
             self.checks = WorkerChecks(config, workers, **hooks)
         else:
             self.checks = Checks(config, clock=clock, **hooks)
-        self.registry = build_registry(self.store)
         self.exposition = Exposition(self.store)
         self.views = Views(self.store, lambda: self.config.monitor.slo_p95_seconds)
         self._stop = gevent.event.Event()
@@ -126,7 +125,7 @@ class Monitor:
     # --- state read by the web endpoints --------------------------------------
 
     def healthy(self) -> bool:
-        """Checks start on schedule (SPEC: lag < interval + the longest deadline)."""
+        """Checks start on schedule: none is later than its interval plus the longest deadline."""
         return self._runner is not None and self.checks.healthy()
 
     # --- the loop -------------------------------------------------------------
