@@ -36,7 +36,7 @@ STATE_SAVE_EVERY_S = 10.0  # the state file is written at most this often (and a
 
 
 class Monitor:
-    """Long-running checks feeding one MetricsStore, its registry and the web caches."""
+    """Long-running checks feeding one MetricsStore and the caches of the web endpoints."""
 
     def __init__(self, config: Config, *, loader: Callable[[], Config] | None = None,
                  clock: Callable[[], float] = time.time, workers: int = 1,
