@@ -141,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 loader = lambda: load_config(path)  # noqa: E731
             config = apply_overrides(loader(), args)
             if args.check_config:
+                if config.server.web_config_file:   # the daemon would refuse to start with it
+                    from greenmon import webconfig
+                    webconfig.load(config.server.web_config_file)
                 print(describe(config))
                 return EXIT_UP
             tune_runtime()

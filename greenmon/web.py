@@ -119,7 +119,11 @@ class _CurrentContext:
 class _Server(WSGIServer):
     def wrap_socket_and_handle(self, client_socket, address):
         """A client that fails the TLS handshake (plain HTTP, no client certificate) is
-        dropped and logged at DEBUG, without a traceback."""
+        dropped and logged at DEBUG, without a traceback; one that never finishes it is
+        dropped after CLIENT_TIMEOUT_S, as a silent plain-HTTP client is (the handshake
+        runs before _Handler.handle sets that timeout: without it, silent clients would
+        hold every one of the MAX_CONNECTIONS slots for good)."""
+        client_socket.settimeout(CLIENT_TIMEOUT_S)
         try:
             return super().wrap_socket_and_handle(client_socket, address)
         except (ssl.SSLError, OSError) as error:
