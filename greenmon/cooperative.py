@@ -45,5 +45,18 @@ class Slices:
 
 def off_loop(function: Callable[..., T], *args) -> T:
     """``function(*args)`` in gevent's native thread pool; the calling greenlet waits for it,
-    the loop does not. For work that releases the GIL or cannot be cut into slices."""
-    return gevent.get_hub().threadpool.apply(function, args)
+    the loop does not. For work that releases the GIL or cannot be cut into slices.
+
+    What it raises is raised here, in the caller, which decides what to log: gevent's pool
+    would also print it, with a traceback, as a hub error (a config error on reload)."""
+    failed, outcome = gevent.get_hub().threadpool.apply(_outcome, (function, args))
+    if failed:
+        raise outcome
+    return outcome
+
+
+def _outcome(function: Callable[..., T], args: tuple) -> tuple[bool, object]:
+    try:
+        return False, function(*args)
+    except Exception as error:   # noqa: BLE001 - raised again by off_loop, in the caller
+        return True, error

@@ -19,14 +19,16 @@ import gevent
 import gevent.event
 import gevent.lock
 
-from greenmon import statefile
+from greenmon import statefile, webconfig
 from greenmon.checks import Checks
 from greenmon.config import Config
 from greenmon.cooperative import Slices, off_loop
-from greenmon.exporter import MetricsStore, build_registry, store_for
+from greenmon.exporter import MetricsStore, store_for
 from greenmon.exposition import Exposition
 from greenmon.schema import ConfigError
 from greenmon.views import Views
+from greenmon.webauth import BasicAuth
+from greenmon.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +36,15 @@ STATE_SAVE_EVERY_S = 10.0  # the state file is written at most this often (and a
 
 
 class Monitor:
-    """Long-running checks feeding one MetricsStore, its registry and the web caches."""
+    """Long-running checks feeding one MetricsStore and the caches of the web endpoints."""
 
     def __init__(self, config: Config, *, loader: Callable[[], Config] | None = None,
-                 clock: Callable[[], float] = time.time, workers: int = 1):
+                 clock: Callable[[], float] = time.time, workers: int = 1,
+                 web: WebConfig | None = None):
+        """``web``: the web config the endpoints are served with (TLS, basic auth)."""
         self.config = config
+        self.web = web or WebConfig()
+        self.auth = BasicAuth(self.web.users)
         self._loader = loader
         self.store: MetricsStore = store_for(config, config.enabled_targets,
                                              inflight=lambda: self.checks.inflight)
@@ -49,7 +55,6 @@ class Monitor:
             self.checks = WorkerChecks(config, workers, **hooks)
         else:
             self.checks = Checks(config, clock=clock, **hooks)
-        self.registry = build_registry(self.store)
         self.exposition = Exposition(self.store)
         self.views = Views(self.store, lambda: self.config.monitor.slo_p95_seconds)
         self._stop = gevent.event.Event()
@@ -81,18 +86,32 @@ class Monitor:
             return False
         with self._reloading:
             try:
-                config, prepared = off_loop(self._load_and_prepare)
+                config, prepared, web = off_loop(self._load_and_prepare)
             except ConfigError as error:
                 log.error("reload failed, keeping the running config: %s", error)
                 return False
             self._apply(config, prepared)
+            self._apply_web(web)
         log.info("config reloaded: %d enabled targets", len(config.enabled_targets))
         return True
 
     def _load_and_prepare(self):
         config = self._loader()
         config.enabled_targets  # computed here, in the thread  # noqa: B018
-        return config, self.checks.prepare(config)
+        path = config.server.web_config_file
+        web = webconfig.load(path) if path else WebConfig()
+        return config, self.checks.prepare(config), web
+
+    def _apply_web(self, web: WebConfig) -> None:
+        """New users take effect at once, a new certificate with the next connection; TLS
+        turned on or off takes a restart (the listening socket stays what it is)."""
+        if web.tls != self.web.tls:
+            log.warning("the web config turns TLS %s: that takes effect at the next restart",
+                        "on" if web.tls else "off")
+            web = WebConfig(web.path, self.web.ssl_context, web.users)
+        if web.users != self.web.users:
+            self.auth = BasicAuth(web.users)
+        self.web = web
 
     def _apply(self, config: Config, prepared) -> None:
         if config.server.listen != self.config.server.listen:
@@ -107,7 +126,7 @@ class Monitor:
     # --- state read by the web endpoints --------------------------------------
 
     def healthy(self) -> bool:
-        """Checks start on schedule (SPEC: lag < interval + the longest deadline)."""
+        """Checks start on schedule: none is later than its interval plus the longest deadline."""
         return self._runner is not None and self.checks.healthy()
 
     # --- the loop -------------------------------------------------------------

@@ -557,10 +557,11 @@ SPEC_DEFAULTS = {
         "verify_tls": True, "ca_file": "", "follow_redirects": True,
         "user_agent": f"greenmon/{greenmon.__version__}", "slo_p95_seconds": 2.0, "state_file": "",
         "min_cert_days": 0.0, "slo_availability": 0.999, "slo_window_days": 30.0, "history": 60,
+        "proxy": "", "proxy_env": False, "client_cert": "", "client_key": "",
     },
     "retry": {"retries": 3, "backoff": 1.0, "max_backoff": 30.0, "jitter": False},
     "breaker": {"failure_threshold": 3, "recovery_timeout": 300.0},
-    "server": {"listen": "0.0.0.0:9715"},
+    "server": {"listen": "0.0.0.0:9715", "web_config_file": ""},
     "metrics": {
         "buckets": (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0),
         "per_target_histograms": True,
