@@ -39,7 +39,7 @@ def declared_floors() -> dict[str, str]:
 
 def test_every_dependency_declares_a_floor():
     assert set(declared_floors()) == {"gevent", "requests", "urllib3", "backoff", "prometheus-client",
-                                      "pycares", "cryptography"}
+                                      "pycares", "cryptography", "bcrypt", "PyYAML"}
 
 
 @pytest.mark.skipif(os.environ.get("GREENMON_FLOORS") != "1", reason="only in the floors run of .ci/run")
@@ -75,3 +75,21 @@ def test_the_daemon_schedules_checks_and_serves_gzipped_metrics():
     assert response.headers["Content-Encoding"] == "gzip"
     assert value(response.text, "greenmon_up", target="ok") == 1
     assert value(response.text, "greenmon_event_loop_lag_seconds_count") > 0
+
+
+def test_a_web_config_with_a_bcrypt_user_loads_and_checks(tmp_path):
+    """PyYAML reads the web config, bcrypt checks its users (the daemon's basic auth)."""
+    import base64
+
+    import bcrypt
+
+    from greenmon.webauth import BasicAuth
+    from greenmon.webconfig import load
+
+    path = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
+    path.write_text(f"basic_auth_users:\n  prometheus: '{hashed}'\n", encoding="utf-8")
+    auth = BasicAuth(load(str(path)).users)
+    header = "Basic " + base64.b64encode(b"prometheus:s3cret").decode()
+    assert auth.allows(header)
+    assert not auth.allows("Basic " + base64.b64encode(b"prometheus:wrong").decode())
