@@ -69,7 +69,7 @@ class MetricsStore:
         self.timing = Timing()          # loop lag, schedule lag, overruns (daemon)
         self.sweeps = 0
         self.sweep_duration_s = 0.0
-        self.changed: set[str] = set()  # targets whose samples changed since the cache read them
+        self.changed: dict[str, int] = {}   # target -> families changed since the cache read them
         self.layout = 0                 # grows when targets, labels or buckets change
         self.info_labels: list[str] = []   # target labels on greenmon_target_info (all targets')
 
@@ -109,7 +109,7 @@ class MetricsStore:
             tick()
         self.series = series_now
         self.info_labels = sorted(labels)
-        self.changed &= series_now.keys()
+        self.changed = {name: bits for name, bits in self.changed.items() if name in series_now}
         self.layout += 1
 
     def observe(self, result: MonitorResult) -> None:
@@ -119,21 +119,27 @@ class MetricsStore:
             return
         series.last = result
         series.breaker = result.breaker
-        self.changed.add(result.target)
         series.history.add(result)
         if result.ok:
             series.good += 1
         else:
             series.bad += 1
-        if result.skipped:
-            return  # not contacted: no check, no error counted; greenmon_up stays 0
+        if result.skipped:   # not contacted: no check, no error counted; greenmon_up stays 0
+            self.changed[result.target] = self.changed.get(result.target, 0) | SKIPPED_CHANGES
+            return
+        changes = CHECKED_CHANGES
         series.checks += 1
+        if series.contacted is None or series.contacted.tls != result.tls:
+            changes |= TLS_CHANGES
         series.contacted = result
         series.last_checked_at = result.checked_at
         if not result.ok:
             series.errors[_CLASS_INDEX[result.error_class]] += 1
+            changes |= FAILURE_CHANGES
         for error_class in result.retried_classes:
             series.retries[_CLASS_INDEX[error_class]] += 1
+            changes |= RETRY_CHANGES
+        self.changed[result.target] = self.changed.get(result.target, 0) | changes
         if self.per_target_histograms:
             if series.histogram is None:
                 series.histogram = Histogram(self.buckets)
@@ -148,7 +154,7 @@ class MetricsStore:
         series = self.series.get(name)
         if series is not None:
             series.breaker = state.state
-            self.changed.add(name)
+            self.changed[name] = self.changed.get(name, 0) | BREAKER_CHANGES
 
     def sweep_finished(self, duration_s: float) -> None:
         self.sweeps += 1
@@ -200,46 +206,106 @@ def histogram_samples(name: str, histogram: Histogram, labels: Labels) -> list[S
     return out
 
 
-def target_samples(store: MetricsStore, series: TargetSeries,
-                   info_labels: list[str]) -> list[list[Sample]]:
-    """One target's samples, a list per family of TARGET_FAMILIES."""
-    target = series.target
-    by_target = (("target", target.name),)
+def _up(store, series, target, by_target, info_labels):
+    last = series.last   # none before the first check: an unknown state is not "down"
+    return [] if last is None else [("greenmon_up", by_target, 1 if last.ok else 0)]
+
+
+def _status(store, series, target, by_target, info_labels):
     last = series.last
-    out: list[list[Sample]] = []
-    # No up/status series before the first check: no false "down".
-    out.append([] if last is None else [("greenmon_up", by_target, 1 if last.ok else 0)])
-    out.append([] if last is None else
-               [("greenmon_http_status_code", by_target, last.status_code or 0)])
-    out.append([("greenmon_breaker_state", by_target, STATE_VALUES[series.breaker])])
-    out.append([] if series.last_checked_at is None else
-               [("greenmon_last_check_timestamp_seconds", by_target, series.last_checked_at)])
-    out.append([("greenmon_checks_total", by_target, series.checks)])
-    out.append([("greenmon_check_errors_total", (("class", c), ("target", target.name)), n)
-                for c, n in zip(ERROR_CLASSES, series.errors)])
-    out.append([("greenmon_check_retries_total", (("class", c), ("target", target.name)), n)
-                for c, n in zip(ERROR_CLASSES, series.retries)])
+    return [] if last is None else [("greenmon_http_status_code", by_target, last.status_code or 0)]
+
+
+def _breaker(store, series, target, by_target, info_labels):
+    return [("greenmon_breaker_state", by_target, STATE_VALUES[series.breaker])]
+
+
+def _last_check(store, series, target, by_target, info_labels):
+    return [] if series.last_checked_at is None else [
+        ("greenmon_last_check_timestamp_seconds", by_target, series.last_checked_at)]
+
+
+def _checks(store, series, target, by_target, info_labels):
+    return [("greenmon_checks_total", by_target, series.checks)]
+
+
+def _errors(store, series, target, by_target, info_labels):
+    return [("greenmon_check_errors_total", (("class", c), ("target", target.name)), n)
+            for c, n in zip(ERROR_CLASSES, series.errors)]
+
+
+def _retries(store, series, target, by_target, info_labels):
+    return [("greenmon_check_retries_total", (("class", c), ("target", target.name)), n)
+            for c, n in zip(ERROR_CLASSES, series.retries)]
+
+
+def _info(store, series, target, by_target, info_labels):
     info = {"target": target.name, "url": target.display_url, "method": target.method}
     info.update((name, target.labels.get(name, "")) for name in info_labels)
-    out.append([("greenmon_target_info", tuple(sorted(info.items())), 1)])
-    contacted = series.contacted
-    timings = contacted.timings if contacted is not None else None
-    out.append([] if timings is None else
-               [("greenmon_check_phase_seconds", (("phase", phase), ("target", target.name)), seconds)
-                for phase, seconds in timings.items() if seconds is not None])
-    tls = contacted.tls if contacted is not None else None
-    out.append([] if tls is None or tls.cert_not_after is None else
-               [("greenmon_tls_cert_expiry_timestamp_seconds", by_target, tls.cert_not_after)])
-    out.append([] if tls is None or tls.version is None else
-               [("greenmon_tls_version_info", (("target", target.name), ("version", tls.version)), 1)])
-    out.append([("greenmon_slo_checks_total", (("result", "bad"), ("target", target.name)), series.bad),
-                ("greenmon_slo_checks_total", (("result", "good"), ("target", target.name)), series.good)])
-    out.append([("greenmon_slo_objective", by_target, store.objective(target))])
+    return [("greenmon_target_info", tuple(sorted(info.items())), 1)]
+
+
+def _phases(store, series, target, by_target, info_labels):
+    timings = series.contacted.timings if series.contacted is not None else None
+    return [] if timings is None else [
+        ("greenmon_check_phase_seconds", (("phase", phase), ("target", target.name)), seconds)
+        for phase, seconds in timings.items() if seconds is not None]
+
+
+def _cert_expiry(store, series, target, by_target, info_labels):
+    tls = series.contacted.tls if series.contacted is not None else None
+    return [] if tls is None or tls.cert_not_after is None else [
+        ("greenmon_tls_cert_expiry_timestamp_seconds", by_target, tls.cert_not_after)]
+
+
+def _tls_version(store, series, target, by_target, info_labels):
+    tls = series.contacted.tls if series.contacted is not None else None
+    return [] if tls is None or tls.version is None else [
+        ("greenmon_tls_version_info", (("target", target.name), ("version", tls.version)), 1)]
+
+
+def _slo_checks(store, series, target, by_target, info_labels):
+    return [("greenmon_slo_checks_total", (("result", "bad"), ("target", target.name)), series.bad),
+            ("greenmon_slo_checks_total", (("result", "good"), ("target", target.name)), series.good)]
+
+
+def _objective(store, series, target, by_target, info_labels):
+    return [("greenmon_slo_objective", by_target, store.objective(target))]
+
+
+def _duration(store, series, target, by_target, info_labels):
     if store.per_target_histograms and series.histogram is not None:
-        out.append(histogram_samples("greenmon_check_duration_seconds", series.histogram, by_target))
-    else:
-        out.append([])  # no attempt timed yet (or one histogram for all targets)
-    return out
+        return histogram_samples("greenmon_check_duration_seconds", series.histogram, by_target)
+    return []   # no attempt timed yet (or one histogram for all targets)
+
+
+# The samples of each family of TARGET_FAMILIES, in its order.
+_FAMILY_SAMPLES = (_up, _status, _breaker, _last_check, _checks, _errors, _retries, _info, _phases,
+                   _cert_expiry, _tls_version, _slo_checks, _objective, _duration)
+ALL_FAMILIES = (1 << len(TARGET_FAMILIES)) - 1
+
+
+def _bits(*functions) -> int:
+    return sum(1 << _FAMILY_SAMPLES.index(function) for function in functions)
+
+
+# Which families a result changes (the exposition cache formats only those again).
+SKIPPED_CHANGES = _bits(_up, _status, _breaker, _slo_checks)
+CHECKED_CHANGES = SKIPPED_CHANGES | _bits(_last_check, _checks, _phases, _duration)
+FAILURE_CHANGES = _bits(_errors)
+RETRY_CHANGES = _bits(_retries)
+TLS_CHANGES = _bits(_cert_expiry, _tls_version)
+BREAKER_CHANGES = _bits(_breaker)
+
+
+def target_samples(store: MetricsStore, series: TargetSeries, info_labels: list[str],
+                   families: int = ALL_FAMILIES) -> list[list[Sample] | None]:
+    """One target's samples, a list per family of TARGET_FAMILIES (None for a family left
+    out of ``families``, a bit mask in that order)."""
+    target = series.target
+    by_target = (("target", target.name),)
+    return [function(store, series, target, by_target, info_labels) if families >> index & 1 else None
+            for index, function in enumerate(_FAMILY_SAMPLES)]
 
 
 def global_samples(store: MetricsStore) -> Iterator[tuple[tuple[str, str, str], list[Sample]]]:
