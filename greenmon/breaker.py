@@ -29,7 +29,7 @@ class Gate(enum.Enum):
     SKIP = "skip"      # open: do not contact the target
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BreakerState:
     state: str = CLOSED
     failures: int = 0                  # consecutive failed checks

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="total deadline of one attempt in seconds (monitor.timeout)")
     parser.add_argument("--listen", metavar="HOST:PORT", type=_listen,
                         help="daemon: serve /metrics here (server.listen)")
+    parser.add_argument("--web-config-file", metavar="PATH",
+                        help="daemon: TLS and basic auth for the endpoints, in the Prometheus "
+                             "exporter-toolkit format (server.web_config_file)")
     parser.add_argument("--textfile", metavar="PATH.prom",
                         help="with --once: also write the metrics for node_exporter's textfile collector")
     parser.add_argument("--pushgateway", metavar="URL",
@@ -109,6 +112,8 @@ def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
         config = config.replace("monitor", **changes)
     if args.listen is not None:
         config = config.replace("server", listen=args.listen)
+    if args.web_config_file is not None:
+        config = config.replace("server", web_config_file=args.web_config_file)
     if args.shard is not None:
         config = config.only_shard(*args.shard)
         if not config.enabled_targets:
@@ -122,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_warnings()
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_urllib3()
     try:
         with contextlib.ExitStack() as stack:
             if (args.textfile or args.pushgateway) and not args.once:
@@ -135,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 loader = lambda discover=True: load_config(path, discover)  # noqa: E731
             config = apply_overrides(loader(), args)
             if args.check_config:
+                if config.server.web_config_file:   # the daemon would refuse to start with it
+                    from greenmon import webconfig
+                    webconfig.load(config.server.web_config_file)
                 print(describe(config))
                 return EXIT_UP
             tune_runtime()
@@ -155,6 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("greenmon: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def quiet_urllib3() -> None:
+    """urllib3 logs each request line, query string included, at DEBUG: a ``?key=${KEY}``
+    would show. greenmon's own DEBUG lines say what each attempt did instead."""
+    logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 def _quiet_warnings() -> None:

@@ -18,10 +18,11 @@ import tomllib
 from greenmon import __version__
 from greenmon.auth import AuthSource, parse_auth
 from greenmon.discovery import sources as discovery
-from greenmon.schema import (ConfigError, Document, boolean, buckets, integer, interpolate,
+from greenmon.schema import (SECRET_MASK, ConfigError, Document, boolean, buckets, integer,
+                             interpolate, interpolated_values, open_fraction,
                              file_path, header_value, listen_address, number,
                              optional_file)
-from greenmon.targets import Target, parse_target
+from greenmon.targets import Target, check_client_cert_pair, parse_target, proxy_url
 
 DEFAULT_CONFIG_PATH = "greenmon.toml"
 CONFIG_ENV = "GREENMON_CONFIG"
@@ -41,6 +42,13 @@ class MonitorSettings:
     slo_p95_seconds: float = 2.0
     state_file: str = ""
     min_cert_days: float = 0.0   # > 0: a certificate expiring sooner fails the check
+    slo_availability: float = 0.999  # the availability objective (also per target)
+    slo_window_days: float = 30.0    # the error budget's window (also per target)
+    history: int = 60                # recent outcomes kept per target (status page, /api/history)
+    proxy: str = ""              # http://host:port for every target (HTTPS through CONNECT)
+    proxy_env: bool = False      # true: the proxy of HTTP_PROXY/HTTPS_PROXY/NO_PROXY instead
+    client_cert: str = ""        # PEM certificate presented to targets that ask (mTLS)
+    client_key: str = ""         # its key
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ class BreakerSettings:
 @dataclass(frozen=True)
 class ServerSettings:
     listen: str = "0.0.0.0:9715"
+    web_config_file: str = ""   # exporter-toolkit web config: TLS and basic auth (webconfig)
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,9 @@ _SECTION_CHECKS = {
         "max_body_bytes": integer(1), "verify_tls": boolean, "ca_file": optional_file,
         "follow_redirects": boolean, "user_agent": header_value, "slo_p95_seconds": number(above=0),
         "state_file": file_path, "min_cert_days": number(at_least=0),
+        "slo_availability": open_fraction, "slo_window_days": number(above=0), "history": integer(1),
+        "proxy": proxy_url, "proxy_env": boolean, "client_cert": optional_file,
+        "client_key": optional_file,
     }),
     "retry": (RetrySettings, {
         "retries": integer(0), "backoff": number(at_least=0), "max_backoff": number(at_least=0),
@@ -82,7 +94,7 @@ _SECTION_CHECKS = {
     "breaker": (BreakerSettings, {
         "failure_threshold": integer(1), "recovery_timeout": number(above=0),
     }),
-    "server": (ServerSettings, {"listen": listen_address}),
+    "server": (ServerSettings, {"listen": listen_address, "web_config_file": optional_file}),
     "metrics": (MetricsSettings, {"buckets": buckets, "per_target_histograms": boolean}),
 }
 _TOP_LEVEL = set(_SECTION_CHECKS) | {"auth", "targets"} | set(discovery.SOURCE_KINDS)
@@ -136,12 +148,12 @@ class Config:
 
 _TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
 _PATH_KEYS = {"ca_file", "state_file", "token_file", "password_file", "value_file",
-              "client_secret_file"}
+              "client_secret_file", "web_config_file", "client_cert", "client_key"}
 
 
 def _resolve_paths(raw: dict, base_dir: str) -> None:
     """Make the file paths of [monitor], [auth.*] and [[targets]] relative to ``base_dir``."""
-    tables = [raw.get("monitor")]
+    tables = [raw.get("monitor"), raw.get("server")]
     tables += list(raw["auth"].values()) if isinstance(raw.get("auth"), dict) else []
     tables += raw["targets"] if isinstance(raw.get("targets"), list) else []
     for table in tables:
@@ -152,6 +164,20 @@ def _resolve_paths(raw: dict, base_dir: str) -> None:
             if isinstance(value, str) and value and not os.path.isabs(value):
                 table[key] = os.path.join(base_dir, value)
     discovery.resolve_paths(raw, base_dir)
+
+
+def _shown_urls(raw: dict, doc: Document) -> dict[int, tuple[str, list[str]]]:
+    """Target URLs with a ${VAR} in them, as they may be shown (each value masked), and the
+    values that must never be shown, by target index. A URL is where tokens end up
+    (``?api_key=${KEY}``), and URLs are displayed everywhere."""
+    shown = {}
+    items = raw.get("targets")
+    for index, item in enumerate(items if isinstance(items, list) else []):
+        url = item.get("url") if isinstance(item, dict) else None
+        if isinstance(url, str) and "${" in url:
+            shown[index] = (interpolate(url, doc, ("targets", index, "url"), mask=SECRET_MASK),
+                            interpolated_values(url))
+    return shown
 
 
 def config_path(explicit: str | None) -> str:
@@ -189,6 +215,7 @@ def parse_config(text: str, filename: str = "<string>", base_dir: str | None = N
         where = f"{filename}:{position.group(1)}" if position else filename
         raise ConfigError(f"{where}: TOML syntax error: {error}") from None
     doc = Document.from_text(text, filename)
+    shown_urls = _shown_urls(raw, doc)
     raw = interpolate(raw, doc)
     if base_dir is None and not filename.startswith("<"):
         base_dir = os.path.dirname(os.path.abspath(filename))
@@ -201,6 +228,8 @@ def parse_config(text: str, filename: str = "<string>", base_dir: str | None = N
     sections = {}
     for name, (cls, checks) in _SECTION_CHECKS.items():
         sections[name] = cls(**doc.read_table(raw.get(name, {}), (name,), checks))
+    check_client_cert_pair(doc, ("monitor",), sections["monitor"].client_cert,
+                           sections["monitor"].client_key)
 
     raw_auth = raw.get("auth", {})
     if not isinstance(raw_auth, dict):
@@ -211,7 +240,8 @@ def parse_config(text: str, filename: str = "<string>", base_dir: str | None = N
     raw_targets = raw.get("targets", [])
     if not isinstance(raw_targets, list):
         raise doc.error(("targets",), "must be an array of [[targets]] tables")
-    targets = tuple(parse_target(doc, item, i, auth) for i, item in enumerate(raw_targets))
+    targets = tuple(parse_target(doc, item, i, auth, shown_urls.get(i))
+                    for i, item in enumerate(raw_targets))
     seen: dict[str, int] = {}
     for i, target in enumerate(targets):
         if target.name in seen:

@@ -47,24 +47,16 @@ def off_loop(function: Callable[..., T], *args) -> T:
     """``function(*args)`` in gevent's native thread pool; the calling greenlet waits for it,
     the loop does not. For work that releases the GIL or cannot be cut into slices.
 
-    An exception is raised in the calling greenlet, as by a plain call, and only there: gevent
-    would also print the traceback of an exception that leaves a pool thread to stderr (an
-    expected ConfigError of a reload, or a broken discovery file, is no crash to report)."""
-    outcome = gevent.get_hub().threadpool.apply(_captured, (function, args))
-    if isinstance(outcome, _Raised):
-        raise outcome.error
+    What it raises is raised here, in the caller, which decides what to log: gevent's pool
+    would also print it, with a traceback, as a hub error (a config error on reload)."""
+    failed, outcome = gevent.get_hub().threadpool.apply(_outcome, (function, args))
+    if failed:
+        raise outcome
     return outcome
 
 
-class _Raised:
-    __slots__ = ("error",)
-
-    def __init__(self, error: Exception):
-        self.error = error
-
-
-def _captured(function: Callable[..., T], args: tuple):
+def _outcome(function: Callable[..., T], args: tuple) -> tuple[bool, object]:
     try:
-        return function(*args)
-    except Exception as error:   # re-raised by off_loop in the greenlet that asked
-        return _Raised(error)
+        return False, function(*args)
+    except Exception as error:   # noqa: BLE001 - raised again by off_loop, in the caller
+        return True, error

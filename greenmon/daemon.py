@@ -8,6 +8,7 @@ from typing import Callable
 
 import gevent
 
+from greenmon import webconfig
 from greenmon.config import Config
 from greenmon.monitor import Monitor
 from greenmon.schema import ConfigError
@@ -17,7 +18,9 @@ log = logging.getLogger(__name__)
 
 
 def run_daemon(config: Config, loader: Callable[[], Config], workers: int = 1) -> int:
-    monitor = Monitor(config, loader=loader, workers=workers)
+    path = config.server.web_config_file
+    web = webconfig.load(path) if path else webconfig.WebConfig()   # broken: exit 2, before anything
+    monitor = Monitor(config, loader=loader, workers=workers, web=web)
     server = WebServer(monitor, config.server.listen)
     try:
         server.start()

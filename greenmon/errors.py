@@ -25,7 +25,7 @@ RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 AUTH_STATUS = frozenset({401, 403})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Failure:
     """Why one attempt failed: class, detail and a human message without secrets."""
 
@@ -104,6 +104,9 @@ def classify_exception(exc: BaseException, timeout: float) -> Failure:
     if isinstance(exc, rx.ConnectTimeout):
         return timeout_failure("connect", timeout)
     chain = _chain(exc)
+    for item in chain:   # the proxy refused, is down, or would not open the tunnel
+        if isinstance(item, (rx.ProxyError, ux.ProxyError)):
+            return Failure(CONNECTION, "proxy", "the proxy failed (refused, down, or no tunnel)")
     for item in chain:
         if isinstance(item, (ux.NameResolutionError, socket.gaierror)):
             return Failure(CONNECTION, "dns", "DNS lookup failed")

@@ -11,7 +11,6 @@ the same samples to prometheus_client for --textfile and --pushgateway.
 
 from __future__ import annotations
 
-from array import array
 from typing import Callable, Iterable, Iterator
 
 from prometheus_client.metrics_core import Metric
@@ -19,47 +18,27 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from greenmon import __version__
 from greenmon.breaker import CLOSED, STATE_VALUES, BreakerState
+from greenmon.config import MonitorSettings
 from greenmon.errors import ERROR_CLASSES
 from greenmon.histogram import Histogram
+from greenmon.history import History
 from greenmon.result import MonitorResult
 from greenmon.timing import Timing
 from greenmon.targets import Target
 
-RECENT_LATENCIES = 100  # per target, for the status page's P95
 _CLASS_INDEX = {name: index for index, name in enumerate(ERROR_CLASSES)}
 
 Labels = tuple[tuple[str, str], ...]          # sorted by label name, as the exposition writes them
 Sample = tuple[str, Labels, float]            # (sample name, labels, value)
 
 
-class Recent:
-    """The last RECENT_LATENCIES latencies of a target as 4-byte floats in a ring: 0.5 KB,
-    where a deque of Python floats took 3.5 KB per target."""
-
-    __slots__ = ("values", "next")
-
-    def __init__(self) -> None:
-        self.values = array("f")
-        self.next = 0
-
-    def add(self, value: float) -> None:
-        if len(self.values) < RECENT_LATENCIES:
-            self.values.append(value)
-        else:
-            self.values[self.next] = value
-            self.next = (self.next + 1) % RECENT_LATENCIES
-
-    def sorted(self) -> list[float]:
-        return sorted(self.values)
-
-
 class TargetSeries:
     """Everything exported about one target."""
 
     __slots__ = ("target", "checks", "errors", "retries", "last", "contacted", "last_checked_at",
-                 "breaker", "recent", "histogram")
+                 "breaker", "history", "histogram", "good", "bad")
 
-    def __init__(self, target: Target):
+    def __init__(self, target: Target, history: int = 60):
         self.target = target
         self.checks = 0
         self.errors = [0] * len(ERROR_CLASSES)
@@ -68,16 +47,20 @@ class TargetSeries:
         self.contacted: MonitorResult | None = None   # the last result that contacted the target
         self.last_checked_at: float | None = None  # of the last check that contacted the target
         self.breaker = CLOSED
-        self.recent = Recent()
+        self.history = History(history)
         self.histogram: Histogram | None = None
+        self.good = 0   # every scheduled check, for the SLI: skipped by an open breaker is bad
+        self.bad = 0
 
 
 class MetricsStore:
     """The numbers behind /metrics, /api/results and the status page."""
 
     def __init__(self, buckets: tuple[float, ...], per_target_histograms: bool = True,
-                 inflight: Callable[[], int] = lambda: 0, shard: tuple[int, int] = (0, 1)):
+                 inflight: Callable[[], int] = lambda: 0, shard: tuple[int, int] = (0, 1),
+                 monitor: MonitorSettings = MonitorSettings()):
         self.shard = shard
+        self.monitor = monitor   # the defaults of the SLO objective and the history's length
         self.buckets = tuple(buckets)
         self.per_target_histograms = per_target_histograms
         self.series: dict[str, TargetSeries] = {}
@@ -86,7 +69,7 @@ class MetricsStore:
         self.timing = Timing()          # loop lag, schedule lag, overruns (daemon)
         self.sweeps = 0
         self.sweep_duration_s = 0.0
-        self.changed: set[str] = set()  # targets whose samples changed since the cache read them
+        self.changed: dict[str, int] = {}   # target -> families changed since the cache read them
         self.layout = 0                 # grows when targets, labels or buckets change
         self.info_labels: list[str] = []   # target labels on greenmon_target_info (all targets')
         # Discovery sources by their label ("openapi[0]"): (targets yielded now, failed loads).
@@ -101,6 +84,17 @@ class MetricsStore:
                 series.histogram = None
             self.layout += 1
 
+    def set_monitor(self, monitor: MonitorSettings) -> None:
+        """New monitor defaults (a reload): objectives and the length of the kept history."""
+        self.monitor = monitor
+        for series in self.series.values():
+            series.history.resize(monitor.history)
+        self.layout += 1
+
+    def objective(self, target: Target) -> float:
+        """The target's availability objective (its own, else the monitor's)."""
+        return target.slo_availability or self.monitor.slo_availability
+
     def set_targets(self, targets: Iterable[Target], tick: Callable[[], None] = lambda: None) -> None:
         """Track exactly these targets, in this order: new ones start at zero, removed ones
         lose their series, kept ones keep their numbers. ``tick`` is called after each
@@ -109,7 +103,7 @@ class MetricsStore:
         for target in targets:
             series = old.get(target.name)
             if series is None:
-                series = TargetSeries(target)
+                series = TargetSeries(target, self.monitor.history)
             else:
                 series.target = target
             series_now[target.name] = series
@@ -117,7 +111,7 @@ class MetricsStore:
             tick()
         self.series = series_now
         self.info_labels = sorted(labels)
-        self.changed &= series_now.keys()
+        self.changed = {name: bits for name, bits in self.changed.items() if name in series_now}
         self.layout += 1
 
     def observe(self, result: MonitorResult) -> None:
@@ -127,18 +121,27 @@ class MetricsStore:
             return
         series.last = result
         series.breaker = result.breaker
-        self.changed.add(result.target)
-        if result.skipped:
-            return  # not contacted: no check, no error counted; greenmon_up stays 0
+        series.history.add(result)
+        if result.ok:
+            series.good += 1
+        else:
+            series.bad += 1
+        if result.skipped:   # not contacted: no check, no error counted; greenmon_up stays 0
+            self.changed[result.target] = self.changed.get(result.target, 0) | SKIPPED_CHANGES
+            return
+        changes = CHECKED_CHANGES
         series.checks += 1
+        if series.contacted is None or series.contacted.tls != result.tls:
+            changes |= TLS_CHANGES
         series.contacted = result
         series.last_checked_at = result.checked_at
         if not result.ok:
             series.errors[_CLASS_INDEX[result.error_class]] += 1
+            changes |= FAILURE_CHANGES
         for error_class in result.retried_classes:
             series.retries[_CLASS_INDEX[error_class]] += 1
-        if result.latency_s is not None:
-            series.recent.add(result.latency_s)
+            changes |= RETRY_CHANGES
+        self.changed[result.target] = self.changed.get(result.target, 0) | changes
         if self.per_target_histograms:
             if series.histogram is None:
                 series.histogram = Histogram(self.buckets)
@@ -153,7 +156,7 @@ class MetricsStore:
         series = self.series.get(name)
         if series is not None:
             series.breaker = state.state
-            self.changed.add(name)
+            self.changed[name] = self.changed.get(name, 0) | BREAKER_CHANGES
 
     def sweep_finished(self, duration_s: float) -> None:
         self.sweeps += 1
@@ -182,6 +185,10 @@ TARGET_FAMILIES = (
     ("greenmon_tls_cert_expiry_timestamp_seconds",
      "When the certificate the target presented expires (Unix time; the leaf's notAfter).", "gauge"),
     ("greenmon_tls_version_info", "The TLS version of the last contacted check; always 1.", "gauge"),
+    ("greenmon_slo_checks",
+     "Every scheduled check by result (good, bad; one skipped by an open breaker is bad): "
+     "the availability SLI, which does not go quiet during an outage.", "counter"),
+    ("greenmon_slo_objective", "The target's availability objective (slo_availability).", "gauge"),
     ("greenmon_check_duration_seconds", "Duration of every attempt of every check.", "histogram"),
 )
 DURATION = len(TARGET_FAMILIES) - 1   # the histogram: per target, or one without the label
@@ -201,43 +208,106 @@ def histogram_samples(name: str, histogram: Histogram, labels: Labels) -> list[S
     return out
 
 
-def target_samples(store: MetricsStore, series: TargetSeries,
-                   info_labels: list[str]) -> list[list[Sample]]:
-    """One target's samples, a list per family of TARGET_FAMILIES."""
-    target = series.target
-    by_target = (("target", target.name),)
+def _up(store, series, target, by_target, info_labels):
+    last = series.last   # none before the first check: an unknown state is not "down"
+    return [] if last is None else [("greenmon_up", by_target, 1 if last.ok else 0)]
+
+
+def _status(store, series, target, by_target, info_labels):
     last = series.last
-    out: list[list[Sample]] = []
-    # No up/status series before the first check: no false "down".
-    out.append([] if last is None else [("greenmon_up", by_target, 1 if last.ok else 0)])
-    out.append([] if last is None else
-               [("greenmon_http_status_code", by_target, last.status_code or 0)])
-    out.append([("greenmon_breaker_state", by_target, STATE_VALUES[series.breaker])])
-    out.append([] if series.last_checked_at is None else
-               [("greenmon_last_check_timestamp_seconds", by_target, series.last_checked_at)])
-    out.append([("greenmon_checks_total", by_target, series.checks)])
-    out.append([("greenmon_check_errors_total", (("class", c), ("target", target.name)), n)
-                for c, n in zip(ERROR_CLASSES, series.errors)])
-    out.append([("greenmon_check_retries_total", (("class", c), ("target", target.name)), n)
-                for c, n in zip(ERROR_CLASSES, series.retries)])
+    return [] if last is None else [("greenmon_http_status_code", by_target, last.status_code or 0)]
+
+
+def _breaker(store, series, target, by_target, info_labels):
+    return [("greenmon_breaker_state", by_target, STATE_VALUES[series.breaker])]
+
+
+def _last_check(store, series, target, by_target, info_labels):
+    return [] if series.last_checked_at is None else [
+        ("greenmon_last_check_timestamp_seconds", by_target, series.last_checked_at)]
+
+
+def _checks(store, series, target, by_target, info_labels):
+    return [("greenmon_checks_total", by_target, series.checks)]
+
+
+def _errors(store, series, target, by_target, info_labels):
+    return [("greenmon_check_errors_total", (("class", c), ("target", target.name)), n)
+            for c, n in zip(ERROR_CLASSES, series.errors)]
+
+
+def _retries(store, series, target, by_target, info_labels):
+    return [("greenmon_check_retries_total", (("class", c), ("target", target.name)), n)
+            for c, n in zip(ERROR_CLASSES, series.retries)]
+
+
+def _info(store, series, target, by_target, info_labels):
     info = {"target": target.name, "url": target.display_url, "method": target.method}
     info.update((name, target.labels.get(name, "")) for name in info_labels)
-    out.append([("greenmon_target_info", tuple(sorted(info.items())), 1)])
-    contacted = series.contacted
-    timings = contacted.timings if contacted is not None else None
-    out.append([] if timings is None else
-               [("greenmon_check_phase_seconds", (("phase", phase), ("target", target.name)), seconds)
-                for phase, seconds in timings.items() if seconds is not None])
-    tls = contacted.tls if contacted is not None else None
-    out.append([] if tls is None or tls.cert_not_after is None else
-               [("greenmon_tls_cert_expiry_timestamp_seconds", by_target, tls.cert_not_after)])
-    out.append([] if tls is None or tls.version is None else
-               [("greenmon_tls_version_info", (("target", target.name), ("version", tls.version)), 1)])
+    return [("greenmon_target_info", tuple(sorted(info.items())), 1)]
+
+
+def _phases(store, series, target, by_target, info_labels):
+    timings = series.contacted.timings if series.contacted is not None else None
+    return [] if timings is None else [
+        ("greenmon_check_phase_seconds", (("phase", phase), ("target", target.name)), seconds)
+        for phase, seconds in timings.items() if seconds is not None]
+
+
+def _cert_expiry(store, series, target, by_target, info_labels):
+    tls = series.contacted.tls if series.contacted is not None else None
+    return [] if tls is None or tls.cert_not_after is None else [
+        ("greenmon_tls_cert_expiry_timestamp_seconds", by_target, tls.cert_not_after)]
+
+
+def _tls_version(store, series, target, by_target, info_labels):
+    tls = series.contacted.tls if series.contacted is not None else None
+    return [] if tls is None or tls.version is None else [
+        ("greenmon_tls_version_info", (("target", target.name), ("version", tls.version)), 1)]
+
+
+def _slo_checks(store, series, target, by_target, info_labels):
+    return [("greenmon_slo_checks_total", (("result", "bad"), ("target", target.name)), series.bad),
+            ("greenmon_slo_checks_total", (("result", "good"), ("target", target.name)), series.good)]
+
+
+def _objective(store, series, target, by_target, info_labels):
+    return [("greenmon_slo_objective", by_target, store.objective(target))]
+
+
+def _duration(store, series, target, by_target, info_labels):
     if store.per_target_histograms and series.histogram is not None:
-        out.append(histogram_samples("greenmon_check_duration_seconds", series.histogram, by_target))
-    else:
-        out.append([])  # no attempt timed yet (or one histogram for all targets)
-    return out
+        return histogram_samples("greenmon_check_duration_seconds", series.histogram, by_target)
+    return []   # no attempt timed yet (or one histogram for all targets)
+
+
+# The samples of each family of TARGET_FAMILIES, in its order.
+_FAMILY_SAMPLES = (_up, _status, _breaker, _last_check, _checks, _errors, _retries, _info, _phases,
+                   _cert_expiry, _tls_version, _slo_checks, _objective, _duration)
+ALL_FAMILIES = (1 << len(TARGET_FAMILIES)) - 1
+
+
+def _bits(*functions) -> int:
+    return sum(1 << _FAMILY_SAMPLES.index(function) for function in functions)
+
+
+# Which families a result changes (the exposition cache formats only those again).
+SKIPPED_CHANGES = _bits(_up, _status, _breaker, _slo_checks)
+CHECKED_CHANGES = SKIPPED_CHANGES | _bits(_last_check, _checks, _phases, _duration)
+FAILURE_CHANGES = _bits(_errors)
+RETRY_CHANGES = _bits(_retries)
+TLS_CHANGES = _bits(_cert_expiry, _tls_version)
+BREAKER_CHANGES = _bits(_breaker)
+
+
+def target_samples(store: MetricsStore, series: TargetSeries, info_labels: list[str],
+                   families: int = ALL_FAMILIES) -> list[list[Sample] | None]:
+    """One target's samples, a list per family of TARGET_FAMILIES (None for a family left
+    out of ``families``, a bit mask in that order)."""
+    target = series.target
+    by_target = (("target", target.name),)
+    return [function(store, series, target, by_target, info_labels) if families >> index & 1 else None
+            for index, function in enumerate(_FAMILY_SAMPLES)]
 
 
 def global_samples(store: MetricsStore) -> Iterator[tuple[tuple[str, str, str], list[Sample]]]:
@@ -313,7 +383,7 @@ def build_registry(store: MetricsStore) -> CollectorRegistry:
 
 def store_for(config, targets: Iterable[Target], **sources) -> MetricsStore:
     store = MetricsStore(config.metrics.buckets, config.metrics.per_target_histograms,
-                         shard=config.shard, **sources)
+                         shard=config.shard, monitor=config.monitor, **sources)
     store.set_targets(targets)
     store.discovery = discovery_counts(config)
     return store

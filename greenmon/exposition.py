@@ -24,7 +24,8 @@ import gevent.lock
 from prometheus_client.utils import floatToGoString
 
 from greenmon.cooperative import Slices
-from greenmon.exporter import DURATION, TARGET_FAMILIES, MetricsStore, Sample, global_samples, target_samples
+from greenmon.exporter import (ALL_FAMILIES, DURATION, TARGET_FAMILIES, MetricsStore, Sample,
+                               global_samples, target_samples)
 
 BLOCK = 256        # targets per joined piece: about 50 KB of text
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"   # the text format written here
@@ -37,12 +38,21 @@ def _escape(value: str) -> str:
     return value   # the common case: nothing to escape (three scans, no new string)
 
 
+_SMALL_COUNTS = tuple(f"{count}.0" for count in range(1000))   # as floatToGoString writes them
+
+
+def _number(value) -> str:
+    if type(value) is int and 0 <= value < 1000:
+        return _SMALL_COUNTS[value]
+    return floatToGoString(value)
+
+
 def sample_line(sample: Sample) -> str:
     name, labels, value = sample
     if labels:
-        inner = ",".join(f'{key}="{_escape(text)}"' for key, text in labels)
-        return f"{name}{{{inner}}} {floatToGoString(value)}\n"
-    return f"{name} {floatToGoString(value)}\n"
+        inner = ",".join([key + '="' + _escape(text) + '"' for key, text in labels])
+        return f"{name}{{{inner}}} {_number(value)}\n"
+    return f"{name} {_number(value)}\n"
 
 
 def family_header(name: str, help_text: str, kind: str) -> bytes:
@@ -106,17 +116,23 @@ class Exposition:
             if self._layout != store.layout:   # targets, labels or buckets changed: all anew
                 self._layout = store.layout
                 self._pieces, self._sizes = {}, {}
-                stale = list(store.series)
+                stale = dict.fromkeys(store.series, ALL_FAMILIES)
             else:
-                stale = list(store.changed)
-            store.changed.clear()   # what changes from here on is formatted by the next scrape
-            for name in slices.each(stale):
+                stale = store.changed
+            store.changed = {}   # what changes from here on is formatted by the next scrape
+            for name, families in slices.each(list(stale.items())):
                 series = store.series.get(name)
-                if series is not None:
-                    pieces = tuple("".join(map(sample_line, found)).encode()
-                                   for found in target_samples(store, series, store.info_labels))
-                    self._pieces[name] = pieces
-                    self._sizes[name] = sum(map(len, pieces))
+                if series is None:
+                    continue
+                old = self._pieces.get(name)
+                if old is None:
+                    families = ALL_FAMILIES
+                found = target_samples(store, series, store.info_labels, families)
+                pieces = tuple(old[index] if samples is None else
+                               "".join(map(sample_line, samples)).encode()
+                               for index, samples in enumerate(found))
+                self._pieces[name] = pieces
+                self._sizes[name] = sum(map(len, pieces))
             names = [name for name in store.series if name in self._pieces]
             headers = list(self._headers)
             if not store.per_target_histograms:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from array import array
 
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -20,7 +21,7 @@ class Histogram:
 
     def __init__(self, bounds: tuple[float, ...]):
         self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
+        self.counts = array("Q", bytes(8 * (len(bounds) + 1)))   # 8 bytes a bucket, no int objects
         self.total = 0.0
 
     def observe(self, value: float) -> None:
@@ -41,8 +42,8 @@ class Histogram:
 
     def take(self) -> tuple[list[int], float]:
         """What was observed since the last take, and a fresh start (a worker's delta)."""
-        delta = (self.counts, self.total)
-        self.counts = [0] * (len(self.bounds) + 1)
+        delta = (self.counts.tolist(), self.total)
+        self.counts = array("Q", bytes(8 * (len(self.bounds) + 1)))
         self.total = 0.0
         return delta
 

@@ -20,16 +20,18 @@ import gevent
 import gevent.event
 import gevent.lock
 
-from greenmon import statefile
+from greenmon import statefile, webconfig
 from greenmon.checks import Checks
 from greenmon.config import Config
 from greenmon.cooperative import Slices, off_loop
 from greenmon.discovery.live import Discovery
 from greenmon.discovery.sources import merge_one
-from greenmon.exporter import MetricsStore, build_registry, discovery_counts, store_for
+from greenmon.exporter import MetricsStore, discovery_counts, store_for
 from greenmon.exposition import Exposition
 from greenmon.schema import ConfigError
 from greenmon.views import Views
+from greenmon.webauth import BasicAuth
+from greenmon.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +39,15 @@ STATE_SAVE_EVERY_S = 10.0  # the state file is written at most this often (and a
 
 
 class Monitor:
-    """Long-running checks feeding one MetricsStore, its registry and the web caches."""
+    """Long-running checks feeding one MetricsStore and the caches of the web endpoints."""
 
     def __init__(self, config: Config, *, loader: Callable[[], Config] | None = None,
-                 clock: Callable[[], float] = time.time, workers: int = 1):
+                 clock: Callable[[], float] = time.time, workers: int = 1,
+                 web: WebConfig | None = None):
+        """``web``: the web config the endpoints are served with (TLS, basic auth)."""
         self.config = config
+        self.web = web or WebConfig()
+        self.auth = BasicAuth(self.web.users)
         self._loader = loader
         self.store: MetricsStore = store_for(config, config.enabled_targets,
                                              inflight=lambda: self.checks.inflight)
@@ -52,7 +58,6 @@ class Monitor:
             self.checks = WorkerChecks(config, workers, **hooks)
         else:
             self.checks = Checks(config, clock=clock, **hooks)
-        self.registry = build_registry(self.store)
         self.exposition = Exposition(self.store)
         self.views = Views(self.store, lambda: self.config.monitor.slo_p95_seconds)
         self._stop = gevent.event.Event()
@@ -85,15 +90,21 @@ class Monitor:
             return False
         with self._reloading:
             try:
-                config = off_loop(self._loader)
+                config, web = off_loop(self._load)
                 config = self.discovery.complete(config)   # sources: fetched on the loop
                 prepared = off_loop(self._prepare, config)
             except ConfigError as error:
                 log.error("reload failed, keeping the running config: %s", error)
                 return False
             self._apply(config, prepared)
+            self._apply_web(web)
         log.info("config reloaded: %d enabled targets", len(config.enabled_targets))
         return True
+
+    def _load(self) -> tuple[Config, WebConfig]:
+        config = self._loader()
+        path = config.server.web_config_file
+        return config, webconfig.load(path) if path else WebConfig()
 
     def _prepare(self, config: Config):
         config.enabled_targets  # computed here, in the thread  # noqa: B018
@@ -118,19 +129,31 @@ class Monitor:
         """The discovery gauges: targets each source yields, and its failed loads."""
         self.store.discovery = discovery_counts(self.config, errors)
 
+    def _apply_web(self, web: WebConfig) -> None:
+        """New users take effect at once, a new certificate with the next connection; TLS
+        turned on or off takes a restart (the listening socket stays what it is)."""
+        if web.tls != self.web.tls:
+            log.warning("the web config turns TLS %s: that takes effect at the next restart",
+                        "on" if web.tls else "off")
+            web = WebConfig(web.path, self.web.ssl_context, web.users)
+        if web.users != self.web.users:
+            self.auth = BasicAuth(web.users)
+        self.web = web
+
     def _apply(self, config: Config, prepared) -> None:
         if config.server.listen != self.config.server.listen:
             log.warning("server.listen changed to %s: it takes effect at the next restart",
                         config.server.listen)
         self.checks.apply(config, prepared)
         self.store.configure(config.metrics.buckets, config.metrics.per_target_histograms)
+        self.store.set_monitor(config.monitor)
         self.store.set_targets(config.enabled_targets, Slices().tick)
         self.config = config
 
     # --- state read by the web endpoints --------------------------------------
 
     def healthy(self) -> bool:
-        """Checks start on schedule (SPEC: lag < interval + the longest deadline)."""
+        """Checks start on schedule: none is later than its interval plus the longest deadline."""
         return self._runner is not None and self.checks.healthy()
 
     # --- the loop -------------------------------------------------------------

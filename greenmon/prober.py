@@ -84,13 +84,33 @@ def verify_setting(target: Target, monitor: MonitorSettings) -> bool | str:
     return ca_file if verify_tls and ca_file else verify_tls
 
 
-def trust_settings(config: Config) -> set[bool | str]:
-    """The verify settings of the config's HTTPS targets: their trust stores are loaded
-    before checks start, not by the first check that needs one, while others are timed."""
-    settings = {verify_setting(t, config.monitor) for t in config.enabled_targets
-                if t.url[:6].lower() == "https:"}
+def client_cert(target: Target, monitor: MonitorSettings) -> tuple[str, str] | None:
+    """The client certificate and key a target's checks present (mTLS), if any."""
+    if target.client_cert is not None:
+        return (target.client_cert, target.client_key) if target.client_cert else None
+    return (monitor.client_cert, monitor.client_key) if monitor.client_cert else None
+
+
+def proxies_for(target: Target, monitor: MonitorSettings) -> dict[str, str] | None:
+    """requests' proxies for a target: its proxy, else the monitor's, else (proxy_env) the
+    environment's for its URL, NO_PROXY included."""
+    proxy = monitor.proxy if target.proxy is None else target.proxy
+    if proxy:
+        return {"http": proxy, "https": proxy}
+    if monitor.proxy_env if target.proxy_env is None else target.proxy_env:
+        from requests.utils import get_environ_proxies
+        return get_environ_proxies(target.url) or None
+    return None
+
+
+def trust_settings(config: Config) -> set[tuple]:
+    """The (verify, client certificate) settings of the config's HTTPS targets: their
+    contexts are built before checks start, not by the first check that needs one, while
+    others are being timed."""
+    settings = {(verify_setting(t, config.monitor), client_cert(t, config.monitor))
+                for t in config.enabled_targets if t.url[:6].lower() == "https:"}
     # Token endpoints of oauth2 sources are asked before their targets' checks are timed.
-    settings.update(source.verify for source in config.auth.values()
+    settings.update((source.verify, None) for source in config.auth.values()
                     if source.kind == "oauth2" and source.token_url[:6].lower() == "https:")
     return settings
 
@@ -103,6 +123,7 @@ class Prober:
         self._clock = clock   # wall time, for the certificates' days left
         self._monitor = config.monitor
         self._headers: dict = {}  # target name -> Transport.base_headers
+        self._routes: dict = {}   # target name -> (proxies, client certificate)
         # Targets whose connection is closed after each check (set before the first check):
         # the daemon's schedule contacts their origin too seldom to keep one idle.
         self.close_connections: frozenset[str] = frozenset()
@@ -170,9 +191,12 @@ class Prober:
         if headers is None:
             headers = self._headers[target.name] = self._transport.base_headers(
                 target.url, target.headers, close=target.name in self.close_connections)
+            self._routes[target.name] = (proxies_for(target, monitor), client_cert(target, monitor))
+        proxies, cert = self._routes[target.name]
         return Request(
             method=target.method, url=target.url, headers=headers, body=target.body,
             auth=target.auth.header(self._transport) if target.auth is not None else None,
             timeout=target.timeout or monitor.timeout, verify=verify_setting(target, monitor),
             follow_redirects=monitor.follow_redirects, max_body_bytes=monitor.max_body_bytes,
+            proxies=proxies, cert=cert,
         )

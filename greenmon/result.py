@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from greenmon.tls import TLSFacts
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attempt:
     """One request of a check: what came back, if it failed why, and where its time went
     (``timings``: seconds per phase, None for a phase not reached; ``tls``: the session's
@@ -28,7 +28,7 @@ class Attempt:
     tls: "TLSFacts | None" = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """All attempts of one check, as the prober made them."""
 
@@ -49,7 +49,7 @@ class Outcome:
         return tuple(a.failure.error_class for a in self.attempts[:-1] if a.failure)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MonitorResult:
     target: str
     url: str

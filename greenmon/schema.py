@@ -75,21 +75,32 @@ class Document:
             raise self.error(path, str(problem)) from None
 
 
-def interpolate(raw: Any, doc: Document, path: Path = (), environ: Mapping[str, str] | None = None) -> Any:
-    """Replace ${VAR} in every string value; a missing variable is a config error."""
+SECRET_MASK = "***"
+
+
+def interpolate(raw: Any, doc: Document, path: Path = (), environ: Mapping[str, str] | None = None,
+                mask: str | None = None) -> Any:
+    """Replace ${VAR} in every string value; a missing variable is a config error. With
+    ``mask``, each ${VAR} becomes the mask instead: the value as it may be shown."""
     env = os.environ if environ is None else environ
     if isinstance(raw, str):
         def substitute(match: re.Match) -> str:
             name = match.group(1)
             if name not in env:
                 raise doc.error(path, f"environment variable ${{{name}}} is not set")
-            return env[name]
+            return env[name] if mask is None else mask
         return _ENV_REF.sub(substitute, raw)
     if isinstance(raw, dict):
-        return {key: interpolate(value, doc, path + (key,), env) for key, value in raw.items()}
+        return {key: interpolate(value, doc, path + (key,), env, mask) for key, value in raw.items()}
     if isinstance(raw, list):
-        return [interpolate(value, doc, path + (i,), env) for i, value in enumerate(raw)]
+        return [interpolate(value, doc, path + (i,), env, mask) for i, value in enumerate(raw)]
     return raw
+
+
+def interpolated_values(raw: str, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The (non-empty) environment values that ${VAR} references in ``raw`` bring in."""
+    env = os.environ if environ is None else environ
+    return [env[name] for name in _ENV_REF.findall(raw) if env.get(name)]
 
 
 def type_name(value: Any) -> str:
@@ -140,6 +151,14 @@ def number(*, above: float | None = None, at_least: float | None = None) -> Chec
             raise ValueError(f"must be >= {at_least:g}, got {value:g}")
         return value
     return check
+
+
+def open_fraction(value: Any) -> float:
+    """A number strictly between 0 and 1 (an availability objective)."""
+    number_ = number()(value)
+    if not 0 < number_ < 1:
+        raise ValueError(f"must be between 0 and 1 (exclusive), got {number_:g}")
+    return number_
 
 
 def string_table(key_check: Check | None = None, value_check: Check = string) -> Check:

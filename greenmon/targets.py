@@ -11,7 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from greenmon.auth import AuthSource
 from greenmon.expectations import expect_json
-from greenmon.schema import (ConfigError, Document, Path, boolean, non_empty_string, number,
+from greenmon.schema import (SECRET_MASK, ConfigError, Document, Path, boolean, dotted,
+                             non_empty_string, number, open_fraction,
                              header_name, header_value, optional_file, string, string_table,
                              type_name)
 
@@ -22,7 +23,7 @@ RESERVED_LABELS = frozenset({"target", "url", "method", "class", "le", "version"
 _STATUS_CLASS = re.compile(r"^([1-5])xx$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StatusMatcher:
     """Expected status codes and classes ("2xx")."""
 
@@ -33,7 +34,7 @@ class StatusMatcher:
         return status in self.codes or status // 100 in self.classes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Target:
     name: str
     url: str
@@ -48,15 +49,23 @@ class Target:
     verify_tls: bool | None = None    # None: monitor.verify_tls
     ca_file: str | None = None        # None: monitor.ca_file
     min_cert_days: float | None = None  # None: monitor.min_cert_days
+    slo_availability: float | None = None  # None: monitor.slo_availability
+    slo_window_days: float | None = None   # None: monitor.slo_window_days
     expect_json: Mapping[str, str | int | float | bool] | None = None
+    proxy: str | None = None          # None: monitor.proxy ("": none, even if the monitor has one)
+    proxy_env: bool | None = None     # None: monitor.proxy_env
+    client_cert: str | None = None    # None: monitor.client_cert (with client_key)
+    client_key: str | None = None
     auth: AuthSource | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     enabled: bool = True
+    shown_url: str | None = None      # the URL with its ${VAR} values masked, if it had any
 
     @property
     def display_url(self) -> str:
-        """The URL without a password in its user info (safe to print and export)."""
-        return redact_url(self.url)
+        """The URL without a password in its user info, and with what ${VAR} brought in
+        masked (safe to print and export)."""
+        return redact_url(self.shown_url or self.url)
 
     def shard_hash(self) -> int:
         """Stable across processes and versions (never Python's hash())."""
@@ -114,6 +123,36 @@ def _url_preparation():
     return prepare_url, (RequestException, ValueError)
 
 
+def proxy_url(value: Any) -> str:
+    """A proxy: http:// or https://, a host and a port ("" for none)."""
+    url = string(value)
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+        parts.port
+    except ValueError as problem:
+        raise ValueError(f"is not a valid proxy URL: {problem}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be http://host:port or https://host:port, got {redact_url(url)!r}")
+    return url
+
+
+def check_client_cert_pair(doc: Document, path: Path, cert: str | None, key: str | None) -> None:
+    """client_cert and client_key go together, and must load as a pair (config errors name
+    the key)."""
+    if not cert and not key:
+        return
+    if not cert or not key:
+        missing = "client_key" if cert else "client_cert"
+        raise doc.error(path + (missing,), "is required with "
+                                           f"{'client_cert' if cert else 'client_key'}")
+    from greenmon.tls import check_client_cert
+    problem = check_client_cert(cert, key)
+    if problem:
+        raise doc.error(path + ("client_key",), problem)
+
+
 def _method(value: Any) -> str:
     method = non_empty_string(value).upper()
     if not _METHOD.match(method):
@@ -168,30 +207,45 @@ _CHECKS = {
     "verify_tls": boolean,
     "ca_file": optional_file,
     "min_cert_days": number(at_least=0),
+    "slo_availability": open_fraction,
+    "slo_window_days": number(above=0),
     "expect_json": expect_json,
+    "proxy": proxy_url,
+    "proxy_env": boolean,
+    "client_cert": optional_file,
+    "client_key": optional_file,
     "auth": non_empty_string,
     "labels": string_table(_label_name),
     "enabled": boolean,
 }
 
 
-def parse_target(doc: Document, raw: Any, index: int, auth: Mapping[str, AuthSource]) -> Target:
+def parse_target(doc: Document, raw: Any, index: int, auth: Mapping[str, AuthSource],
+                 shown: tuple[str, list[str]] | None = None) -> Target:
+    """``shown``: the URL with its ${VAR} values masked, and those values (config.py)."""
     path: Path = ("targets", index)
     try:
         values = doc.read_table(raw, path, _CHECKS)
     except ConfigError as error:
+        message = str(error)
+        if shown and f"{dotted(path + ('url',))}:" in message:   # it may quote the URL
+            for secret in shown[1]:
+                message = message.replace(secret, SECRET_MASK)
         name = raw.get("name") if isinstance(raw, dict) else None
         if isinstance(name, str) and name:
-            raise ConfigError(f"{error} (target {name!r})") from None
-        raise
+            raise ConfigError(f"{message} (target {name!r})") from None
+        raise ConfigError(message) from None
     if "url" not in values:
         raise doc.error(path, "url is required")
+    check_client_cert_pair(doc, path, values.get("client_cert"), values.get("client_key"))
     if "auth" in values:
         if values["auth"] not in auth:
             raise doc.error(path + ("auth",), f"no [auth.{values['auth']}] table is defined")
         values["auth"] = auth[values["auth"]]
     values.setdefault("method", "GET")
-    values.setdefault("name", f"{values['method']} {redact_url(values['url'])}")
+    if shown is not None:
+        values["shown_url"] = shown[0]
+    values.setdefault("name", f"{values['method']} {redact_url(values.get('shown_url') or values['url'])}")
     return Target(**values)
 
 

@@ -23,7 +23,7 @@ from urllib3.util.ssl_ import create_urllib3_context
 from greenmon import trace
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TLSFacts:
     """The TLS session of a connection: its version and the server's (leaf) certificate."""
 
@@ -71,15 +71,21 @@ class TracedSSLSocket(ssl.SSLSocket):
         return super().do_handshake(*args, **kwargs)
 
 
+ClientCert = tuple[str, str]   # (certificate file, key file), PEM
+
+
 class TrustStore:
-    """The contexts built so far, by verify setting; ``loaded`` says which exist."""
+    """The contexts built so far, by verify setting and client certificate; ``loaded`` says
+    which exist."""
 
     def __init__(self) -> None:
-        self._contexts: dict[bool | str, ssl.SSLContext] = {}
+        self._contexts: dict[tuple, ssl.SSLContext] = {}
 
-    def context(self, verify: bool | str) -> ssl.SSLContext:
-        """``verify``: False (no checks), True (default CAs) or a PEM file of extra CAs."""
-        context = self._contexts.get(verify)
+    def context(self, verify: bool | str, cert: ClientCert | None = None) -> ssl.SSLContext:
+        """``verify``: False (no checks), True (default CAs) or a PEM file of extra CAs;
+        ``cert``: the client certificate presented to servers that ask for one (mTLS)."""
+        key = (verify, cert)
+        context = self._contexts.get(key)
         if context is None:
             if verify is False:
                 context = create_urllib3_context(cert_reqs=ssl.CERT_NONE)
@@ -89,9 +95,23 @@ class TrustStore:
                 context.load_verify_locations(cafile=certifi.where())
                 if isinstance(verify, str):
                     context.load_verify_locations(cafile=verify)
+            if cert is not None:
+                context.load_cert_chain(*cert)
             context.sslsocket_class = TracedSSLSocket
-            self._contexts[verify] = context
+            self._contexts[key] = context
         return context
 
     def loaded(self) -> frozenset:
-        return frozenset(self._contexts)
+        """The verify settings (with a client certificate: (verify, cert)) built so far."""
+        return frozenset(verify if cert is None else (verify, cert) for verify, cert in self._contexts)
+
+
+def check_client_cert(cert_file: str, key_file: str) -> str | None:
+    """What is wrong with a client certificate and key (None: they load as a pair)."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as error:
+        return f"does not load with client_cert ({error.reason or error})"
+    except OSError as error:
+        return f"cannot read it ({error.strerror or error})"
+    return None

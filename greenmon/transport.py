@@ -28,6 +28,7 @@ import urllib3.connection
 import urllib3.connectionpool
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
+from requests.utils import select_proxy
 from requests.structures import CaseInsensitiveDict
 
 from greenmon import trace
@@ -40,7 +41,7 @@ CACHE_LIMIT = 100_000
 _NO_PROXIES: dict = {}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Response:
     """What one attempt received (the body is capped and already read), and its trace."""
 
@@ -55,7 +56,7 @@ class Response:
         return self.trace.tls if self.trace is not None else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Request:
     method: str
     url: str
@@ -66,6 +67,8 @@ class Request:
     follow_redirects: bool
     max_body_bytes: int
     auth: tuple[str, str] | None = None  # the auth source's header, read for this attempt
+    proxies: Mapping[str, str] | None = None   # scheme -> proxy URL (requests' form)
+    cert: tuple[str, str] | None = None        # client certificate and key, for mTLS
 
 
 class _RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
@@ -191,13 +194,22 @@ class _TLSPool(urllib3.connectionpool.HTTPSConnectionPool):
     ConnectionCls = _TLSConnection
 
 
+def _use_traced_pools(manager) -> None:
+    """A pool manager (direct or proxy) whose pools make traced connections."""
+    manager.pool_classes_by_scheme = {
+        **manager.pool_classes_by_scheme, "http": _PlainPool, "https": _TLSPool}
+
+
 class _CachingAdapter(HTTPAdapter):
     """requests' adapter with the work that cannot change for a URL done once per URL.
 
-    greenmon sends the same URLs every sweep, never through a proxy, and keeps
-    no cookies: each URL's connection pool and request path are looked up
-    once, and responses skip the cookie jar. The caches are dropped when they
-    grow past CACHE_LIMIT (redirects to ever-new URLs).
+    greenmon sends the same URLs every sweep and keeps no cookies: each URL's
+    connection pool (per trust setting, client certificate and proxy: proxied
+    and direct traffic never share a connection) and request path are looked
+    up once, and responses skip the cookie jar. Trust and client certificates
+    live in the pool's SSLContext (``tls.TrustStore``), so nothing is loaded
+    per connection. The caches are dropped when they grow past CACHE_LIMIT
+    (redirects to ever-new URLs).
     """
 
     def __init__(self, **kwargs):
@@ -209,17 +221,26 @@ class _CachingAdapter(HTTPAdapter):
 
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            **self.poolmanager.pool_classes_by_scheme, "http": _PlainPool, "https": _TLSPool}
+        _use_traced_pools(self.poolmanager)
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        _use_traced_pools(manager)
+        return manager
 
     def build_connection_pool_key_attributes(self, request, verify, cert=None):
-        """HTTPS pools share one prepared SSLContext per ``verify`` instead of CA file paths."""
+        """HTTPS pools share one prepared SSLContext per ``verify`` and client certificate
+        instead of CA and certificate file paths."""
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
         if host_params["scheme"] == "https":
-            pool_kwargs.pop("ca_certs", None)
-            pool_kwargs.pop("ca_cert_dir", None)
-            pool_kwargs["ssl_context"] = self.trust.context(verify)
+            for name in ("ca_certs", "ca_cert_dir", "cert_file", "key_file"):
+                pool_kwargs.pop(name, None)
+            pool_kwargs["ssl_context"] = self.trust.context(verify, cert)
         return host_params, pool_kwargs
+
+    def cert_verify(self, conn, url, verify, cert):
+        """Nothing to set on the pool: its SSLContext carries the trust and the client
+        certificate (requests would make urllib3 load them again for every connection)."""
 
     def _origin(self, url: str) -> str:
         """scheme://host:port of a URL, the key of its connection pool."""
@@ -232,7 +253,8 @@ class _CachingAdapter(HTTPAdapter):
         return origin
 
     def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
-        key = (self._origin(request.url), verify)
+        key = (self._origin(request.url), verify, cert,
+               select_proxy(request.url, proxies) if proxies else None)
         pool = self._pools.get(key)
         if pool is None or pool.pool is None:  # new, or closed by the pool manager's LRU
             if len(self._pools) > CACHE_LIMIT:
@@ -242,6 +264,8 @@ class _CachingAdapter(HTTPAdapter):
         return pool
 
     def request_url(self, request, proxies):
+        if proxies:   # an absolute URL for a plain-HTTP proxy: not cached
+            return super().request_url(request, proxies)
         path = self._paths.get(request.url)
         if path is None:
             if len(self._paths) > CACHE_LIMIT:
@@ -314,10 +338,11 @@ class Transport:
         try:
             with gevent.Timeout(request.timeout, DeadlineExceeded):
                 prepared = self._prepare(request)
+                proxies = request.proxies or _NO_PROXIES
                 response = self.adapter.send(prepared, stream=True, timeout=None,
-                                             verify=request.verify, proxies=_NO_PROXIES)
+                                             verify=request.verify, proxies=proxies, cert=request.cert)
                 if request.follow_redirects and response.is_redirect:
-                    response = self._follow(response, prepared, request.verify)
+                    response = self._follow(response, prepared, request)
                 try:
                     _check_framing(response)
                     body, too_large = _read_capped(response, request.max_body_bytes)
@@ -368,21 +393,23 @@ class Transport:
             prepared.prepare_body(request.body.encode() or None, None)
         return prepared
 
-    def _follow(self, response, prepared, verify) -> requests.Response:
+    def _follow(self, response, prepared, request: Request) -> requests.Response:
         """Redirects through requests' own logic: at most MAX_REDIRECTS, then TooManyRedirects."""
         prepared._cookies = requests.cookies.RequestsCookieJar(policy=_RejectAllCookies())
         last = response
         for last in self.session.resolve_redirects(response, prepared, stream=True,
-                                                   timeout=None, verify=verify,
-                                                   proxies=_NO_PROXIES):
+                                                   timeout=None, verify=request.verify,
+                                                   proxies=request.proxies or _NO_PROXIES,
+                                                   cert=request.cert):
             pass
         return last
 
-    def load_trust(self, settings: Iterable[bool | str]) -> None:
-        """Build the SSLContexts for these verify settings now (loading a CA bundle takes tens
-        of milliseconds; a daemon reload calls this from a thread, off the event loop)."""
-        for verify in settings:
-            self.adapter.trust.context(verify)
+    def load_trust(self, settings: Iterable[tuple]) -> None:
+        """Build the SSLContexts for these (verify, client certificate) settings now (loading
+        a CA bundle takes tens of milliseconds; a daemon reload calls this from a thread, off
+        the event loop)."""
+        for verify, cert in settings:
+            self.adapter.trust.context(verify, cert)
 
     def close(self) -> None:
         self.session.close()

@@ -1,12 +1,13 @@
 """What /api/results and the status page show, made without holding the loop that times checks.
 
-Each target's JSON line and table row is rendered once per new result and
-kept; a request renders only the targets that have a new result since the
-last one, in slices that yield to the loop, and hands out the cached pieces.
+Both are made in slices that yield to the loop. The status page's rows are
+kept per target until its result changes (a page shows 200 of them); the
+JSON lines of /api/results are encoded anew each time.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Callable, Generic, TypeVar
 
@@ -17,6 +18,7 @@ from greenmon.report import json_frame, result_json
 from greenmon.summary import summarize
 
 T = TypeVar("T")
+PAGE_ROWS = 200   # rows of the status page at a time: 10,000 targets are 50 pages
 
 
 class PerTarget(Generic[T]):
@@ -47,18 +49,17 @@ class Views:
     def __init__(self, store: MetricsStore, slo_p95_s: Callable[[], float]):
         self.store = store
         self._slo_p95_s = slo_p95_s
-        self._json = PerTarget(lambda s: result_json(s.last).encode())
-        self._rows = PerTarget(lambda s: statuspage.row(s, self._slo_p95_s(), time.time()).encode())
+        self._rows = PerTarget(lambda s: statuspage.row(
+            s, slo_p95_s=self._slo_p95_s(), objective=store.objective(s.target), now=time.time()).encode())
 
     def results_document(self) -> list[bytes]:
         """The same document as `--format json`, from the latest result of each target."""
         slices = Slices()
         results, lines = [], []
         for series in slices.each(list(self.store.series.values())):
-            if series.last is not None:
-                results.append(series.last)
-                lines.append(self._json.get(series))
-        self._json.keep_only(self.store.series)
+            if series.last is not None:   # encoded anew: 5 MB of lines at 10,000 targets is not
+                results.append(series.last)   # worth keeping for a document fetched now and then
+                lines.append(result_json(series.last).encode())
         summary = summarize(results, self.store.sweep_duration_s, self._slo_p95_s())
         head, separator, tail = (part.encode() for part in json_frame(summary, not lines))
         pieces = [head]
@@ -69,22 +70,47 @@ class Views:
         pieces.append(tail)
         return pieces
 
-    def status_page(self, *, interval_s: float, now: float) -> list[bytes]:
-        """Failures first, then the rest, each in config order."""
+    def history_document(self, name: str) -> bytes | None:
+        """The target's kept outcomes, oldest first (None: no such target)."""
+        series = self.store.series.get(name)
+        if series is None:
+            return None
+        return json.dumps(series.history.outcomes()).encode()
+
+    def status_page(self, *, interval_s: float, now: float, query: str = "",
+                    page: int = 1) -> list[bytes]:
+        """The targets burning their error budget fastest first, then the rest in config
+        order, a page of PAGE_ROWS at a time; ``query`` keeps the targets whose name or URL
+        holds it."""
         slices = Slices()
         store = self.store
-        failing, healthy, results = [], [], []
-        for series in slices.each(list(store.series.values())):
-            row = self._rows.get(series)
+        words = query.strip().lower()
+        burning, calm, results = [], [], []
+        for index, series in enumerate(slices.each(list(store.series.values()))):
             last = series.last
             if last is not None:
                 results.append(last)
-            (healthy if last is None or last.ok else failing).append(row)
+            if words and words not in series.target.name.lower() \
+                    and words not in series.target.display_url.lower():
+                continue
+            burn = statuspage.burn_rate(series, store.objective(series.target))
+            if burn > 0 or (last is not None and not last.ok):
+                burning.append((-burn, last is None or last.ok, index, series))
+            else:
+                calm.append(series)
+        burning.sort(key=lambda item: item[:3])
+        ordered = [item[3] for item in burning] + calm
+        count = max(1, -(-len(ordered) // PAGE_ROWS))
+        page = min(max(page, 1), count)
+        rows = [self._rows.get(series) for series in slices.each(
+            ordered[(page - 1) * PAGE_ROWS:page * PAGE_ROWS])]
         self._rows.keep_only(store.series)
         slo = self._slo_p95_s()
+        paging = statuspage.pages(query, page, count)
         head, tail = statuspage.page(
             summarize(results, store.sweep_duration_s, slo), targets=len(store.series),
-            slo_p95_s=slo, sweeps=store.sweeps, sweep_duration_s=store.sweep_duration_s,
+            shown=len(ordered), slo_p95_s=slo, objective=store.monitor.slo_availability,
+            sweeps=store.sweeps, sweep_duration_s=store.sweep_duration_s,
             fidelity_line=statuspage.fidelity(store.timing.loop_lag, store.timing.schedule_lag),
-            refresh_s=int(min(max(interval_s, 5), 60)), now=now)
-        return [head.encode()] + failing + healthy + [tail.encode()]
+            refresh_s=int(min(max(interval_s, 5), 60)), now=now, query=query, paging=paging)
+        return [head.encode()] + rows + [tail.encode()]

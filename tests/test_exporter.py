@@ -229,6 +229,33 @@ def test_retries_accumulate_per_class():
     assert retries == {"timeout": 2.0, "connection": 1.0, "http": 1.0, "auth": 0.0, "content": 0.0}
 
 
+def test_the_cached_exposition_follows_every_kind_of_change():
+    """Scraped after each step, so each step formats only the families it changed: a
+    family left out of a step's change set would keep its old text and fail the oracle."""
+    from dataclasses import replace
+    from greenmon.tls import TLSFacts
+    store = store_with("a", "b")
+    old_cert = TLSFacts("TLSv1.3", 1_900_000_000.0, "CN=a", "CN=ca")
+    steps = [
+        lambda: store.observe(result("a")),
+        lambda: store.observe(result("a", attempts=2, latencies=(0.2, 0.1), retried=("timeout",))),
+        lambda: store.observe(result("a", ok=False, error_class="http", status=503)),
+        lambda: store.observe(replace(result("a"), tls=old_cert, timings={"dns": 0.001, "connect": 0.002})),
+        lambda: store.observe(replace(result("a"), tls=replace(old_cert, cert_not_after=1_950_000_000.0,
+                                                              version="TLSv1.2"))),
+        lambda: store.breaker_changed("a", BreakerState(state="open", failures=3, opened_at=1.0)),
+        lambda: store.observe(result("a", attempts=0, breaker="open", ok=False, error_class="connection")),
+        lambda: store.observe(result("b", ok=False, error_class="content", attempts=3,
+                                     latencies=(0.1, 0.1, 0.1), retried=("content", "content"))),
+    ]
+    before = scrape(store)
+    for step in steps:
+        step()
+        after = scrape(store)
+        assert after != before    # each step changes something, and the oracle checked all of it
+        before = after
+
+
 # --- Duration histogram ------------------------------------------------------------
 
 def test_every_attempt_is_observed_in_a_real_sweep():

@@ -40,7 +40,7 @@ def declared_floors() -> dict[str, str]:
 
 def test_every_dependency_declares_a_floor():
     assert set(declared_floors()) == {"gevent", "requests", "urllib3", "backoff", "prometheus-client",
-                                      "pycares", "cryptography", "PyYAML"}
+                                      "pycares", "cryptography", "bcrypt", "PyYAML"}
 
 
 @pytest.mark.skipif(os.environ.get("GREENMON_FLOORS") != "1", reason="only in the floors run of .ci/run")
@@ -90,3 +90,21 @@ def test_yaml_documents_are_read_through_libyaml_events():
     document, _ = documents.parse(text, "api.yaml")
     assert document["paths"]["/a/{id}"]["get"]["parameters"][0] == {"name": "id", "in": "path", "example": 7}
     assert documents._Loader.__mro__[1] is yaml.composer.Composer
+
+
+def test_a_web_config_with_a_bcrypt_user_loads_and_checks(tmp_path):
+    """PyYAML reads the web config, bcrypt checks its users (the daemon's basic auth)."""
+    import base64
+
+    import bcrypt
+
+    from greenmon.webauth import BasicAuth
+    from greenmon.webconfig import load
+
+    path = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
+    path.write_text(f"basic_auth_users:\n  prometheus: '{hashed}'\n", encoding="utf-8")
+    auth = BasicAuth(load(str(path)).users)
+    header = "Basic " + base64.b64encode(b"prometheus:s3cret").decode()
+    assert auth.allows(header)
+    assert not auth.allows("Basic " + base64.b64encode(b"prometheus:wrong").decode())

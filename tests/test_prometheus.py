@@ -1,21 +1,27 @@
-"""Prometheus integration with the real binaries (SPEC sections 2, 6 and 7).
+"""Prometheus integration with the real binaries (SPEC sections 2, 6, 7 and 13).
 
 promtool lints a real daemon's /metrics, the rules and their unit tests, and the
-Prometheus config; amtool checks the Alertmanager config; and one end-to-end run
-goes from local targets through the greenmon daemon, a real Prometheus and a real
-Alertmanager to a webhook in this process. A missing binary skips these tests,
-or fails them when GREENMON_REQUIRE_PROMETHEUS=1 (CI). Every process listens on
-127.0.0.1 only and is stopped when its test ends, whatever happens.
+Prometheus config; amtool checks the Alertmanager config; one end-to-end run goes
+from local targets through the greenmon daemon, a real Prometheus and a real
+Alertmanager to a webhook in this process; another has the real Prometheus scrape a
+greenmon served over TLS with basic auth, through the shipped job for that. A missing
+binary skips these tests, or fails them when GREENMON_REQUIRE_PROMETHEUS=1 (CI). Every
+process listens on 127.0.0.1 only and is stopped when its test ends, whatever happens.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 import shutil
 import sys
 
+import bcrypt
 import gevent
 import pytest
+import requests
+import trustme
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from greenmon.config import MonitorSettings
@@ -26,6 +32,8 @@ from prom_helpers import (DEPLOY, REPO, REQUIRE_ENV, SKIP_REASON, Budget, Proces
 from servers import HTTPFarm, closed_port, reply
 
 ALERTS_YML = DEPLOY / "prometheus" / "alerts.yml"
+SLO_YML = DEPLOY / "prometheus" / "slo.yml"
+SLO_TEST_YML = DEPLOY / "prometheus" / "slo_test.yml"
 ALERTS_TEST_YML = DEPLOY / "prometheus" / "alerts_test.yml"
 PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
 ALERTMANAGER_YML = DEPLOY / "alertmanager" / "alertmanager.yml"
@@ -181,15 +189,33 @@ def test_promtool_test_rules_passes(tmp_path):
     assert "SUCCESS" in result.stdout and "FAILED" not in result.stdout, describe_run(result)
 
 
+def test_slo_rules_pass_promtool_check_and_their_unit_tests(tmp_path):
+    promtool = find_binary("promtool")
+    result = run_tool([promtool, "check", "rules", str(SLO_YML)])
+    assert result.returncode == 0, describe_run(result)
+    assert "SUCCESS: 9 rules found" in result.stdout, describe_run(result)
+    for source in (SLO_YML, SLO_TEST_YML):
+        shutil.copy(source, tmp_path / source.name)
+    result = run_tool([promtool, "test", "rules", SLO_TEST_YML.name], cwd=tmp_path)
+    assert result.returncode == 0, describe_run(result)
+    assert "SUCCESS" in result.stdout and "FAILED" not in result.stdout, describe_run(result)
+    text = SLO_YML.read_text(encoding="utf-8")
+    for window in ("5m", "30m", "1h", "6h", "1d", "3d"):
+        assert f"record: greenmon:slo_error_ratio:rate{window}\n" in text, window
+    for name in ("GreenmonErrorBudgetBurnFast", "GreenmonErrorBudgetBurnSlow"):
+        assert f"alert: {name}\n" in text, name
+
+
 def test_promtool_check_config_passes(tmp_path):
     promtool = find_binary("promtool")
-    # prometheus.yml loads alerts.yml beside it: check a copy of both in one directory.
-    for source in (PROMETHEUS_YML, ALERTS_YML):
+    # prometheus.yml loads alerts.yml and slo.yml beside it: check a copy of them in one directory.
+    for source in (PROMETHEUS_YML, ALERTS_YML, SLO_YML):
         shutil.copy(source, tmp_path / source.name)
     result = run_tool([promtool, "check", "config", str(tmp_path / "prometheus.yml")], cwd=tmp_path)
     assert result.returncode == 0, describe_run(result)
-    assert "1 rule files found" in result.stdout, describe_run(result)
+    assert "2 rule files found" in result.stdout, describe_run(result)
     assert "SUCCESS: 6 rules found" in result.stdout, describe_run(result)
+    assert "SUCCESS: 9 rules found" in result.stdout, describe_run(result)
 
 
 def test_amtool_check_config_passes():
@@ -294,13 +320,15 @@ def test_end_to_end_alert_reaches_alertmanager_webhook(tmp_path):
         assert replaced == rules_text.count("- alert:") == 6, rules_text
         rules = tmp_path / "alerts.yml"
         rules.write_text(rules_text, encoding="utf-8")
+        slo_rules = tmp_path / "slo.yml"
+        slo_rules.write_text(SLO_YML.read_text(encoding="utf-8"), encoding="utf-8")
 
         # Prometheus: scrapes only greenmon, alerts only to that Alertmanager, all on 127.0.0.1.
         prom_port = closed_port()
         prom_url = f"http://127.0.0.1:{prom_port}"
         prom_config = write_yaml(tmp_path / "prometheus.yml", {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(rules)],
+            "rule_files": [str(rules), str(slo_rules)],
             "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
             "scrape_configs": [{"job_name": "greenmon",
                                 "static_configs": [{"targets": [f"127.0.0.1:{gm_port}"]}]}],
@@ -326,6 +354,12 @@ def test_end_to_end_alert_reaches_alertmanager_webhook(tmp_path):
         p95 = wait(lambda: finite_value(prom_query(prom_url, P95_QUERY), target="healthy"),
                    "a P95 value for the healthy target")
         assert 0 < p95 <= 1.0, p95  # a local 200 OK: under the 1 s deadline
+
+        # The SLO recording rules run on greenmon's SLI: no errors yet, for both targets.
+        ratios = wait(lambda: {item["metric"]["target"]: float(item["value"][1]) for item in
+                               prom_query(prom_url, "greenmon:slo_error_ratio:rate5m")} or None,
+                      "the SLO error ratio recorded")
+        assert set(ratios) <= {"healthy", "flaky"} and all(v == 0 for v in ratios.values()), ratios
 
         # The switch: the flaky target answers 500 from now on.
         switch.fail()
@@ -356,6 +390,112 @@ def test_end_to_end_alert_reaches_alertmanager_webhook(tmp_path):
         firing = prom_query(prom_url, 'ALERTS{alertname="GreenmonTargetDown", alertstate="firing"}')
         assert [item["metric"]["target"] for item in firing] == ["flaky"], firing
         assert budget.elapsed() < E2E_BUDGET_S + 5, budget.elapsed()
+
+
+# --- End to end: Prometheus scrapes a greenmon behind TLS and basic auth ------------------------------
+
+TLS_E2E_BUDGET_S = 60.0
+
+
+def shipped_tls_job() -> dict:
+    """The job of deploy/prometheus/prometheus.yml that scrapes a greenmon with a web config."""
+    document = yaml.safe_load(PROMETHEUS_YML.read_text(encoding="utf-8"))
+    jobs = [job for job in document["scrape_configs"] if job.get("scheme") == "https"]
+    assert len(jobs) == 1, document["scrape_configs"]
+    job = jobs[0]
+    assert "ca_file" in job["tls_config"], job
+    assert job["basic_auth"].get("username") and "password_file" in job["basic_auth"], job
+    return job
+
+
+def test_the_shipped_scrape_config_shows_https_tls_config_and_basic_auth():
+    job = shipped_tls_job()
+    assert job["scheme"] == "https"
+    plain = [j for j in yaml.safe_load(PROMETHEUS_YML.read_text(encoding="utf-8"))["scrape_configs"]
+             if j["job_name"] == "greenmon"]
+    assert plain and "scheme" not in plain[0], "the plain example is still there"
+
+
+def test_end_to_end_prometheus_scrapes_greenmon_over_tls_with_basic_auth(tmp_path):
+    """The shipped scrape job (scheme: https, tls_config, basic_auth), pointed at this test's CA,
+    password file and daemon, gets `up` 1 and greenmon's series; the same scrape without the
+    credential gets `up` 0."""
+    prometheus = find_binary("prometheus")
+    budget = Budget(TLS_E2E_BUDGET_S)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    job = shipped_tls_job()
+    username = job["basic_auth"]["username"]
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    ca_pem, cert, key = tmp_path / "ca.pem", tmp_path / "greenmon.crt", tmp_path / "greenmon.key"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    password = secrets.token_urlsafe(18)
+    password_file = tmp_path / "greenmon.password"
+    password_file.write_text(password + "\n", encoding="utf-8")
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(
+        f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+        f"basic_auth_users:\n  {username}: {bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()}\n",
+        encoding="utf-8")
+
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(ca_pem)
+
+    with HTTPFarm({"/healthy": reply()}) as farm, Processes(logs) as processes:
+        def wait(probe, what, timeout=30.0):
+            return wait_until(probe, timeout=min(timeout, budget.left()), what=what, processes=processes)
+
+        gm_port = closed_port()
+        gm_url = f"https://127.0.0.1:{gm_port}"
+        gm_config = tmp_path / "greenmon.toml"
+        gm_config.write_text(greenmon_toml(
+            [{"name": "healthy", "url": farm.url("/healthy")}],
+            monitor={"interval": 1.0, "timeout": 1.0}, retry={"retries": 0}), encoding="utf-8")
+        processes.start("greenmon", greenmon_argv(gm_config, gm_port, "--web-config-file", str(web_config)),
+                        cwd=REPO)
+        wait(lambda: session.get(f"{gm_url}/metrics", auth=(username, password), timeout=3).status_code == 200,
+             "greenmon serving /metrics over HTTPS", timeout=20)
+        assert session.get(f"{gm_url}/metrics", timeout=3).status_code == 401
+
+        scrape_job = {**job,
+                      "tls_config": {**job["tls_config"], "ca_file": str(ca_pem)},
+                      "basic_auth": {**job["basic_auth"], "password_file": str(password_file)},
+                      "static_configs": [{"targets": [f"127.0.0.1:{gm_port}"]}]}
+        without_credential = {"job_name": "no-credential", "scheme": "https",
+                              "tls_config": {"ca_file": str(ca_pem)},
+                              "static_configs": [{"targets": [f"127.0.0.1:{gm_port}"]}]}
+        prom_port = closed_port()
+        prom_url = f"http://127.0.0.1:{prom_port}"
+        prom_config = write_yaml(tmp_path / "prometheus.yml", {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [scrape_job, without_credential],
+        })
+        (tmp_path / "prom-data").mkdir()
+        processes.start("prometheus", [
+            prometheus, f"--config.file={prom_config}", f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}", f"--web.external-url={prom_url}/",
+        ])
+        wait(lambda: is_ready(f"{prom_url}/-/ready"), "Prometheus ready")
+
+        def scraped(job_name, expected):
+            result = prom_query(prom_url, f'up{{job="{job_name}"}}')
+            return result if [float(item["value"][1]) for item in result] == [expected] else None
+
+        wait(lambda: scraped(job["job_name"], 1.0), f"up{{job={job['job_name']!r}}} == 1")
+        up = wait(lambda: prom_query(prom_url, f'greenmon_up{{job="{job["job_name"]}"}}'),
+                  "greenmon_up in Prometheus")
+        assert {item["metric"]["target"]: float(item["value"][1]) for item in up} == {"healthy": 1.0}, up
+        assert prom_query(prom_url, f'greenmon_build_info{{job="{job["job_name"]}"}}'), "no greenmon_build_info"
+        wait(lambda: scraped("no-credential", 0.0), "up{job='no-credential'} == 0")
+        assert prom_query(prom_url, 'greenmon_up{job="no-credential"}') == []
+        assert budget.elapsed() < TLS_E2E_BUDGET_S + 5, budget.elapsed()
+    greenmon_log = processes.started[0].logs()
+    assert "Traceback" not in greenmon_log and password not in greenmon_log, greenmon_log[-3000:]
 
 
 def test_p95_query_in_spec_matches_the_alert_rule():

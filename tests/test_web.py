@@ -158,12 +158,12 @@ def test_api_results_keeps_the_latest_result_per_target(farm):
 # --- The status page ---------------------------------------------------------------------
 
 def _rows(html: str) -> dict[str, str]:
-    """Table rows of the status page by target name (the second cell)."""
+    """Table rows of the status page by target name (the second cell, before its URL line)."""
     rows = {}
-    for row in re.findall(r"<tr>(.*?)</tr>", html, re.S):
+    for row in re.findall(r"<tr data-search=[^>]*>(.*?)</tr>", html, re.S):
         cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
         if len(cells) > 1:
-            rows[cells[1]] = row
+            rows[cells[1].split("<div", 1)[0]] = row
     return rows
 
 

@@ -25,6 +25,7 @@ import gevent.queue  # noqa: E402
 from gevent.fileobject import FileObjectPosix  # noqa: E402
 
 from greenmon.checks import Checks  # noqa: E402
+from greenmon.cli import quiet_urllib3  # noqa: E402
 from greenmon.cooperative import off_loop  # noqa: E402
 from greenmon.engine import Engine  # noqa: E402
 from greenmon.limits import tune_runtime  # noqa: E402
@@ -127,6 +128,7 @@ def main() -> int:
     adopt_prepared_urls(setup.urls)  # the parent prepared them validating the config
     logging.basicConfig(level=setup.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
+    quiet_urllib3()
     outbox: gevent.queue.Queue = gevent.queue.Queue()
     worker = Worker(setup, outbox)
     tune_runtime()

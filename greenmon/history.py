@@ -1,0 +1,100 @@
+"""A target's recent outcomes, kept compact: what the status page draws and /api/history serves.
+
+The last ``size`` results of a target, in a ring of plain arrays: when each
+check started (8 bytes), its latency (4 bytes, NaN when the target was not
+contacted), one byte for its outcome (0 good; else the error class's number,
+with SKIPPED added when an open breaker kept the target from being contacted)
+and a reference to its detail (a short string shared by every result with
+that detail). At the default 60 outcomes that is about 1.3 KB per target.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+
+from greenmon.errors import ERROR_CLASSES
+from greenmon.result import MonitorResult, iso_timestamp, round_seconds
+
+SKIPPED = 0x80
+_CLASS_CODE = {name: index + 1 for index, name in enumerate(ERROR_CLASSES)}
+_details: dict[str, str] = {}   # one string object per detail, shared by every History
+
+
+def _shared(detail: str | None) -> str | None:
+    if detail is None:
+        return None
+    return _details.setdefault(detail, detail) if len(_details) < 4096 else detail
+
+
+class History:
+    __slots__ = ("size", "started", "latency", "code", "detail", "next")
+
+    def __init__(self, size: int):
+        self.size = size
+        self.started = array("d")
+        self.latency = array("f")
+        self.code = bytearray()
+        self.detail: list[str | None] = []
+        self.next = 0   # where the next outcome goes once the ring is full
+
+    def __len__(self) -> int:
+        return len(self.code)
+
+    def add(self, result: MonitorResult) -> None:
+        code = 0 if result.ok else _CLASS_CODE.get(result.error_class, 0) or 1
+        if result.skipped:
+            code |= SKIPPED
+        latency = math.nan if result.latency_s is None else result.latency_s
+        if len(self.code) < self.size:
+            self.started.append(result.checked_at)
+            self.latency.append(latency)
+            self.code.append(code)
+            self.detail.append(_shared(result.detail))
+            return
+        index = self.next
+        self.started[index], self.latency[index], self.code[index] = result.checked_at, latency, code
+        self.detail[index] = _shared(result.detail)
+        self.next = (index + 1) % self.size
+
+    def resize(self, size: int) -> None:
+        """Keep the newest ``size`` outcomes (a reload changed ``history``)."""
+        if size == self.size:
+            return
+        order = self._order()[-size:]
+        started, latency = array("d", (self.started[i] for i in order)), array("f", (self.latency[i] for i in order))
+        code, detail = bytearray(self.code[i] for i in order), [self.detail[i] for i in order]
+        self.size, self.started, self.latency, self.code, self.detail = size, started, latency, code, detail
+        self.next = 0   # oldest first now: a full ring overwrites from the start
+
+    def _order(self) -> list[int]:
+        """Indexes from the oldest outcome to the newest."""
+        count = len(self.code)
+        if count < self.size:
+            return list(range(count))
+        return list(range(self.next, count)) + list(range(self.next))
+
+    def outcomes(self) -> list[dict]:
+        """Oldest first: checked_at, ok, latency_s, error_class, detail (what /api/history serves)."""
+        out = []
+        for index in self._order():
+            code = self.code[index]
+            latency = self.latency[index]
+            out.append({"checked_at": iso_timestamp(self.started[index]), "ok": code == 0,
+                        "latency_s": None if math.isnan(latency) else round_seconds(float(latency)),
+                        "error_class": ERROR_CLASSES[(code & ~SKIPPED) - 1] if code else None,
+                        "detail": self.detail[index]})
+        return out
+
+    def codes(self) -> bytes:
+        """Outcome codes, oldest first (the status page's strip)."""
+        return bytes(self.code[index] for index in self._order())
+
+    def latencies(self) -> list[float]:
+        """Latencies of the contacted checks, oldest first (the sparkline; P95)."""
+        return [float(self.latency[i]) for i in self._order() if not math.isnan(self.latency[i])]
+
+    def availability(self) -> float | None:
+        """The share of good outcomes over what is kept (None: nothing yet)."""
+        count = len(self.code)
+        return None if not count else self.code.count(0) / count

@@ -1,0 +1,181 @@
+"""Objectives people can see (SPEC section 12): the SLI that tells the truth during outages,
+the kept history and /api/history, the status page's rows, and the config's bad values.
+
+Real servers on 127.0.0.1 for everything that speaks HTTP; hand-built results
+where a test needs exact outcomes.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from greenmon.config import parse_config
+from greenmon.history import History
+from greenmon.result import MonitorResult
+from greenmon.schema import ConfigError
+from daemon_helpers import running_monitor, value, wait_until
+from helpers import config_for
+from servers import HTTPFarm, closed_port, reply
+from test_exporter import result, scrape, store_with
+
+OPENS_AT_ONCE = "[breaker]\nfailure_threshold = 1\nrecovery_timeout = 300\n"
+
+
+# --- The SLI ---------------------------------------------------------------------------
+
+def test_the_sli_counts_every_scheduled_check_a_skipped_one_as_bad():
+    store = store_with("a")
+    store.observe(result("a"))
+    store.observe(result("a", ok=False, error_class="http", status=503, breaker="open"))
+    for _ in range(3):   # the breaker is open: not contacted, not a check, still a bad turn
+        store.observe(result("a", ok=False, error_class="http", attempts=0, breaker="open"))
+    found = scrape(store)
+    assert value(found, "greenmon_slo_checks_total", target="a", result="good") == 1
+    assert value(found, "greenmon_slo_checks_total", target="a", result="bad") == 4
+    assert value(found, "greenmon_checks_total", target="a") == 2   # what contacted the target
+
+
+def test_the_sli_keeps_counting_while_a_real_breaker_is_open():
+    config = config_for([{"name": "down", "url": f"http://127.0.0.1:{closed_port()}/"}],
+                        extra=OPENS_AT_ONCE).replace("monitor", interval=0.1)
+    with running_monitor(config) as running:
+        wait_until(lambda: running.monitor.store.series["down"].bad >= 5, 5,
+                   message="five bad turns of the down target")
+        text = running.metrics()
+    assert value(text, "greenmon_breaker_state", target="down") == 1
+    assert value(text, "greenmon_checks_total", target="down") == 1          # contacted once
+    assert value(text, "greenmon_slo_checks_total", target="down", result="bad") >= 5
+    assert value(text, "greenmon_slo_checks_total", target="down", result="good") == 0
+
+
+def test_the_objective_is_exported_per_target():
+    config = parse_config('[monitor]\nslo_availability = 0.99\n\n'
+                          '[[targets]]\nname = "a"\nurl = "http://127.0.0.1:9/"\n\n'
+                          '[[targets]]\nname = "b"\nurl = "http://127.0.0.1:9/"\nslo_availability = 0.9995\n',
+                          "greenmon.toml")
+    from greenmon.exporter import store_for
+    found = scrape(store_for(config, config.enabled_targets))
+    assert value(found, "greenmon_slo_objective", target="a") == 0.99
+    assert value(found, "greenmon_slo_objective", target="b") == 0.9995
+
+
+# --- History -----------------------------------------------------------------------------
+
+def outcome(i: int, ok: bool = True, skipped: bool = False) -> MonitorResult:
+    return MonitorResult(
+        target="t", url="u", method="GET", ok=ok, status_code=None if skipped else (200 if ok else 503),
+        latency_s=None if skipped else 0.01 * i, elapsed_s=0.0, attempts=0 if skipped else 1,
+        error_class=None if ok else "http", detail=None if ok else "503", error=None,
+        breaker="closed", checked_at=1_800_000_000.0 + i, body_bytes=None)
+
+
+def test_history_keeps_the_last_n_outcomes_oldest_first():
+    history = History(5)
+    for i in range(12):
+        history.add(outcome(i, ok=i % 3 != 0, skipped=i == 9))
+    kept = history.outcomes()
+    assert [item["checked_at"] for item in kept] == [
+        f"2027-01-15T08:00:{7 + i:02d}.000Z" for i in range(5)]
+    assert [item["ok"] for item in kept] == [True, True, False, True, True]
+    assert kept[2] == {"checked_at": "2027-01-15T08:00:09.000Z", "ok": False, "latency_s": None,
+                       "error_class": "http", "detail": "503"}
+    assert kept[0]["latency_s"] == pytest.approx(0.07, abs=1e-6)
+    assert history.availability() == 0.8
+    assert len(history.latencies()) == 4   # the skipped one has none
+
+
+def test_history_memory_per_target_is_bounded():
+    import sys
+    history = History(60)
+    for i in range(10_000):
+        history.add(outcome(i, ok=i % 7 != 0))
+    size = (sys.getsizeof(history.started) + sys.getsizeof(history.latency) + sys.getsizeof(history.code)
+            + sys.getsizeof(history.detail))
+    assert len(history) == 60
+    assert size < 2_000   # bytes, for 60 outcomes (a detail string is shared, not counted)
+
+
+def test_history_shrinks_on_a_reload_that_lowers_it():
+    history = History(10)
+    for i in range(10):
+        history.add(outcome(i))
+    history.resize(3)
+    assert [item["latency_s"] for item in history.outcomes()] == pytest.approx([0.07, 0.08, 0.09])
+    history.add(outcome(10))
+    assert [item["latency_s"] for item in history.outcomes()] == pytest.approx([0.08, 0.09, 0.10])
+
+
+# --- /api/history ---------------------------------------------------------------------------
+
+def test_api_history_serves_a_targets_outcomes_and_refuses_the_rest():
+    with HTTPFarm({"/ok": reply(), "/bad": reply("500 Internal Server Error")}) as farm:
+        config = config_for([{"name": "ok", "url": farm.url("/ok")},
+                             {"name": "bad", "url": farm.url("/bad")}]).replace("monitor", interval=0.1)
+        with running_monitor(config) as running:
+            wait_until(lambda: len(running.monitor.store.series["bad"].history) >= 3, 5,
+                       message="three outcomes of bad")
+            good = running.get("/api/history?target=ok")
+            bad = running.get("/api/history", params={"target": "bad"})
+            missing = running.get("/api/history")
+            unknown = running.get("/api/history?target=nope")
+    assert good.status_code == 200 and good.headers["Content-Type"].startswith("application/json")
+    assert all(item["ok"] and item["latency_s"] > 0 for item in good.json())
+    items = bad.json()
+    assert len(items) >= 3
+    assert {(item["ok"], item["error_class"], item["detail"]) for item in items} == {(False, "http", "500")}
+    assert items == sorted(items, key=lambda item: item["checked_at"])
+    assert (missing.status_code, unknown.status_code) == (400, 404)
+    assert "Traceback" not in missing.text + unknown.text
+
+
+# --- The status page's rows ---------------------------------------------------------------
+
+def test_the_status_page_has_a_strip_and_a_sparkline_per_target_burning_first():
+    with HTTPFarm({"/ok": reply(), "/bad": reply("503 Service Unavailable")}) as farm:
+        config = config_for([{"name": "aaa-ok", "url": farm.url("/ok")},
+                             {"name": "zzz-bad", "url": farm.url("/bad")}]).replace("monitor", interval=0.1)
+        with running_monitor(config) as running:
+            wait_until(lambda: len(running.monitor.store.series["zzz-bad"].history) >= 3, 5,
+                       message="three outcomes")
+            html = running.get("/").text
+            filtered = running.get("/?q=aaa").text
+    assert html.index("zzz-bad") < html.index("aaa-ok")     # burning its budget: first
+    assert len(re.findall(r"<svg class='strip'", html)) == 2
+    assert len(re.findall(r"<svg class='spark'", html)) == 2
+    assert "class='b'><title>" in html      # a failure on the strip, its class on hover
+    assert "zzz-bad" not in filtered and "aaa-ok" in filtered   # the filter, without JavaScript
+
+
+def test_ten_thousand_targets_page_in_pages():
+    from greenmon.views import PAGE_ROWS
+    config = config_for([{"name": f"t{i:05d}", "url": f"http://127.0.0.1:9/{i}"} for i in range(1_000)])
+    with running_monitor(config, start=False) as idle:
+        first = idle.get("/").text
+        last = idle.get("/?page=5").text
+    assert first.count("<tr data-search") == PAGE_ROWS
+    assert "t00000" in first and "t00999" not in first
+    assert "t00999" in last and "page=4" in last
+
+
+# --- Bad input ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("toml, problem", [
+    ("[monitor]\nslo_availability = 1.0", "monitor.slo_availability: must be between 0 and 1 (exclusive), got 1"),
+    ("[monitor]\nslo_availability = 0", "monitor.slo_availability: must be between 0 and 1 (exclusive), got 0"),
+    ("[monitor]\nslo_window_days = 0", "monitor.slo_window_days: must be > 0, got 0"),
+    ("[monitor]\nhistory = 0", "monitor.history: must be >= 1, got 0"),
+])
+def test_bad_objectives_name_the_key_and_line(toml, problem):
+    text = f'{toml}\n\n[[targets]]\nurl = "http://127.0.0.1:9/"\n'
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, "greenmon.toml")
+    assert str(raised.value) == f"greenmon.toml:2: {problem}"
+
+
+def test_a_targets_objective_is_checked_too():
+    text = '[[targets]]\nurl = "http://127.0.0.1:9/"\nslo_availability = 1.5\n'
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, "greenmon.toml")
+    assert str(raised.value).startswith("greenmon.toml:3: targets[0].slo_availability: must be between 0 and 1")
