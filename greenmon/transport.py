@@ -382,14 +382,16 @@ class Transport:
         prepared = requests.PreparedRequest()
         prepared.method = request.method
         prepared.url = prepare_url(request.url)[0]
-        prepared.headers = request.headers
+        has_body = bool(request.body) or request.method not in ("GET", "HEAD")
+        # request.headers may be the session's, shared by every target: a copy takes what
+        # this request adds (its auth header, prepare_body's Content-Length).
+        prepared.headers = request.headers.copy() if has_body or request.auth else request.headers
         if request.auth is not None:
-            prepared.headers = request.headers.copy()
             prepared.headers[request.auth[0]] = request.auth[1]
         prepared._cookies = None
         prepared.body = None
         prepared.hooks = {"response": []}
-        if request.body or request.method not in ("GET", "HEAD"):
+        if has_body:
             prepared.prepare_body(request.body.encode() or None, None)
         return prepared
 
