@@ -179,7 +179,18 @@ class _PlainConnection(_Traced, urllib3.connection.HTTPConnection):
         return super().getresponse()
 
 
-class _PlainPool(urllib3.connectionpool.HTTPConnectionPool):
+class _Unfilled:
+    """A pool whose queue starts empty. urllib3 fills it with ``maxsize`` placeholders so that
+    a blocking get waits; ours never blocks (an empty queue means a new connection), and the
+    placeholders cost 80 KB a host when the pool may hold 10,000 connections."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.block:
+            self.pool.queue.clear()
+
+
+class _PlainPool(_Unfilled, urllib3.connectionpool.HTTPConnectionPool):
     """Plain HTTP pools with the cheap liveness check (TLS keeps urllib3's: pending
     TLS records such as session tickets are not a sign of a dropped connection)."""
 
@@ -190,7 +201,7 @@ class _TLSConnection(_Traced, urllib3.connection.HTTPSConnection):
     pass
 
 
-class _TLSPool(urllib3.connectionpool.HTTPSConnectionPool):
+class _TLSPool(_Unfilled, urllib3.connectionpool.HTTPSConnectionPool):
     ConnectionCls = _TLSConnection
 
 

@@ -52,3 +52,26 @@ def test_a_post_sends_its_body_with_its_own_length():
         results = sweep(config)
     assert all(result.ok for result in results.values())
     assert sorted(seen) == [("3", b"abc"), ("5", b"hello")]
+
+
+def test_connections_are_kept_and_reused_across_sweeps():
+    """Pools start empty (no placeholders) and keep what checks return: a second sweep
+    reuses the first one's connections instead of opening new ones."""
+    ports = []
+
+    def record(environ):
+        ports.append(environ["REMOTE_PORT"])
+        return reply()(environ)
+
+    with HTTPFarm({"/a": record}) as farm:
+        config = config_for([{"name": f"t{i}", "url": farm.url("/a")} for i in range(4)])
+        engine = Engine(config)
+        try:
+            first = engine.sweep()
+            opened = set(ports)
+            second = engine.sweep()
+        finally:
+            engine.close()
+    assert all(result.ok for result in first + second)
+    assert len(ports) == 8 and 1 <= len(opened) <= 4
+    assert set(ports[4:]) <= opened, (ports, opened)
