@@ -83,7 +83,7 @@ class Discovery:
             from greenmon.transport import Transport
             self._transport = Transport(pool_size=4, hosts=4,
                                         user_agent=self._monitor.config.monitor.user_agent)
-        off_loop(self._transport.load_trust, [source.verify])
+        off_loop(self._transport.load_trust, [(source.verify, None)])
         return self._transport
 
     def complete(self, config: "Config") -> "Config":

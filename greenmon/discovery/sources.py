@@ -311,7 +311,7 @@ def load_all(doc: Document, sources: tuple[Source, ...], user_agent: str) -> dic
                 from greenmon.transport import Transport   # the network module: only when needed
                 transport = Transport(pool_size=4, user_agent=user_agent, hosts=4)
             if source.fetches:
-                transport.load_trust([source.verify])
+                transport.load_trust([(source.verify, None)])
             try:
                 discovered[source.key] = load(source, transport)
             except SourceError as error:
