@@ -3,6 +3,11 @@
 Name lookups go to gevent's c-ares resolver pointed at 127.0.0.1, where no
 DNS server listens: names that are not in /etc/hosts fail at once, and no
 test ever queries the machine's own resolver (only loopback traffic).
+
+The shared helpers are the package ``support`` beside this file (``from support.servers
+import HTTPFarm``): pytest puts this folder on sys.path for its test modules and for this
+conftest (rootdir-based "prepend" import mode), and the helper processes that import it
+get it on their PYTHONPATH (support.load_helpers.helper_env).
 """
 
 import os
@@ -14,12 +19,9 @@ from gevent import monkey  # noqa: E402
 
 monkey.patch_all()
 
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture

@@ -42,8 +42,8 @@ PER_RUN_TIMEOUT_S = 900.0
 ERRORS = ("tests/test_errors.py", "tests/test_prober.py")
 BREAKER = ("tests/test_breaker.py", "tests/test_engine.py")
 PROBER = ("tests/test_prober.py", "tests/test_errors.py", "tests/test_auth.py")
-TARGETS = ("tests/test_config.py", "tests/test_fuzz_config.py", "tests/test_schedule.py",
-           "tests/test_secrets.py")
+TARGETS = ("tests/test_targets.py", "tests/test_config.py", "tests/test_fuzz_config.py",
+           "tests/test_schedule.py", "tests/test_secrets.py")
 AUTH = ("tests/test_auth.py", "tests/test_secrets.py")
 EXPORTER = ("tests/test_exporter.py", "tests/test_web.py")
 OAUTH2 = ("tests/test_oauth2.py",)
@@ -161,9 +161,10 @@ MUTANTS = [
            'hashlib.sha256(self.name.encode()).digest()[:4]',
            "shards change with the version (replicas of two versions split targets differently)",
            TARGETS + ("tests/test_workers.py",)),
-    Mutant("T9", "greenmon/targets.py", "f\"{values['method']} {redact_url(values['url'])}\"",
+    Mutant("T9", "greenmon/targets.py",
+           "f\"{values['method']} {redact_url(values.get('shown_url') or values['url'])}\"",
            "f\"{values['method']} {values['url']}\"",
-           "an unnamed target's default name (a label) holds the URL's password", TARGETS),
+           "an unnamed target's default name (a label) holds the URL's password or ${VAR} value", TARGETS),
     Mutant("T10", "greenmon/targets.py", 'if parts.scheme not in ("http", "https"):',
            'if parts.scheme not in ("http", "https", "ftp"):', "ftp:// URLs are accepted", TARGETS),
     # --- auth: where secrets come from, and when they are read again ---

@@ -11,10 +11,12 @@ import os
 import pytest
 
 import greenmon
+from greenmon.config import parse_config
 from greenmon.engine import Engine, sweep
 
-from helpers import config_for, config_text, run_cli, toml_value
-from servers import HTTPFarm, closed_port, redirect, reply, require_header
+from support.configs import config_text, toml_value
+from support.helpers import run_cli
+from support.servers import HTTPFarm, closed_port, redirect, reply, require_header
 
 
 def basic(username: str, password: str) -> str:
@@ -74,8 +76,9 @@ def test_auth_sends_the_right_header(tmp_path, monkeypatch, kind, origin):
     secret = f"s3cret-{kind}-{origin}"
     header, value = expected_header(kind, secret)
     with HTTPFarm({"/private": require_header(header, value)}) as farm:
-        config = config_for([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
-                            extra=auth_table(kind, origin, secret, tmp_path, monkeypatch))
+        config = parse_config(config_text([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
+                                          extra=auth_table(kind, origin, secret, tmp_path, monkeypatch)),
+                              "<test>")
         (result,) = sweep(config.targets, config)
     assert result.ok, result
     assert (result.status_code, result.attempts) == (200, 1)
@@ -84,9 +87,10 @@ def test_auth_sends_the_right_header(tmp_path, monkeypatch, kind, origin):
 
 def test_a_target_without_auth_sends_no_credentials(tmp_path, monkeypatch):
     with HTTPFarm({"/open": reply(), "/private": require_header("Authorization", "Bearer t")}) as farm:
-        config = config_for([{"name": "open", "url": farm.url("/open")},
-                             {"name": "private", "url": farm.url("/private"), "auth": "main"}],
-                            extra=auth_table("bearer", "inline", "t", tmp_path, monkeypatch))
+        config = parse_config(config_text([{"name": "open", "url": farm.url("/open")},
+                                           {"name": "private", "url": farm.url("/private"), "auth": "main"}],
+                                          extra=auth_table("bearer", "inline", "t", tmp_path, monkeypatch)),
+                              "<test>")
         results = greenmon.sweep(config.targets, config)
     assert [r.ok for r in results] == [True, True]
     assert sent(farm, "/open") == [None]
@@ -95,9 +99,10 @@ def test_a_target_without_auth_sends_no_credentials(tmp_path, monkeypatch):
 
 def test_auth_header_replaces_a_configured_header_of_the_same_name(tmp_path, monkeypatch):
     with HTTPFarm({"/private": require_header("Authorization", "Bearer right")}) as farm:
-        config = config_for([{"name": "private", "url": farm.url("/private"), "auth": "main",
-                              "headers": {"Authorization": "Bearer wrong", "X-Extra": "1"}}],
-                            extra=auth_table("bearer", "inline", "right", tmp_path, monkeypatch))
+        config = parse_config(config_text([{"name": "private", "url": farm.url("/private"), "auth": "main",
+                                            "headers": {"Authorization": "Bearer wrong", "X-Extra": "1"}}],
+                                          extra=auth_table("bearer", "inline", "right", tmp_path, monkeypatch)),
+                              "<test>")
         (result,) = sweep(config.targets, config)
     assert result.ok
     assert sent(farm, "/private") == ["Bearer right"]
@@ -109,8 +114,9 @@ def test_auth_header_replaces_a_configured_header_of_the_same_name(tmp_path, mon
 def test_token_file_rewritten_between_sweeps_is_picked_up(tmp_path, monkeypatch):
     token_file = tmp_path / "main.secret"
     with HTTPFarm({"/private": reply()}) as farm:
-        config = config_for([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
-                            extra=auth_table("bearer", "file", "token-A", tmp_path, monkeypatch))
+        config = parse_config(config_text([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
+                                          extra=auth_table("bearer", "file", "token-A", tmp_path, monkeypatch)),
+                              "<test>")
         engine = Engine(config)
         try:
             first = engine.sweep()
@@ -133,9 +139,9 @@ def test_token_file_rewritten_between_sweeps_is_picked_up(tmp_path, monkeypatch)
 def test_stale_file_token_is_refreshed_once_on_401(tmp_path, monkeypatch):
     token_file = tmp_path / "main.secret"
     with HTTPFarm({"/private": require_header("Authorization", "Bearer token-B")}) as farm:
-        config = config_for([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
-                            extra=auth_table("bearer", "file", "token-A", tmp_path, monkeypatch),
-                            retries=2)
+        config = parse_config(config_text([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
+                                          extra=auth_table("bearer", "file", "token-A", tmp_path, monkeypatch),
+                                          retries=2), "<test>")
         rewrite_keeping_stamp(token_file, "token-B\n")
         (result,) = sweep(config.targets, config)
     assert sent(farm, "/private") == ["Bearer token-A", "Bearer token-B"]
@@ -146,9 +152,9 @@ def test_stale_file_token_is_refreshed_once_on_401(tmp_path, monkeypatch):
 def test_env_token_is_refreshed_once_on_403(tmp_path, monkeypatch):
     accept = require_header("Authorization", "Bearer token-B", denied="403 Forbidden")
     with HTTPFarm({"/private": accept}) as farm:
-        config = config_for([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
-                            extra=auth_table("bearer", "env", "token-A", tmp_path, monkeypatch),
-                            retries=2)
+        config = parse_config(config_text([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
+                                          extra=auth_table("bearer", "env", "token-A", tmp_path, monkeypatch),
+                                          retries=2), "<test>")
         monkeypatch.setenv("GM_TEST_MAIN_SECRET", "token-B")
         (result,) = sweep(config.targets, config)
     assert sent(farm, "/private") == ["Bearer token-A", "Bearer token-B"]
@@ -158,8 +164,9 @@ def test_env_token_is_refreshed_once_on_403(tmp_path, monkeypatch):
 def test_refreshed_value_is_kept_for_later_checks(tmp_path, monkeypatch):
     token_file = tmp_path / "main.secret"
     with HTTPFarm({"/private": require_header("Authorization", "Bearer token-B")}) as farm:
-        config = config_for([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
-                            extra=auth_table("bearer", "file", "token-A", tmp_path, monkeypatch))
+        config = parse_config(config_text([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
+                                          extra=auth_table("bearer", "file", "token-A", tmp_path, monkeypatch)),
+                              "<test>")
         rewrite_keeping_stamp(token_file, "token-B\n")
         engine = Engine(config)
         try:
@@ -175,9 +182,9 @@ def test_refreshed_value_is_kept_for_later_checks(tmp_path, monkeypatch):
 def test_inline_secret_is_not_refreshed(tmp_path, monkeypatch, kind):
     header, _ = expected_header(kind, "x")
     with HTTPFarm({"/private": require_header(header, "never")}) as farm:
-        config = config_for([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
-                            extra=auth_table(kind, "inline", "wrong", tmp_path, monkeypatch),
-                            retries=2)
+        config = parse_config(config_text([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
+                                          extra=auth_table(kind, "inline", "wrong", tmp_path, monkeypatch),
+                                          retries=2), "<test>")
         (result,) = sweep(config.targets, config)
     assert farm.hits("/private") == 1
     assert not result.ok
@@ -190,9 +197,9 @@ def test_inline_secret_is_not_refreshed(tmp_path, monkeypatch, kind):
 def test_refreshable_secret_still_refused_after_refresh(tmp_path, monkeypatch, origin, denied, detail):
     accept = require_header("Authorization", "Bearer token-C", denied=denied)
     with HTTPFarm({"/private": accept}) as farm:
-        config = config_for([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
-                            extra=auth_table("bearer", origin, "token-A", tmp_path, monkeypatch),
-                            retries=3)
+        config = parse_config(config_text([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
+                                          extra=auth_table("bearer", origin, "token-A", tmp_path, monkeypatch),
+                                          retries=3), "<test>")
         (result,) = sweep(config.targets, config)
     assert sent(farm, "/private") == ["Bearer token-A", "Bearer token-A"]  # one refresh, no retries
     assert not result.ok
@@ -202,8 +209,9 @@ def test_refreshable_secret_still_refused_after_refresh(tmp_path, monkeypatch, o
 def test_unreadable_token_file_keeps_the_last_value(tmp_path, monkeypatch, caplog):
     token_file = tmp_path / "main.secret"
     with HTTPFarm({"/private": require_header("Authorization", "Bearer token-A")}) as farm:
-        config = config_for([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
-                            extra=auth_table("bearer", "file", "token-A", tmp_path, monkeypatch))
+        config = parse_config(config_text([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
+                                          extra=auth_table("bearer", "file", "token-A", tmp_path, monkeypatch)),
+                              "<test>")
         token_file.unlink()
         with caplog.at_level(logging.WARNING):
             (result,) = sweep(config.targets, config)
@@ -217,7 +225,8 @@ def test_unreadable_token_file_keeps_the_last_value(tmp_path, monkeypatch, caplo
 
 def test_url_userinfo_is_sent_as_basic_auth():
     with HTTPFarm({"/private": require_header("Authorization", basic("ops", "pw-url"))}) as farm:
-        config = config_for([{"name": "private", "url": farm.url("/private").replace("//", "//ops:pw-url@")}])
+        url = farm.url("/private").replace("//", "//ops:pw-url@")
+        config = parse_config(config_text([{"name": "private", "url": url}]), "<test>")
         (result,) = sweep(config.targets, config)
     assert sent(farm, "/private") == [basic("ops", "pw-url")]
     assert result.ok
@@ -227,8 +236,9 @@ def test_url_userinfo_is_sent_as_basic_auth():
 def test_authorization_is_not_forwarded_to_another_origin_on_redirect(tmp_path, monkeypatch, kind):
     with HTTPFarm({"/landing": reply()}) as other, \
             HTTPFarm({"/private": redirect(other.url("/landing"))}) as farm:
-        config = config_for([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
-                            extra=auth_table(kind, "inline", "s3cret", tmp_path, monkeypatch))
+        config = parse_config(config_text([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
+                                          extra=auth_table(kind, "inline", "s3cret", tmp_path, monkeypatch)),
+                              "<test>")
         (result,) = sweep(config.targets, config)
     assert result.ok
     assert sent(farm, "/private") == [expected_header(kind, "s3cret")[1]]
@@ -238,8 +248,9 @@ def test_authorization_is_not_forwarded_to_another_origin_on_redirect(tmp_path, 
 def test_header_auth_secret_is_not_forwarded_to_another_origin_on_redirect(tmp_path, monkeypatch):
     with HTTPFarm({"/landing": reply()}) as other, \
             HTTPFarm({"/private": redirect(other.url("/landing"))}) as farm:
-        config = config_for([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
-                            extra=auth_table("header", "inline", "s3cret", tmp_path, monkeypatch))
+        config = parse_config(config_text([{"name": "private", "url": farm.url("/private"), "auth": "main"}],
+                                          extra=auth_table("header", "inline", "s3cret", tmp_path, monkeypatch)),
+                              "<test>")
         (result,) = sweep(config.targets, config)
     assert sent(farm, "/private", "X-Api-Key") == ["s3cret"]
     assert result.ok and other.hits("/landing") == 1
@@ -300,8 +311,8 @@ def assert_no_secret(text: str, where: str) -> None:
 def test_secrets_never_appear_in_results_or_logs(tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
     with secret_farm() as farm:
-        config = config_for(secret_targets(farm), extra=secret_auth_tables(tmp_path, monkeypatch),
-                            retries=1, backoff=0.01)
+        config = parse_config(config_text(secret_targets(farm), extra=secret_auth_tables(tmp_path, monkeypatch),
+                                          retries=1, backoff=0.01), "<test>")
         results = sweep(config.targets, config)
     by_name = {r.target: r for r in results}
     # The servers did get the secrets: the checks really authenticated.

@@ -1,19 +1,22 @@
-"""The circuit breaker: pure transitions, the engine with a fake clock, the state file, two --once runs."""
+"""The circuit breaker: pure transitions, the engine with a fake clock, two --once runs sharing a state file.
+
+The state file itself (saving, loading, what a bad one does) is test_statefile.py's.
+"""
 
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 
 from greenmon import statefile
 from greenmon.breaker import CLOSED, HALF_OPEN, OPEN, BreakerState, Gate, gate, record
-from greenmon.config import BreakerSettings
+from greenmon.config import BreakerSettings, parse_config
 from greenmon.engine import Engine
 from greenmon.errors import Failure
-from helpers import FakeClock, config_for, config_text, run_cli
-from servers import HTTPFarm, closed_port, reply
+from support.configs import config_text
+from support.helpers import FakeClock, run_cli
+from support.servers import HTTPFarm, closed_port, reply
 
 SETTINGS = BreakerSettings(failure_threshold=3, recovery_timeout=60.0)
 BOOM = Failure("http", "500", "HTTP 500 Internal Server Error")
@@ -80,8 +83,9 @@ def test_engine_checks_a_target_whose_breaker_opened_in_the_future(tmp_path):
     state = tmp_path / "state.json"
     statefile.save(str(state), {"api": BreakerState(OPEN, 3, T0 + 3600.0, BOOM)})
     with HTTPFarm({"/t": reply()}) as farm:
-        config = config_for([{"name": "api", "url": farm.url("/t")}], retries=2, timeout=1.0,
-                            extra=BREAKER_TOML).replace("monitor", state_file=str(state))
+        config = parse_config(config_text([{"name": "api", "url": farm.url("/t")}], retries=2, timeout=1.0,
+                                          extra=BREAKER_TOML),
+                              "<test>").replace("monitor", state_file=str(state))
         engine = Engine(config, clock=clock)
         try:
             [result] = engine.sweep()
@@ -145,8 +149,8 @@ BREAKER_TOML = "[breaker]\nfailure_threshold = 3\nrecovery_timeout = 60.0\n"
 
 
 def _engine(url: str, clock: FakeClock, retries: int = 0) -> Engine:
-    config = config_for([{"name": "api", "url": url}], retries=retries, backoff=0.01,
-                        timeout=1.0, extra=BREAKER_TOML)
+    config = parse_config(config_text([{"name": "api", "url": url}], retries=retries, backoff=0.01,
+                                      timeout=1.0, extra=BREAKER_TOML), "<test>")
     return Engine(config, clock=clock)
 
 
@@ -266,9 +270,9 @@ def test_a_check_that_fails_after_retries_counts_once():
 def test_one_open_breaker_does_not_affect_other_targets():
     clock = FakeClock(T0)
     with HTTPFarm({"/down": reply("500 Internal Server Error"), "/up": reply()}) as farm:
-        config = config_for([{"name": "down", "url": farm.url("/down")},
-                             {"name": "up", "url": farm.url("/up")}],
-                            extra="[breaker]\nfailure_threshold = 1\n")
+        config = parse_config(config_text([{"name": "down", "url": farm.url("/down")},
+                                           {"name": "up", "url": farm.url("/up")}],
+                                          extra="[breaker]\nfailure_threshold = 1\n"), "<test>")
         engine = Engine(config, clock=clock)
         try:
             engine.sweep()
@@ -278,104 +282,6 @@ def test_one_open_breaker_does_not_affect_other_targets():
         hits = (farm.hits("/down"), farm.hits("/up"))
     assert (down.attempts, down.breaker, up.attempts, up.ok, up.breaker) == (0, OPEN, 1, True, CLOSED)
     assert hits == (1, 2)
-
-
-# --- State file ---------------------------------------------------------------------
-
-def test_state_file_round_trip(tmp_path):
-    path = str(tmp_path / "state.json")
-    table = {
-        "open-one": BreakerState(OPEN, 3, T0, BOOM),
-        "counting": BreakerState(CLOSED, 2, None, REFUSED),
-        "healthy": BreakerState(),
-    }
-    statefile.save(path, table)
-    loaded = statefile.load(path)
-    assert loaded == {"open-one": table["open-one"], "counting": table["counting"]}
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".greenmon-state-")]
-
-
-def test_state_file_half_open_is_loaded_as_open(tmp_path):
-    path = str(tmp_path / "state.json")
-    statefile.save(path, {"api": BreakerState(HALF_OPEN, 3, T0, BOOM)})
-    assert statefile.load(path) == {"api": BreakerState(OPEN, 3, T0, BOOM)}
-
-
-def test_missing_state_file_is_an_empty_table(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING):
-        assert statefile.load(str(tmp_path / "absent.json")) == {}
-    assert not caplog.records
-
-
-def _valid_document() -> str:
-    return json.dumps({"version": 1, "breakers": {"api": {
-        "state": "open", "failures": 3, "opened_at": T0,
-        "failure": {"class": "http", "detail": "500", "error": "HTTP 500"}}}})
-
-
-@pytest.mark.parametrize("content", [
-    pytest.param(b"{not json", id="not-json"),
-    pytest.param(_valid_document().encode()[:40], id="truncated"),
-    pytest.param(b"", id="empty"),
-    pytest.param(b"\xff\xfe\x00garbage", id="binary"),
-    pytest.param(b"[1, 2, 3]", id="not-an-object"),
-    pytest.param(b"null", id="null"),
-    pytest.param(_valid_document().replace('"version": 1', '"version": 99').encode(), id="future-version"),
-    pytest.param(_valid_document().replace('"open"', '"ajar"').encode(), id="unknown-state"),
-    pytest.param(_valid_document().replace('"http"', '"gremlins"').encode(), id="unknown-class"),
-    pytest.param(_valid_document().replace(str(T0), '"yesterday"').encode(), id="bad-opened-at"),
-    pytest.param(_valid_document().replace(str(T0), "null").encode(), id="open-without-opened-at"),
-    pytest.param(b'{"version": 1, "breakers": []}', id="breakers-not-a-table"),
-    pytest.param(b'{"version": 1}', id="no-breakers"),
-])
-def test_corrupt_state_file_is_reported_and_ignored(tmp_path, caplog, content):
-    path = tmp_path / "state.json"
-    path.write_bytes(content)
-    with caplog.at_level(logging.WARNING, logger="greenmon.statefile"):
-        assert statefile.load(str(path)) == {}
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
-    assert str(path) in warnings[0].getMessage()
-
-
-def test_engine_starts_closed_from_a_corrupt_state_file(tmp_path, caplog):
-    state = tmp_path / "state.json"
-    state.write_text('{"version": 1, "breakers": {"api": {"state": "open"', encoding="utf-8")
-    with HTTPFarm({"/t": reply()}) as farm:
-        config = config_for([{"name": "api", "url": farm.url("/t")}])
-        config = config.replace("monitor", state_file=str(state))
-        with caplog.at_level(logging.WARNING, logger="greenmon.statefile"):
-            engine = Engine(config)
-        try:
-            [result] = engine.sweep()
-        finally:
-            engine.close()
-        hits = farm.hits("/t")
-    assert any("corrupt" in r.getMessage() for r in caplog.records)
-    assert (result.ok, result.attempts, hits) == (True, 1, 1)
-    assert statefile.load(str(state)) == {}  # rewritten as a valid (empty) table
-
-
-def test_engine_saves_and_reloads_its_breaker_table(tmp_path):
-    state = str(tmp_path / "state.json")
-    clock = FakeClock(T0)
-    with HTTPFarm({"/t": reply("500 Internal Server Error")}) as farm:
-        config = config_for([{"name": "api", "url": farm.url("/t")}],
-                            extra="[breaker]\nfailure_threshold = 1\nrecovery_timeout = 60.0\n")
-        config = config.replace("monitor", state_file=state)
-        first = Engine(config, clock=clock)
-        try:
-            first.sweep()
-        finally:
-            first.close()
-        assert statefile.load(state)["api"].state == OPEN
-        second = Engine(config, clock=clock)
-        try:
-            [skipped] = second.sweep()
-        finally:
-            second.close()
-        hits = farm.hits("/t")
-    assert (skipped.attempts, skipped.breaker, skipped.detail, hits) == (0, OPEN, "500", 1)
 
 
 # --- Two --once processes sharing a state file -------------------------------------------

@@ -18,8 +18,9 @@ import shutil
 
 import pytest
 
-from daemon_helpers import Daemon, daemon_config_text, value
-from servers import HTTPFarm, delayed, reply
+from support.configs import config_text
+from support.daemon_helpers import Daemon, value
+from support.servers import HTTPFarm, delayed, reply
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 DRIVER = ("chromedriver",)
@@ -68,7 +69,7 @@ def daemon(tmp_path_factory):
                    {"name": "gamma-broken", "url": farm.url("/broken")},
                    {"name": "delta-slow", "url": farm.url("/slow")}]
         path = workdir / "greenmon.toml"
-        path.write_text(daemon_config_text(targets, interval=0.5, timeout=0.5), encoding="utf-8")
+        path.write_text(config_text(targets, interval=0.5, timeout=0.5), encoding="utf-8")
         with Daemon(path, workdir) as running:
             running.wait_ready()
             running.wait_metric(lambda t: all((value(t, "greenmon_slo_checks_total", target=n, result="good")

@@ -13,13 +13,15 @@ import pytest
 
 import greenmon
 from greenmon.cli import apply_overrides, build_parser
+from greenmon.config import parse_config
 from greenmon.errors import ERROR_CLASSES
 from greenmon.report import json_document, write_json
 from greenmon.result import MonitorResult
 from greenmon.summary import summarize
 
-from helpers import config_for, config_text, run_cli, start_cli
-from servers import HTTPFarm, InFlight, closed_port, delayed, reply
+from support.configs import config_text
+from support.helpers import run_cli, start_cli
+from support.servers import HTTPFarm, InFlight, closed_port, delayed, reply
 
 RESULT_FIELDS = {"target", "url", "method", "ok", "status_code", "latency_s", "elapsed_s", "attempts",
                  "error_class", "detail", "error", "breaker", "checked_at", "body_bytes", "labels",
@@ -313,7 +315,7 @@ def test_concurrency_flag_overrides_monitor_concurrency(write_config):
 
 
 def test_apply_overrides_changes_only_the_flags_given():
-    config = config_for([{"url": "http://127.0.0.1:9/"}], timeout=7.0)
+    config = parse_config(config_text([{"url": "http://127.0.0.1:9/"}], timeout=7.0), "<test>")
     parser = build_parser()
     unchanged = apply_overrides(config, parser.parse_args(["--once"]))
     assert unchanged.monitor == config.monitor

@@ -13,9 +13,10 @@ import time
 
 import pytest
 
-from daemon_helpers import Daemon, daemon_config_text, samples, select, targets_in, value, wait_until
-from helpers import config_text, run_cli
-from servers import HTTPFarm, RawServer, closed_port, never_answer, reply
+from support.configs import config_text
+from support.daemon_helpers import Daemon, samples, select, targets_in, value
+from support.helpers import run_cli, wait_until
+from support.servers import HTTPFarm, RawServer, closed_port, never_answer, reply
 
 CHECK_TIMEOUT_S = 1.5
 
@@ -34,7 +35,7 @@ def up(name: str):
 # --- Serving and stopping --------------------------------------------------------------
 
 def test_daemon_serves_metrics_and_stops_on_sigterm(farm, write_config, tmp_path):
-    path = write_config(daemon_config_text([{"name": "a", "url": farm.url("/a")}]))
+    path = write_config(config_text([{"name": "a", "url": farm.url("/a")}], timeout=0.5, interval=0.5))
     with Daemon(path, tmp_path) as daemon:
         daemon.wait_ready()
         text = daemon.wait_metric(up("a"), message="greenmon_up{target=a} 1")
@@ -51,8 +52,8 @@ def test_daemon_serves_metrics_and_stops_on_sigterm(farm, write_config, tmp_path
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_stop_signal_exits_0_while_a_check_hangs(sig, write_config, tmp_path):
     with RawServer(never_answer) as hang:
-        path = write_config(daemon_config_text([{"name": "hang", "url": hang.url("/")}],
-                                               timeout=CHECK_TIMEOUT_S, retries=2))
+        path = write_config(config_text([{"name": "hang", "url": hang.url("/")}],
+                                        timeout=CHECK_TIMEOUT_S, retries=2, interval=CHECK_TIMEOUT_S))
         with Daemon(path, tmp_path) as daemon:
             daemon.wait_ready()
             daemon.wait_metric(lambda t: value(t, "greenmon_inflight_checks") == 1,
@@ -70,7 +71,7 @@ def test_stop_signal_exits_0_while_a_check_hangs(sig, write_config, tmp_path):
 
 
 def test_a_busy_listen_address_is_a_clean_error(farm, write_config):
-    path = write_config(daemon_config_text([{"name": "a", "url": farm.url("/a")}]))
+    path = write_config(config_text([{"name": "a", "url": farm.url("/a")}], timeout=0.5, interval=0.5))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
@@ -84,13 +85,13 @@ def test_a_busy_listen_address_is_a_clean_error(farm, write_config):
 # --- SIGHUP reload ------------------------------------------------------------------------
 
 def test_sighup_reloads_a_rewritten_config(farm, write_config, tmp_path):
-    path = write_config(daemon_config_text([{"name": "a", "url": farm.url("/a")}]))
+    path = write_config(config_text([{"name": "a", "url": farm.url("/a")}], timeout=0.5, interval=0.5))
     with Daemon(path, tmp_path) as daemon:
         daemon.wait_ready()
         daemon.wait_metric(up("a"), message="a up")
         assert farm.hits("/b") == 0
-        write_config(daemon_config_text([{"name": "a", "url": farm.url("/a")},
-                                         {"name": "b", "url": farm.url("/b")}]))
+        write_config(config_text([{"name": "a", "url": farm.url("/a")},
+                                  {"name": "b", "url": farm.url("/b")}], timeout=0.5, interval=0.5))
         daemon.send(signal.SIGHUP)
         text = daemon.wait_metric(up("b"), message="the new target b up after SIGHUP")
         assert targets_in(text) == {"a", "b"}
@@ -100,7 +101,7 @@ def test_sighup_reloads_a_rewritten_config(farm, write_config, tmp_path):
 
 
 def test_sighup_with_an_invalid_config_keeps_the_old_targets(farm, write_config, tmp_path):
-    path = write_config(daemon_config_text([{"name": "a", "url": farm.url("/a")}]))
+    path = write_config(config_text([{"name": "a", "url": farm.url("/a")}], timeout=0.5, interval=0.5))
     with Daemon(path, tmp_path) as daemon:
         daemon.wait_ready()
         daemon.wait_metric(up("a"), message="a up")

@@ -22,8 +22,8 @@ from greenmon.discovery.values import SourceError
 from greenmon.engine import sweep
 from greenmon.schema import ConfigError
 
-from helpers import run_cli
-from servers import HTTPFarm, closed_port, reply
+from support.helpers import run_cli
+from support.servers import HTTPFarm, closed_port, reply
 
 
 # --- An API described by its document --------------------------------------------------------
@@ -403,7 +403,7 @@ def test_a_document_that_is_not_utf8_is_refused():
 
 
 def test_the_discovery_families_are_the_text_prometheus_client_writes():
-    from daemon_helpers import value
+    from support.daemon_helpers import value
     from test_exporter import scrape, store_with
 
     store = store_with("a")

@@ -17,8 +17,10 @@ import gevent
 
 from greenmon.config import load_config, parse_config
 
-from daemon_helpers import Daemon, daemon_config_text, running_monitor, value, wait_until
-from servers import HTTPFarm, reply
+from support.configs import config_text
+from support.daemon_helpers import Daemon, running_monitor, value
+from support.helpers import wait_until
+from support.servers import HTTPFarm, reply
 from test_scheduler import GENEROUS_HOLD_S, Ticker, frozen_gc
 
 DAEMON = ("[monitor]\ninterval = 0.3\ntimeout = 0.3\n\n[retry]\nretries = 0\n\n"
@@ -167,7 +169,8 @@ def test_the_daemon_discovers_live_and_a_sighup_keeps_the_sources(tmp_path, writ
     with HTTPFarm({"/a": reply(), "/b": reply()}) as farm:
         sd = tmp_path / "sd.json"
         write_sd(sd, {"a": farm.url("/a")})
-        path = write_config(daemon_config_text([], extra='[[file_sd]]\nfiles = ["sd.json"]\n'))
+        path = write_config(config_text([], extra='[[file_sd]]\nfiles = ["sd.json"]\n', timeout=0.5,
+                                        interval=0.5))
         with Daemon(path, tmp_path) as daemon:
             daemon.wait_ready()
             daemon.wait_metric(lambda t: value(t, "greenmon_up", target="a") == 1, message="a up")
@@ -191,7 +194,8 @@ def test_with_worker_processes_a_discovered_change_reaches_the_workers(tmp_path,
     with HTTPFarm({"/a": reply(), "/b": reply(), "/c": reply()}) as farm:
         sd = tmp_path / "sd.yaml"
         sd.write_text(f"- targets: ['{farm.url('/a')}', '{farm.url('/b')}']\n", encoding="utf-8")
-        path = write_config(daemon_config_text([], extra='[[file_sd]]\nfiles = ["sd.yaml"]\n'))
+        path = write_config(config_text([], extra='[[file_sd]]\nfiles = ["sd.yaml"]\n', timeout=0.5,
+                                        interval=0.5))
         with Daemon(path, tmp_path, "--workers", "2") as daemon:
             daemon.wait_ready()
             daemon.wait_metric(lambda t: value(t, "greenmon_up", target=farm.url("/b")) == 1, 6,

@@ -14,11 +14,12 @@ import gevent
 import pytest
 
 import greenmon
+from greenmon.config import parse_config
 from greenmon.engine import Engine
 from greenmon.result import MonitorResult
 from greenmon.summary import percentile, summarize
-from helpers import config_for
-from servers import HTTPFarm, delayed, reply
+from support.configs import config_text
+from support.servers import HTTPFarm, delayed, reply
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +43,7 @@ def _timed_sweep(config, **engine_kwargs):
 def test_checks_run_concurrently():
     count = 200
     with HTTPFarm({f"/slow/{i}": delayed(1.0) for i in range(count)}) as farm:
-        config = config_for(_slow_targets(farm, count), timeout=10.0)
+        config = parse_config(config_text(_slow_targets(farm, count), timeout=10.0), "<test>")
         config = config.replace("monitor", concurrency=count)
         results, elapsed = _timed_sweep(config)
         hits = sum(farm.hits(f"/slow/{i}") for i in range(count))
@@ -65,7 +66,7 @@ def test_concurrency_bounds_checks_in_flight():
             in_flight["now"] -= 1
 
     with HTTPFarm({f"/slow/{i}": counting for i in range(count)}) as farm:
-        config = config_for(_slow_targets(farm, count), timeout=10.0)
+        config = parse_config(config_text(_slow_targets(farm, count), timeout=10.0), "<test>")
         config = config.replace("monitor", concurrency=concurrency)
         results, elapsed = _timed_sweep(config)
     assert all(r.ok for r in results)
@@ -78,7 +79,7 @@ def test_a_check_waiting_for_its_reply_holds_no_response_reader():
     only once the reply has begun, not for the whole wait."""
     count = 100
     with HTTPFarm({f"/slow/{i}": delayed(1.0) for i in range(count)}) as farm:
-        config = config_for(_slow_targets(farm, count), timeout=10.0)
+        config = parse_config(config_text(_slow_targets(farm, count), timeout=10.0), "<test>")
         engine = Engine(config.replace("monitor", concurrency=count))
         sweep = gevent.spawn(engine.sweep)
         deadline = time.monotonic() + 5
@@ -112,7 +113,7 @@ def test_results_in_target_order_listeners_in_completion_order():
     seen: list[MonitorResult] = []
     with HTTPFarm(routes) as farm:
         targets = [{"name": f"t{i}", "url": farm.url(f"/t/{i}")} for i in range(count)]
-        results, _ = _timed_sweep(config_for(targets), listeners=[seen.append])
+        results, _ = _timed_sweep(parse_config(config_text(targets), "<test>"), listeners=[seen.append])
     names = [f"t{i}" for i in range(count)]
     assert [r.target for r in results] == names
     assert [r.target for r in seen] == list(reversed(names))
@@ -123,9 +124,9 @@ def test_every_listener_receives_every_result_including_failures_and_skips():
     first: list[MonitorResult] = []
     second: list[MonitorResult] = []
     with HTTPFarm({"/ok": reply(), "/bad": reply("500 Internal Server Error")}) as farm:
-        config = config_for([{"name": "ok", "url": farm.url("/ok")},
-                             {"name": "bad", "url": farm.url("/bad")}],
-                            extra="[breaker]\nfailure_threshold = 1\n")
+        config = parse_config(config_text([{"name": "ok", "url": farm.url("/ok")},
+                                           {"name": "bad", "url": farm.url("/bad")}],
+                                          extra="[breaker]\nfailure_threshold = 1\n"), "<test>")
         engine = Engine(config, listeners=[first.append])
         engine.listeners.append(second.append)
         try:
@@ -140,7 +141,8 @@ def test_every_listener_receives_every_result_including_failures_and_skips():
 
 def test_sweep_of_a_subset_of_targets():
     with HTTPFarm({"/a": reply(), "/b": reply()}) as farm:
-        config = config_for([{"name": "a", "url": farm.url("/a")}, {"name": "b", "url": farm.url("/b")}])
+        config = parse_config(config_text([{"name": "a", "url": farm.url("/a")},
+                                           {"name": "b", "url": farm.url("/b")}]), "<test>")
         engine = Engine(config)
         try:
             results = engine.sweep([config.targets[1]])
@@ -155,8 +157,9 @@ def test_sweep_of_a_subset_of_targets():
 
 def test_disabled_targets_are_not_swept():
     with HTTPFarm({"/on": reply(), "/off": reply()}) as farm:
-        config = config_for([{"name": "on", "url": farm.url("/on")},
-                             {"name": "off", "url": farm.url("/off"), "enabled": False}])
+        config = parse_config(config_text([{"name": "on", "url": farm.url("/on")},
+                                           {"name": "off", "url": farm.url("/off"), "enabled": False}]),
+                              "<test>")
         results, _ = _timed_sweep(config)
         hits = (farm.hits("/on"), farm.hits("/off"))
     assert [r.target for r in results] == ["on"]
@@ -165,7 +168,8 @@ def test_disabled_targets_are_not_swept():
 
 def test_result_fields_of_a_successful_check():
     with HTTPFarm({"/t": reply(body="hello")}) as farm:
-        config = config_for([{"name": "api", "url": farm.url("/t"), "labels": {"team": "core"}}])
+        config = parse_config(config_text([{"name": "api", "url": farm.url("/t"), "labels": {"team": "core"}}]),
+                              "<test>")
         before = time.time()
         [result] = greenmon.sweep(config.targets, config)
         after = time.time()

@@ -18,9 +18,9 @@ import trustme
 
 from greenmon.errors import (AUTH, CONNECTION, CONTENT, ERROR_CLASSES, HTTP, TIMEOUT, Failure,
                              classify_exception, status_failure, timeout_failure)
-from helpers import check_one
-from servers import (BacklogFull, HTTPFarm, RawServer, closed_port, never_answer, redirect, reply,
-                     reset_after_head, send_raw, streamed, tls_server_context, trickle)
+from support.helpers import check_one
+from support.servers import (BacklogFull, HTTPFarm, RawServer, closed_port, never_answer, redirect, reply,
+                             reset_after_head, send_raw, streamed, tls_server_context, trickle)
 
 # verify_tls = false cases make urllib3 warn on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")

@@ -15,16 +15,16 @@ from prometheus_client import REGISTRY, generate_latest
 
 import greenmon
 from greenmon.breaker import BreakerState
-from greenmon.config import DEFAULT_BUCKETS
+from greenmon.config import DEFAULT_BUCKETS, parse_config
 from greenmon.engine import Engine
 from greenmon.errors import ERROR_CLASSES
 from greenmon.exporter import MetricsStore, build_registry, store_for
 from greenmon.exposition import Exposition
 from greenmon.result import MonitorResult
 from greenmon.targets import Target
-from daemon_helpers import label_sets, samples, select, targets_in, value
-from helpers import config_for
-from servers import HTTPFarm, closed_port, reply, sequence
+from support.configs import config_text
+from support.daemon_helpers import label_sets, samples, select, targets_in, value
+from support.servers import HTTPFarm, closed_port, reply, sequence
 
 BREAKER_OPENS_AT_ONCE = "[breaker]\nfailure_threshold = 1\nrecovery_timeout = 300\n"
 
@@ -92,10 +92,10 @@ def exposition():
     """Two targets swept once: a healthy one with labels, and one that needed a retry."""
     routes = {"/ok": reply(), "/flaky": sequence(reply("503 Service Unavailable"), reply())}
     with HTTPFarm(routes) as farm:
-        config = config_for([
-            {"name": "ok", "url": farm.url("/ok"), "labels": {"team": "identity"}},
-            {"name": "flaky", "url": farm.url("/flaky"), "method": "HEAD"},
-        ], retries=2, backoff=0.01)
+        config = parse_config(config_text([
+                          {"name": "ok", "url": farm.url("/ok"), "labels": {"team": "identity"}},
+                          {"name": "flaky", "url": farm.url("/flaky"), "method": "HEAD"},
+                      ], retries=2, backoff=0.01), "<test>")
         store, _ = swept_store(config)
     store.sweep_finished(0.5)
     return generate_latest(build_registry(store)).decode()
@@ -171,9 +171,10 @@ def test_a_failed_check_counts_in_its_own_class_only(error_class):
 def test_checks_and_errors_from_real_sweeps():
     routes = {"/ok": reply(), "/broken": reply("500 Internal Server Error")}
     with HTTPFarm(routes) as farm:
-        config = config_for([{"name": "ok", "url": farm.url("/ok")},
-                             {"name": "broken", "url": farm.url("/broken")},
-                             {"name": "refused", "url": f"http://127.0.0.1:{closed_port()}/"}])
+        config = parse_config(config_text([{"name": "ok", "url": farm.url("/ok")},
+                                           {"name": "broken", "url": farm.url("/broken")},
+                                           {"name": "refused", "url": f"http://127.0.0.1:{closed_port()}/"}]),
+                              "<test>")
         store, _ = swept_store(config, sweeps=2)
     found = scrape(store)
     for name in ("ok", "broken", "refused"):
@@ -206,7 +207,8 @@ def test_up_and_status_follow_the_last_check():
 def test_retries_count_the_class_that_caused_them_in_a_real_sweep():
     routes = {"/flaky": sequence(reply("503 Service Unavailable"), reply("503 Service Unavailable"), reply())}
     with HTTPFarm(routes) as farm:
-        config = config_for([{"name": "flaky", "url": farm.url("/flaky")}], retries=3, backoff=0.01)
+        config = parse_config(config_text([{"name": "flaky", "url": farm.url("/flaky")}], retries=3, backoff=0.01),
+                              "<test>")
         store, results = swept_store(config)
     assert results[0][0].ok and results[0][0].attempts == 3
     found = scrape(store)
@@ -260,7 +262,8 @@ def test_the_cached_exposition_follows_every_kind_of_change():
 
 def test_every_attempt_is_observed_in_a_real_sweep():
     with HTTPFarm({"/down": reply("503 Service Unavailable")}) as farm:
-        config = config_for([{"name": "down", "url": farm.url("/down")}], retries=2, backoff=0.01)
+        config = parse_config(config_text([{"name": "down", "url": farm.url("/down")}], retries=2, backoff=0.01),
+                              "<test>")
         store, results = swept_store(config)
     assert results[0][0].attempts == 3
     found = scrape(store)
@@ -287,7 +290,7 @@ def test_attempt_latencies_land_in_cumulative_buckets():
 
 def test_default_buckets_include_the_p95_objective():
     assert 2.0 in DEFAULT_BUCKETS
-    config = config_for([{"name": "a", "url": "http://127.0.0.1:9/"}])
+    config = parse_config(config_text([{"name": "a", "url": "http://127.0.0.1:9/"}]), "<test>")
     assert 2.0 in config.metrics.buckets
     store = store_for(config, config.enabled_targets)
     store.observe(result("a"))
@@ -297,8 +300,8 @@ def test_default_buckets_include_the_p95_objective():
 
 
 def test_buckets_are_configurable_and_upper_bounds_are_inclusive():
-    config = config_for([{"name": "a", "url": "http://127.0.0.1:9/"}],
-                        extra="[metrics]\nbuckets = [0.1, 0.3]\n")
+    config = parse_config(config_text([{"name": "a", "url": "http://127.0.0.1:9/"}],
+                                      extra="[metrics]\nbuckets = [0.1, 0.3]\n"), "<test>")
     store = store_for(config, config.enabled_targets)
     store.observe(result("a", attempts=3, latencies=(0.1, 0.2, 0.4), retried=("timeout", "timeout")))
     buckets = {s.labels["le"]: s.value for s in select(scrape(store), "greenmon_check_duration_seconds_bucket")}
@@ -308,9 +311,9 @@ def test_buckets_are_configurable_and_upper_bounds_are_inclusive():
 def test_per_target_histograms_false_gives_one_histogram_without_target():
     routes = {"/a": reply(), "/b": reply("503 Service Unavailable")}
     with HTTPFarm(routes) as farm:
-        config = config_for([{"name": "a", "url": farm.url("/a")}, {"name": "b", "url": farm.url("/b")}],
-                            retries=1, backoff=0.01,
-                            extra="[metrics]\nper_target_histograms = false\n")
+        config = parse_config(config_text([{"name": "a", "url": farm.url("/a")}, {"name": "b", "url": farm.url("/b")}],
+                                          retries=1, backoff=0.01,
+                                          extra="[metrics]\nper_target_histograms = false\n"), "<test>")
         store, _ = swept_store(config)
     found = scrape(store)
     assert label_sets(found, "greenmon_check_duration_seconds_bucket") == {frozenset({"le"})}
@@ -339,7 +342,7 @@ def test_a_skipped_result_is_not_a_check():
 
 def test_a_breaker_opened_by_a_real_failure_skips_without_counting():
     url = f"http://127.0.0.1:{closed_port()}/"
-    config = config_for([{"name": "refused", "url": url}], extra=BREAKER_OPENS_AT_ONCE)
+    config = parse_config(config_text([{"name": "refused", "url": url}], extra=BREAKER_OPENS_AT_ONCE), "<test>")
     store, results = swept_store(config, sweeps=3)
     assert [r[0].attempts for r in results] == [1, 0, 0]
     found = scrape(store)
@@ -424,7 +427,7 @@ def test_inflight_gauge_reads_its_source_at_scrape_time():
 
 def test_the_global_registry_is_left_alone():
     with HTTPFarm({"/ok": reply()}) as farm:
-        config = config_for([{"name": "ok", "url": farm.url("/ok")}])
+        config = parse_config(config_text([{"name": "ok", "url": farm.url("/ok")}]), "<test>")
         store, _ = swept_store(config)
     assert value(scrape(store), "greenmon_up", target="ok") == 1
     assert not [s for s in samples(generate_latest(REGISTRY).decode()) if s.name.startswith("greenmon_")]

@@ -23,11 +23,13 @@ import pytest
 
 from greenmon import statefile
 from greenmon.breaker import OPEN, BreakerState
+from greenmon.config import parse_config
 from greenmon.errors import Failure
-from daemon_helpers import Daemon, running_monitor, value, wait_until
-from helpers import config_for, config_text, run_cli
-from load_helpers import FarmProcess
-from servers import HTTPFarm, reply
+from support.configs import config_text
+from support.daemon_helpers import Daemon, running_monitor, value
+from support.helpers import run_cli, wait_until
+from support.load_helpers import FarmProcess
+from support.servers import HTTPFarm, reply
 
 # --- The farm dies mid-sweep, then comes back ----------------------------------------------------
 
@@ -47,8 +49,9 @@ def farm_targets(farm: FarmProcess) -> list[dict]:
 
 def test_farm_killed_mid_sweep_then_restarted():
     with FarmProcess() as farm:
-        config = config_for(farm_targets(farm), retries=0, timeout=FAULT_TIMEOUT_S,
-                            extra="[breaker]\nfailure_threshold = 2\nrecovery_timeout = 0.5\n")
+        config = parse_config(config_text(farm_targets(farm), retries=0, timeout=FAULT_TIMEOUT_S,
+                                          extra="[breaker]\nfailure_threshold = 2\nrecovery_timeout = 0.5\n"),
+                              "<test>")
         config = config.replace("monitor", interval=0.2)
         served = {t.name for t in config.enabled_targets if not t.name.startswith("hang")}
         with running_monitor(config) as running:
@@ -123,9 +126,8 @@ SEEDED_OPENED_AT = time.time()  # the breaker of the last target, open since the
 def big_config_text(farm: FarmProcess, state: Path, interval: float = 60.0) -> str:
     targets = [{"name": f"t{i:05d}", "url": farm.url(f"/slow?delay={SLOW_ANSWER_S}&i={i}")}
                for i in range(TARGETS_10K)]
-    text = config_text(targets, retries=1, backoff=0.5, timeout=TERM_TIMEOUT_S,
-                       extra="[breaker]\nrecovery_timeout = 3600.0\n")
-    return text.replace("[monitor]\n", f"[monitor]\ninterval = {interval}\nstate_file = '{state}'\n", 1)
+    return config_text(targets, retries=1, backoff=0.5, timeout=TERM_TIMEOUT_S, interval=interval,
+                       monitor={"state_file": str(state)}, breaker={"recovery_timeout": 3600.0})
 
 
 def seed_state_file(path: Path) -> None:
@@ -278,8 +280,8 @@ def test_daemon_starts_from_a_truncated_state_file(tmp_path, write_config):
     with HTTPFarm({"/down": reply("500 Internal Server Error"), "/up": reply()}) as farm:
         data = real_state_file(state, farm, write_config)
         state.write_bytes(data[:len(data) // 2])
-        config = write_config(config_text([{"name": "api", "url": farm.url("/up")}], timeout=0.5)
-                              .replace("[monitor]\n", f"[monitor]\ninterval = 0.5\nstate_file = '{state}'\n"))
+        config = write_config(config_text([{"name": "api", "url": farm.url("/up")}], timeout=0.5, interval=0.5,
+                                          monitor={"state_file": str(state)}))
         with Daemon(config, tmp_path) as daemon:
             daemon.wait_ready()
             daemon.wait_metric(lambda t: value(t, "greenmon_up", target="api") == 1,

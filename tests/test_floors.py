@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 import trustme
 
-from helpers import check_one
-from servers import HTTPFarm, reply, tls_server_context
+from greenmon.config import parse_config
+from support.configs import config_text
+from support.helpers import check_one
+from support.servers import HTTPFarm, reply, tls_server_context
 
 SETUP_CFG = Path(__file__).resolve().parent.parent / "setup.cfg"
 
@@ -64,12 +66,12 @@ def test_https_with_a_ca_file_checks_and_records_its_phases(tmp_path):
 
 def test_the_daemon_schedules_checks_and_serves_gzipped_metrics():
     """The gevent seams the daemon uses (the loop's clock, idle, the thread pool) at the floor."""
-    from daemon_helpers import running_monitor, value, wait_until
-    from helpers import config_for
+    from support.daemon_helpers import running_monitor, value
+    from support.helpers import wait_until
 
     with HTTPFarm({"/ok": reply()}) as farm:
-        config = config_for([{"name": "ok", "url": farm.url("/ok")}], timeout=0.2).replace(
-            "monitor", interval=0.2)
+        config = parse_config(config_text([{"name": "ok", "url": farm.url("/ok")}], timeout=0.2, interval=0.2),
+                              "<test>")
         with running_monitor(config) as running:
             wait_until(lambda: farm.hits("/ok") >= 3, 5, message="three checks")
             response = running.get("/metrics", headers={"Accept-Encoding": "gzip"})

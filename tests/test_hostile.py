@@ -21,15 +21,17 @@ import gevent
 import pytest
 import trustme
 
+from greenmon.config import parse_config
 from greenmon.engine import Engine
 from greenmon.errors import CONNECTION, CONTENT, TIMEOUT
 from greenmon.limits import sockets_needed
-from hostile_servers import (GiantBody, KeepAliveOK, RefusedPorts, answer_then_smuggle, gzip_bomb,
-                             gzip_of_zeros, hold_silently, reset_mid_response, rss_bytes,
-                             self_signed_context)
-from helpers import config_for, config_text
-from load_helpers import check_in_subprocess
-from servers import HTTPFarm, RawServer, redirect, reply, send_raw, tls_server_context, trickle
+from support.configs import config_text
+from support.helpers import wait_until
+from support.hostile_servers import (GiantBody, KeepAliveOK, RefusedPorts, answer_then_smuggle, gzip_bomb,
+                                     gzip_of_zeros, hold_silently, reset_mid_response, rss_bytes,
+                                     self_signed_context)
+from support.load_helpers import check_in_subprocess
+from support.servers import HTTPFarm, RawServer, redirect, reply, send_raw, tls_server_context, trickle
 
 # verify_tls = false cases make urllib3 warn on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
@@ -94,7 +96,7 @@ class Sweep:
 
 def run_sweep(targets: list[dict], *, timeout: float = TIMEOUT_S, retries: int = RETRIES,
               backoff: float = BACKOFF_S, monitor: dict | None = None) -> Sweep:
-    config = config_for(targets, retries=retries, backoff=backoff, timeout=timeout)
+    config = parse_config(config_text(targets, retries=retries, backoff=backoff, timeout=timeout), "<test>")
     config = config.replace("monitor", concurrency=max(len(targets), 10), **(monitor or {}))
     engine = Engine(config)
     try:
@@ -344,8 +346,8 @@ def test_unsolicited_bytes_on_a_keep_alive_connection_never_become_a_result(dela
     connection would report the smuggled 500 on its next check (a false alarm). greenmon
     must see the waiting bytes, drop the connection and report only what it asked for."""
     with RawServer(answer_then_smuggle(SMUGGLED, delay)) as server:
-        config = config_for([{"name": "hostile", "url": server.url("/t")}] + healthy_targets(healthy_farm),
-                            timeout=TIMEOUT_S)
+        config = parse_config(config_text([{"name": "hostile", "url": server.url("/t")}] + healthy_targets(healthy_farm),
+                                          timeout=TIMEOUT_S), "<test>")
         engine = Engine(config)
         try:
             results = []
@@ -370,13 +372,6 @@ def test_unsolicited_bytes_on_a_keep_alive_connection_never_become_a_result(dela
 RSS_GROWTH_LIMIT = 50 * MiB
 
 
-def _wait_until(predicate: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not predicate() and time.monotonic() < deadline:
-        gevent.sleep(0.02)
-    return predicate()
-
-
 @pytest.mark.parametrize("content_length", [True, False], ids=["content-length", "chunked"])
 def test_1gib_body_stops_at_max_body_bytes_and_rss_stays_flat(content_length, healthy_farm):
     giant = GiantBody(GiB, content_length=content_length)  # 64 KiB chunks from a generator
@@ -386,7 +381,8 @@ def test_1gib_body_stops_at_max_body_bytes_and_rss_stays_flat(content_length, he
                           monitor={"max_body_bytes": MiB})
         grew = rss_bytes() - before
         # The client hung up: the server's next writes fail and its generator is closed.
-        stopped = _wait_until(lambda: giant.finished, 5.0)
+        stopped = wait_until(lambda: giant.finished, 5.0, interval=0.02,
+                             message="the server's generator closed")
     result = sweep.results["big"]
     assert (result.error_class, result.detail, result.status_code, result.attempts) == (
         CONTENT, "body_too_large", 200, 1)
@@ -410,10 +406,10 @@ def test_gzip_bomb_inflating_to_1gib_stops_at_max_body_bytes(healthy_farm, tmp_p
     so the 1 s deadline cannot end it: the check's latency shows it as well."""
     with HTTPFarm({"/bomb": gzip_bomb(gzip_of_zeros(GiB))}) as server:
         targets = [{"name": "bomb", "url": server.url("/bomb")}] + healthy_targets(healthy_farm)
-        text = config_text(targets, retries=RETRIES, backoff=BACKOFF_S, timeout=TIMEOUT_S)
+        text = config_text(targets, retries=RETRIES, backoff=BACKOFF_S, timeout=TIMEOUT_S,
+                           monitor={"max_body_bytes": MiB})
         config = tmp_path / "bomb.toml"
-        config.write_text(text.replace("[monitor]\n", f"[monitor]\nmax_body_bytes = {MiB}\n", 1),
-                          encoding="utf-8")
+        config.write_text(text, encoding="utf-8")
         run = check_in_subprocess(config)
     results = {r["target"]: r for r in run["results"]}
     bomb = results.pop("bomb")
@@ -487,11 +483,12 @@ def test_2000_refused_ports_beside_healthy_targets(healthy_farm, low_soft_file_l
 def test_closing_the_engine_closes_its_keep_alive_connections():
     server_side = KeepAliveOK()
     with RawServer(server_side) as server:
-        engine = Engine(config_for([{"name": "kept", "url": server.url("/t")}]))
+        engine = Engine(parse_config(config_text([{"name": "kept", "url": server.url("/t")}]), "<test>"))
         engine.sweep()
         held = server_side.open
         engine.close()
-        closed = _wait_until(lambda: server_side.open == 0, 2.0)
+        closed = wait_until(lambda: server_side.open == 0, 2.0, interval=0.02,
+                            message="the target's side of the connection closed")
         engine.close()  # the engine is still referenced here: only close() may have done the work
     assert held == 1
     assert closed, "the target still holds the connection of a closed engine"

@@ -20,11 +20,13 @@ import pytest
 import trustme
 
 from greenmon.engine import Engine
+from greenmon.config import parse_config
 from greenmon.report import result_json
 
-from daemon_helpers import running_monitor, wait_until
-from helpers import FakeClock, config_for, run_cli, toml_value
-from servers import HTTPFarm, RawServer, closed_port, never_answer, tls_server_context
+from support.configs import config_text, toml_value
+from support.daemon_helpers import running_monitor
+from support.helpers import FakeClock, run_cli, wait_until
+from support.servers import HTTPFarm, RawServer, closed_port, never_answer, tls_server_context
 
 CLIENT_ID = "greenmon"
 SECRET_CORE = random_secrets.token_hex(6)
@@ -92,7 +94,7 @@ def oauth2_table(token_url: str, *, origin: str = "inline", extra: str = "", tmp
 
 def api_config(farm, count: int, token_url: str, **kwargs):
     targets = [{"name": f"api-{i}", "url": farm.url(f"/api/{i}"), "auth": "api"} for i in range(count)]
-    return config_for(targets, extra=oauth2_table(token_url, **kwargs))
+    return parse_config(config_text(targets, extra=oauth2_table(token_url, **kwargs)), "<test>")
 
 
 @pytest.fixture
@@ -188,9 +190,9 @@ def test_a_refusal_of_a_token_already_replaced_keeps_the_new_one(server):
         return server.tokens.api(environ)
 
     server.routes["/slow"] = slow
-    config = config_for([{"name": "fast", "url": server.url("/api/0"), "auth": "api"},
-                         {"name": "slow", "url": server.url("/slow"), "auth": "api"}],
-                        extra=oauth2_table(server.url("/token")))
+    config = parse_config(config_text([{"name": "fast", "url": server.url("/api/0"), "auth": "api"},
+                                       {"name": "slow", "url": server.url("/slow"), "auth": "api"}],
+                                      extra=oauth2_table(server.url("/token"))), "<test>")
     engine = Engine(config)
     try:
         engine.sweep()
@@ -273,7 +275,6 @@ def test_the_daemon_renews_a_short_lived_token_and_no_secret_leaves(server, capl
 
 def test_once_at_debug_level_shows_neither_secret_nor_token(server, write_config):
     targets = [{"name": f"api-{i}", "url": server.url(f"/api/{i}"), "auth": "api"} for i in range(3)]
-    from helpers import config_text
     path = write_config(config_text(targets, extra=oauth2_table(server.url("/token"))))
     run = run_cli("--config", str(path), "--once", "--format", "json", "--log-level", "debug")
     assert run.returncode == 0, run.stderr

@@ -14,12 +14,14 @@ import pytest
 import trustme
 
 from greenmon.errors import CONNECTION, CONTENT, TIMEOUT
+from greenmon.config import parse_config
 from greenmon.exporter import store_for
 from greenmon.schema import ConfigError
 from greenmon.trace import PHASES
-from daemon_helpers import value
-from helpers import check_one, config_for, sweep_config
-from servers import HTTPFarm, RawServer, closed_port, delayed, reply, tls_server_context
+from support.configs import config_text
+from support.daemon_helpers import value
+from support.helpers import check_one, sweep_config
+from support.servers import HTTPFarm, RawServer, closed_port, delayed, reply, tls_server_context
 from test_exporter import scrape
 
 WAIT_S = 0.3
@@ -71,7 +73,8 @@ def test_a_server_that_waits_300ms_shows_it_in_processing():
 
 def test_https_has_a_tls_phase_and_a_reused_connection_has_no_setup_phases(ca, ca_pem):
     with HTTPFarm({"/t": reply(body="secure")}, ssl_context=tls_server_context(ca, "127.0.0.1")) as farm:
-        config = config_for([{"name": "tls", "url": farm.url("/t"), "ca_file": ca_pem}])
+        config = parse_config(config_text([{"name": "tls", "url": farm.url("/t"), "ca_file": ca_pem}]),
+                              "<test>")
         from greenmon.engine import Engine
         engine = Engine(config)
         try:
@@ -119,7 +122,7 @@ def test_a_deadline_while_waiting_for_the_head_is_read_and_while_the_body_trickl
 
 def test_phases_are_exported_for_the_last_contacted_check():
     with HTTPFarm({"/t": reply()}) as farm:
-        config = config_for([{"name": "t", "url": farm.url("/t")}])
+        config = parse_config(config_text([{"name": "t", "url": farm.url("/t")}]), "<test>")
         from greenmon.engine import Engine
         store = store_for(config, config.enabled_targets)
         engine = Engine(config, listeners=[store.observe])
@@ -143,7 +146,7 @@ def test_tls_facts_of_a_certificate_with_a_known_not_after(ca, ca_pem, verify):
     context = tls_server_context(ca, "127.0.0.1", not_after=NOT_AFTER)
     with HTTPFarm({"/t": reply()}, ssl_context=context) as farm:
         keys = {"ca_file": ca_pem} if verify else {"verify_tls": False}
-        config = config_for([{"name": "tls", "url": farm.url("/t"), **keys}])
+        config = parse_config(config_text([{"name": "tls", "url": farm.url("/t"), **keys}]), "<test>")
         store = store_for(config, config.enabled_targets)
         [result] = sweep_config(config, listeners=[store.observe])
     assert result.ok, result

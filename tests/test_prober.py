@@ -13,9 +13,9 @@ import pytest
 import trustme
 
 from greenmon.errors import CONNECTION, CONTENT, HTTP, TIMEOUT
-from helpers import check_one
-from servers import (HTTPFarm, RawServer, closed_port, never_answer, redirect, reply,
-                     reset_after_head, sequence, streamed, tls_handshake, tls_server_context)
+from support.helpers import check_one
+from support.servers import (HTTPFarm, RawServer, closed_port, never_answer, redirect, reply,
+                             reset_after_head, sequence, streamed, tls_handshake, tls_server_context)
 
 FAST_BACKOFF = 0.01
 

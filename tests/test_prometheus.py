@@ -25,11 +25,13 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from greenmon.config import MonitorSettings
-from prom_helpers import (DEPLOY, REPO, REQUIRE_ENV, SKIP_REASON, Budget, Processes,
-                          WebhookRecorder, describe_run, find_binary, finite_value, greenmon_argv,
-                          greenmon_toml, http_get, is_ready, prom_query, run_tool,
-                          shorten_for_durations, wait_until, write_yaml)
-from servers import HTTPFarm, closed_port, reply
+from support.configs import config_text
+from support.helpers import wait_until
+from support.prom_helpers import (DEPLOY, NOT_YET, REPO, REQUIRE_ENV, SKIP_REASON, Budget, Processes,
+                                  WebhookRecorder, describe_run, find_binary, finite_value, greenmon_argv,
+                                  http_get, is_ready, prom_query, run_tool, shorten_for_durations,
+                                  write_yaml)
+from support.servers import HTTPFarm, closed_port, reply
 
 ALERTS_YML = DEPLOY / "prometheus" / "alerts.yml"
 SLO_YML = DEPLOY / "prometheus" / "slo.yml"
@@ -80,8 +82,8 @@ def wait_for_sweeps(base_url: str, processes: Processes, count: int, timeout: fl
                     return response.text
         return None
 
-    return wait_until(metrics_after_sweeps, timeout=timeout, processes=processes,
-                      what=f"{count} greenmon sweeps at {base_url}/metrics")
+    return wait_until(processes.watching(metrics_after_sweeps), timeout, interval=0.25, ignoring=NOT_YET,
+                      message=f"{count} greenmon sweeps at {base_url}/metrics")
 
 
 def families_by_name(text: str) -> dict:
@@ -104,11 +106,10 @@ def test_promtool_check_metrics_on_daemon_output(per_target_histograms, tmp_path
             {"name": "labelled", "url": farm.url("/ok"),
              "labels": {"team": "identity", "note": NOTE_NEEDING_ESCAPES}},
         ]
-        sections = {"monitor": {"interval": 1.0, "timeout": 1.0}, "retry": {"retries": 0}}
-        if per_target_histograms is not None:
-            sections["metrics"] = {"per_target_histograms": per_target_histograms}
+        tables = {} if per_target_histograms is None else {
+            "metrics": {"per_target_histograms": per_target_histograms}}
         config = tmp_path / "greenmon.toml"
-        config.write_text(greenmon_toml(targets, **sections), encoding="utf-8")
+        config.write_text(config_text(targets, timeout=1.0, interval=1.0, **tables), encoding="utf-8")
         port = closed_port()
         with Processes(tmp_path) as processes:
             processes.start("greenmon", greenmon_argv(config, port), cwd=REPO)
@@ -147,10 +148,10 @@ def test_promtool_check_metrics_on_textfile_output(tmp_path):
     refused = closed_port()
     with HTTPFarm({"/ok": reply()}) as farm:
         config = tmp_path / "greenmon.toml"
-        config.write_text(greenmon_toml(
+        config.write_text(config_text(
             [{"name": "healthy", "url": farm.url("/ok"), "labels": {"team": "identity"}},
              {"name": "refused", "url": f"http://127.0.0.1:{refused}/"}],
-            monitor={"timeout": 1.0}, retry={"retries": 0}), encoding="utf-8")
+            timeout=1.0), encoding="utf-8")
         textfile = tmp_path / "greenmon.prom"
         once = run_tool([sys.executable, "-m", "greenmon", "--config", str(config), "--once",
                          "--textfile", str(textfile)], cwd=REPO)
@@ -172,7 +173,7 @@ def test_promtool_check_rules_passes():
     assert "SUCCESS: 6 rules found" in result.stdout, describe_run(result)
 
 
-def test_alert_rules_exist_as_the_spec_names_them():
+def test_alert_rules_exist_as_the_readme_names_them():
     text = ALERTS_YML.read_text(encoding="utf-8")
     for name in ("GreenmonTargetDown", "GreenmonLatencyP95High", "GreenmonErrorRateHigh",
                  "GreenmonBreakerOpen", "GreenmonAbsent", "GreenmonCertExpiringSoon"):
@@ -282,16 +283,16 @@ def test_end_to_end_alert_reaches_alertmanager_webhook(tmp_path):
     with HTTPFarm({"/healthy": reply(), "/switch": switch, "/webhook": webhook}) as farm, \
             Processes(logs) as processes:
         def wait(probe, what, timeout=30.0, interval=0.25):
-            return wait_until(probe, timeout=min(timeout, budget.left()), interval=interval,
-                              what=what, processes=processes)
+            return wait_until(processes.watching(probe), min(timeout, budget.left()), interval=interval,
+                              ignoring=NOT_YET, message=what)
 
         # greenmon: one sweep a second, no retries, short deadline.
         gm_port = closed_port()
         gm_config = tmp_path / "greenmon.toml"
-        gm_config.write_text(greenmon_toml(
+        gm_config.write_text(config_text(
             [{"name": "healthy", "url": farm.url("/healthy")},
              {"name": "flaky", "url": farm.url("/switch")}],
-            monitor={"interval": 1.0, "timeout": 1.0}, retry={"retries": 0}), encoding="utf-8")
+            timeout=1.0, interval=1.0), encoding="utf-8")
         processes.start("greenmon", greenmon_argv(gm_config, gm_port), cwd=REPO)
         wait_for_sweeps(f"http://127.0.0.1:{gm_port}", processes, count=1,
                         timeout=min(20.0, budget.left()))
@@ -448,14 +449,15 @@ def test_end_to_end_prometheus_scrapes_greenmon_over_tls_with_basic_auth(tmp_pat
 
     with HTTPFarm({"/healthy": reply()}) as farm, Processes(logs) as processes:
         def wait(probe, what, timeout=30.0):
-            return wait_until(probe, timeout=min(timeout, budget.left()), what=what, processes=processes)
+            return wait_until(processes.watching(probe), min(timeout, budget.left()), interval=0.25,
+                              ignoring=NOT_YET, message=what)
 
         gm_port = closed_port()
         gm_url = f"https://127.0.0.1:{gm_port}"
         gm_config = tmp_path / "greenmon.toml"
-        gm_config.write_text(greenmon_toml(
+        gm_config.write_text(config_text(
             [{"name": "healthy", "url": farm.url("/healthy")}],
-            monitor={"interval": 1.0, "timeout": 1.0}, retry={"retries": 0}), encoding="utf-8")
+            timeout=1.0, interval=1.0), encoding="utf-8")
         processes.start("greenmon", greenmon_argv(gm_config, gm_port, "--web-config-file", str(web_config)),
                         cwd=REPO)
         wait(lambda: session.get(f"{gm_url}/metrics", auth=(username, password), timeout=3).status_code == 200,
@@ -498,7 +500,7 @@ def test_end_to_end_prometheus_scrapes_greenmon_over_tls_with_basic_auth(tmp_pat
     assert "Traceback" not in greenmon_log and password not in greenmon_log, greenmon_log[-3000:]
 
 
-def test_p95_query_in_spec_matches_the_alert_rule():
+def test_p95_query_in_the_readme_matches_the_alert_rule():
     """The README's P95 expression is the one GreenmonLatencyP95High alerts on (both read from
     their files), against the default objective (monitor.slo_p95_seconds); the e2e test above
     queries that same expression over a 1m window."""

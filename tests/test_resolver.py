@@ -14,9 +14,11 @@ import pytest
 
 from greenmon import resolver
 from greenmon.errors import CONNECTION, TIMEOUT
-from dns_server import DNSServer, answer, nxdomain, silent, slow
-from helpers import config_for, sweep_config
-from servers import HTTPFarm, reply
+from greenmon.config import parse_config
+from support.configs import config_text
+from support.dns_server import DNSServer, answer, nxdomain, silent, slow
+from support.helpers import sweep_config
+from support.servers import HTTPFarm, reply
 
 
 @pytest.fixture
@@ -39,7 +41,7 @@ CLOSING = reply(headers=[("Connection", "close")])   # every check opens a new c
 
 def test_a_host_is_looked_up_once_for_many_targets(fresh_resolver):
     with DNSServer({"svc.test": answer(ttl=60)}) as dns, HTTPFarm({"/ok": CLOSING}) as farm:
-        config = config_for(targets_on(farm, "svc.test", 50))
+        config = parse_config(config_text(targets_on(farm, "svc.test", 50)), "<test>")
         first = sweep_config(config)
         again = sweep_config(config)
     assert all(r.ok for r in first + again), [r for r in first + again if not r.ok][:2]
@@ -52,7 +54,7 @@ def test_a_host_is_looked_up_once_for_many_targets(fresh_resolver):
 
 def test_an_answer_is_kept_for_its_ttl_and_asked_again_after(fresh_resolver):
     with DNSServer({"short.test": answer(ttl=1)}) as dns, HTTPFarm({"/ok": CLOSING}) as farm:
-        config = config_for(targets_on(farm, "short.test", 1))
+        config = parse_config(config_text(targets_on(farm, "short.test", 1)), "<test>")
         assert sweep_config(config)[0].ok
         assert sweep_config(config)[0].ok       # within the TTL: cached
         assert fresh_resolver.lookups == 1
@@ -64,7 +66,7 @@ def test_an_answer_is_kept_for_its_ttl_and_asked_again_after(fresh_resolver):
 
 def test_a_name_that_does_not_exist_is_connection_dns_and_is_not_asked_again_at_once(fresh_resolver):
     with DNSServer({"": nxdomain()}) as dns:
-        config = config_for([{"name": "nope", "url": "http://nope.invalid/"}])
+        config = parse_config(config_text([{"name": "nope", "url": "http://nope.invalid/"}]), "<test>")
         first = sweep_config(config)[0]
         second = sweep_config(config)[0]
     for result in (first, second):
@@ -75,7 +77,8 @@ def test_a_name_that_does_not_exist_is_connection_dns_and_is_not_asked_again_at_
 
 def test_a_deadline_while_the_name_is_resolved_is_timeout_dns(fresh_resolver):
     with DNSServer({"": silent()}):
-        [result] = sweep_config(config_for([{"name": "stuck", "url": "http://stuck.test/"}], timeout=0.5))
+        config = parse_config(config_text([{"name": "stuck", "url": "http://stuck.test/"}], timeout=0.5), "<test>")
+        [result] = sweep_config(config)
     assert (result.error_class, result.detail) == (TIMEOUT, "dns"), result
     assert result.timings["dns"] >= 0.4
     assert result.timings["connect"] is None
@@ -86,7 +89,7 @@ def test_lookups_in_flight_are_capped_and_the_cache_coalesces_them(fresh_resolve
     with DNSServer({"test": slow(0.2, answer(ttl=60))}) as dns, HTTPFarm({"/ok": reply()}) as farm:
         targets = [{"name": n, "url": farm.url("/ok", host=n)} for n in names]
         targets += [{"name": f"again-{n}", "url": farm.url("/ok?again", host=n)} for n in names]
-        results = sweep_config(config_for(targets, timeout=10.0))
+        results = sweep_config(parse_config(config_text(targets, timeout=10.0), "<test>"))
     assert all(r.ok for r in results), [r for r in results if not r.ok][:2]
     assert fresh_resolver.lookups == len(names)        # 120 targets, 60 names: 60 lookups
     # At most MAX_LOOKUPS lookups at once, each an A and an AAAA question.
@@ -99,7 +102,8 @@ def test_a_thousand_names_that_do_not_resolve_leave_healthy_targets_alone(fresh_
         bad = [{"name": f"bad-{i}", "url": f"http://bad-{i}.invalid/"} for i in range(1000)]
         good = [{"name": f"good-{i}", "url": farm.url(f"/ok?{i}")} for i in range(50)]
         started = time.monotonic()
-        results = {r.target: r for r in sweep_config(config_for(bad + good, timeout=3.0))}
+        results = {r.target: r for r in sweep_config(parse_config(config_text(bad + good, timeout=3.0),
+                                                                  "<test>"))}
         took = time.monotonic() - started
     assert {(r.error_class, r.detail) for name, r in results.items() if name.startswith("bad")} == \
         {(CONNECTION, "dns")}

@@ -16,10 +16,12 @@ import gevent
 import pytest
 import requests
 
-from daemon_helpers import running_monitor, value, wait_until
-from helpers import config_for
-from servers import HTTPFarm, RawServer, never_answer, reply
+from support.configs import config_text
+from support.daemon_helpers import running_monitor, value
+from support.helpers import wait_until
+from support.servers import HTTPFarm, RawServer, never_answer, reply
 from greenmon.breaker import BreakerState
+from greenmon.config import parse_config
 from greenmon.engine import Engine
 from greenmon.result import MonitorResult
 from greenmon.schedule import Slot
@@ -28,7 +30,7 @@ WALL_MINUS_MONOTONIC = time.time() - time.monotonic()
 
 
 def monitor_config(targets: list[dict], *, interval: float, **kwargs):
-    return config_for(targets, **kwargs).replace("monitor", interval=interval)
+    return parse_config(config_text(targets, **kwargs), "<test>").replace("monitor", interval=interval)
 
 
 def circular_gap(a: float, b: float, period: float) -> float:
@@ -171,8 +173,9 @@ def test_the_trust_store_of_https_targets_is_loaded_before_any_check(tmp_path):
     ca = trustme.CA()
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    config = config_for([{"name": "plain", "url": "http://127.0.0.1:9/"},
-                         {"name": "tls", "url": "https://127.0.0.1:9/", "ca_file": str(ca_file)}])
+    config = parse_config(config_text([{"name": "plain", "url": "http://127.0.0.1:9/"},
+                                       {"name": "tls", "url": "https://127.0.0.1:9/", "ca_file": str(ca_file)}]),
+                          "<test>")
     engine = Engine(config)
     try:
         # Built with the engine, not by the first check of the HTTPS target.

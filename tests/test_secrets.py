@@ -27,9 +27,9 @@ from greenmon.config import parse_config
 from greenmon.engine import Engine
 from greenmon.schema import ConfigError
 from greenmon.transport import Transport
-from daemon_helpers import Daemon, running_monitor, value
-from helpers import config_text, toml_value
-from servers import HTTPFarm, RawServer, closed_port, reply, require_header, send_raw
+from support.configs import config_text, toml_value
+from support.daemon_helpers import Daemon, running_monitor, value
+from support.servers import HTTPFarm, RawServer, closed_port, reply, require_header, send_raw
 
 USERNAME = "ops"
 
@@ -92,6 +92,7 @@ KINDS = {"bearer": {"auth": "tok"}, "basic": {"auth": "pw"}, "header": {"auth": 
          "plain": {"headers": {"Authorization": PLAIN_AUTHZ}}}
 FAILURES = ("denied", "forbidden", "echo", "refused", "timeout")
 TIMEOUT_S = 0.5
+SETTINGS = {"retries": 1, "backoff": 0.01, "timeout": TIMEOUT_S}   # of every config below: one retry
 
 
 def _basic_header() -> str:
@@ -140,10 +141,6 @@ class SecretFarm:
                 out.append({"name": f"{failure}-{kind}", "url": url, **how})
         return out
 
-    def config_text(self, extra: str = "") -> str:
-        return config_text(self.targets(), extra=AUTH_TABLES + extra, retries=1, backoff=0.01,
-                           timeout=TIMEOUT_S)
-
 
 EXPECTED = {"denied": ("auth", "401"), "forbidden": ("auth", "403"), "echo": ("http", "500"),
             "refused": ("connection", "refused"), "timeout": ("timeout", "read")}
@@ -174,7 +171,7 @@ def test_results_logs_and_exception_messages_hold_no_secret(monkeypatch, caplog)
     monkeypatch.setattr(Transport, "send", send)
 
     with SecretFarm() as farm:
-        config = parse_config(farm.config_text(), "secrets.toml")
+        config = parse_config(config_text(farm.targets(), extra=AUTH_TABLES, **SETTINGS), "secrets.toml")
         engine = Engine(config)
         try:
             results = engine.sweep()
@@ -209,7 +206,8 @@ def test_results_logs_and_exception_messages_hold_no_secret(monkeypatch, caplog)
 def test_status_page_api_and_metrics_in_process_hold_no_secret(caplog):
     caplog.set_level(logging.DEBUG)
     with SecretFarm() as farm:
-        config = parse_config(farm.config_text(), "secrets.toml").replace("monitor", interval=0.2)
+        config = parse_config(config_text(farm.targets(), extra=AUTH_TABLES, **SETTINGS),
+                              "secrets.toml").replace("monitor", interval=0.2)
         with running_monitor(config) as running:
             running.wait_sweeps(2, timeout=15)
             pages = {path: running.get(path).text for path in ("/", "/metrics", "/api/results", "/healthz")}
@@ -225,7 +223,8 @@ def test_once_outputs_hold_no_secret(tmp_path):
     """--format json/jsonl/table, --output, --textfile and --state-file, at --log-level debug."""
     with SecretFarm() as farm:
         path = tmp_path / "greenmon.toml"
-        path.write_text(farm.config_text("[breaker]\nfailure_threshold = 1\n"), encoding="utf-8")
+        path.write_text(config_text(farm.targets(), extra=AUTH_TABLES, breaker={"failure_threshold": 1},
+                                    **SETTINGS), encoding="utf-8")
         runs = {}
         for fmt in ("json", "jsonl", "table"):
             files = {"output": tmp_path / f"report.{fmt}", "textfile": tmp_path / f"metrics-{fmt}.prom",
@@ -265,8 +264,9 @@ def test_daemon_endpoints_logs_and_state_file_hold_no_secret(tmp_path):
     state = tmp_path / "state.json"
     with SecretFarm() as farm:
         path = tmp_path / "greenmon.toml"
-        path.write_text(farm.config_text("[breaker]\nfailure_threshold = 1\nrecovery_timeout = 0.5\n")
-                        .replace("[monitor]\n", f"[monitor]\ninterval = 0.5\nstate_file = '{state}'\n", 1),
+        path.write_text(config_text(farm.targets(), extra=AUTH_TABLES, interval=0.5,
+                                    monitor={"state_file": str(state)},
+                                    breaker={"failure_threshold": 1, "recovery_timeout": 0.5}, **SETTINGS),
                         encoding="utf-8")
         with Daemon(path, tmp_path, "--log-level", "debug") as daemon:
             daemon.wait_ready()

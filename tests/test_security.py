@@ -52,11 +52,11 @@ from greenmon.config import parse_config
 from greenmon.engine import Engine
 from greenmon.schema import ConfigError
 from greenmon.webconfig import WebConfig
-from daemon_helpers import (HTTP_TIMEOUT_S, Daemon, daemon_config_text, running_monitor, select,
-                            value, wait_until)
-from helpers import check_one, config_for, config_text, run_cli, sweep_config
-from proxy_server import ForwardProxy
-from servers import HTTPFarm, RawServer, closed_port, reply, tls_handshake, tls_server_context
+from support.configs import config_text
+from support.daemon_helpers import HTTP_TIMEOUT_S, Daemon, running_monitor, select, value
+from support.helpers import check_one, run_cli, sweep_config, wait_until
+from support.proxy_server import ForwardProxy
+from support.servers import HTTPFarm, RawServer, closed_port, reply, tls_handshake, tls_server_context
 
 USER = "prometheus"
 PASSWORD = "pässwörd-" + secrets.token_hex(6)   # non-ASCII: sent as UTF-8 (RFC 7617 charset)
@@ -103,7 +103,8 @@ def web_yaml(*, cert: str | None = None, key: str | None = None, client_auth: st
 
 
 def monitor_config(targets: list[dict], **kwargs):
-    return config_for(targets, timeout=TIMEOUT_S, **kwargs).replace("monitor", interval=INTERVAL_S)
+    return parse_config(config_text(targets, timeout=TIMEOUT_S, **kwargs),
+                        "<test>").replace("monitor", interval=INTERVAL_S)
 
 
 # --- TLS material ----------------------------------------------------------------------------------
@@ -633,7 +634,7 @@ def test_the_daemon_with_a_web_config_and_sighup(tls, ok_farm, tmp_path):
     web.write_text(web_yaml(cert=tls.server_cert, key=tls.server_key, users={USER: hashed(first)}),
                    encoding="utf-8")
     config = tmp_path / "greenmon.toml"
-    config.write_text(daemon_config_text([{"name": "ok", "url": ok_farm.url("/ok")}], interval=0.5),
+    config.write_text(config_text([{"name": "ok", "url": ok_farm.url("/ok")}], interval=0.5, timeout=0.5),
                       encoding="utf-8")
     with TLSDaemon(config, tmp_path, "--web-config-file", str(web), ca_pem=tls.ca_pem,
                    authorization=basic(USER, first)) as daemon:
@@ -766,7 +767,8 @@ def test_proxy_env_honours_http_proxy_https_proxy_and_no_proxy(tls, monkeypatch,
         targets = [{"name": "via-proxy", "url": plain.url("/t")},
                    {"name": "via-connect", "url": secure.url("/t"), **keys},
                    {"name": "no-proxy", "url": plain.url("/t", host="localhost")}]
-        config = config_for(targets, timeout=2.0).replace("monitor", proxy_env=proxy_env)
+        config = parse_config(config_text(targets, timeout=2.0),
+                              "<test>").replace("monitor", proxy_env=proxy_env)
         results = {r.target: r for r in sweep_config(config)}
     assert all(r.ok for r in results.values()), results
     if proxy_env:
@@ -793,7 +795,7 @@ def test_proxied_and_direct_checks_of_one_url_never_share_a_connection(tls, sche
         targets = [{"name": "direct", "url": farm.url("/t"), "headers": {"X-Route": "direct"}, **keys},
                    {"name": "proxied", "url": farm.url("/t"), "headers": {"X-Route": "proxied"},
                     "proxy": proxy.url, **keys}]
-        config = config_for(targets, timeout=2.0)
+        config = parse_config(config_text(targets, timeout=2.0), "<test>")
         by_name = {t.name: t for t in config.enabled_targets}
         engine = Engine(config)
         try:   # one after the other: each finds the other's idle connection in a shared pool
@@ -904,10 +906,7 @@ def test_a_bad_client_certificate_is_a_config_error_naming_the_key(tls, section,
              "not_pem": tls.not_pem}
     keys = {name: item.format(**files) for name, item in keys.items()}
     target = {"name": "mtls", "url": "https://127.0.0.1:1/", **(keys if section == "target" else {})}
-    text = config_text([target])
-    if section == "monitor":
-        text = text.replace("[monitor]\n", "[monitor]\n" + "".join(
-            f"{name} = \"{item}\"\n" for name, item in keys.items()), 1)
+    text = config_text([target], monitor=keys if section == "monitor" else {})
     with pytest.raises(ConfigError) as raised:
         parse_config(text, "greenmon.toml")
     path = "targets[0]" if section == "target" else "monitor"
@@ -1044,7 +1043,7 @@ def test_the_daemon_at_debug_level_never_logs_a_url_secret(monkeypatch, tmp_path
     monkeypatch.setenv(SECRET_VAR, SECRET)   # the daemon inherits the environment
     with secret_farm() as (farm, ok, broken):
         path = tmp_path / "greenmon.toml"
-        path.write_text(daemon_config_text(secret_targets(farm), interval=0.5, timeout=0.5),
+        path.write_text(config_text(secret_targets(farm), interval=0.5, timeout=0.5),
                         encoding="utf-8")
         name = f"GET {masked(farm)['/broken']}"
         with Daemon(path, tmp_path, "--log-level", "debug", "--workers", workers) as daemon:

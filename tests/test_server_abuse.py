@@ -17,11 +17,13 @@ import time
 
 import gevent
 import pytest
+from greenmon.config import parse_config
 
-from daemon_helpers import Daemon, daemon_config_text, running_monitor, value, wait_until
-from helpers import config_for
-from load_helpers import huge_header_request, raw_request, slow_client
-from servers import HTTPFarm, reply
+from support.configs import config_text
+from support.daemon_helpers import Daemon, running_monitor, value
+from support.helpers import wait_until
+from support.load_helpers import huge_header_request, raw_request, slow_client
+from support.servers import HTTPFarm, reply
 
 INTERVAL_S = 0.1
 # "Not held up": one /metrics answer while the server is being abused comes long before any
@@ -33,8 +35,8 @@ FAST_S = 2.0
 @pytest.fixture
 def served():
     with HTTPFarm({"/ok": reply(body=b"fine")}) as farm:
-        config = config_for([{"name": f"ok-{i}", "url": farm.url(f"/ok?i={i}")} for i in range(5)],
-                            timeout=1.0).replace("monitor", interval=INTERVAL_S)
+        config = parse_config(config_text([{"name": f"ok-{i}", "url": farm.url(f"/ok?i={i}")} for i in range(5)],
+                                          timeout=1.0), "<test>").replace("monitor", interval=INTERVAL_S)
         with running_monitor(config) as running:
             running.wait_sweeps(1)
             yield running
@@ -166,8 +168,8 @@ def farm():
 
 
 def daemon_config(farm, write_config):
-    return write_config(daemon_config_text([{"name": f"ok-{i}", "url": farm.url(f"/ok?i={i}")}
-                                            for i in range(5)], interval=0.3, timeout=0.3))
+    return write_config(config_text([{"name": f"ok-{i}", "url": farm.url(f"/ok?i={i}")}
+                                     for i in range(5)], interval=0.3, timeout=0.3))
 
 
 @pytest.fixture

@@ -15,11 +15,13 @@ from collections import Counter
 import pytest
 
 from greenmon.breaker import CLOSED, OPEN
+from greenmon.config import parse_config
 from greenmon.engine import Engine
 from greenmon.errors import CONNECTION, HTTP
-from helpers import FakeClock, config_for
-from hostile_servers import CLOSE, RESET, FlakyPlan, ScriptedServer, Switch
-from servers import HTTPFarm, reply
+from support.configs import config_text
+from support.helpers import FakeClock
+from support.hostile_servers import CLOSE, RESET, FlakyPlan, ScriptedServer, Switch
+from support.servers import HTTPFarm, reply
 
 SEED = 20261127
 FAILURE_RATE = 0.10
@@ -37,7 +39,8 @@ def flaky_run(retries: int, failure_threshold: int = 3):
     plan = FlakyPlan(SEED, FAILURE_RATE)
     with ScriptedServer(plan) as server:
         targets = [{"name": f"flaky-{i:03d}", "url": server.url(f"/flaky/{i}")} for i in range(TARGETS)]
-        config = config_for(targets, retries=retries, backoff=FAST_BACKOFF, timeout=TIMEOUT_S)
+        config = parse_config(config_text(targets, retries=retries, backoff=FAST_BACKOFF, timeout=TIMEOUT_S),
+                              "<test>")
         config = config.replace("breaker", failure_threshold=failure_threshold)
         engine = Engine(config)
         results = []
@@ -106,9 +109,9 @@ class Lifecycle:
         self.switch = switch
         self.down_mode = down_mode
         self.clock = FakeClock()
-        config = config_for([{"name": "switch", "url": server.url("/switch")},
-                             {"name": "neighbour", "url": neighbour.url("/ok")}],
-                            retries=RETRIES, backoff=FAST_BACKOFF, timeout=TIMEOUT_S)
+        config = parse_config(config_text([{"name": "switch", "url": server.url("/switch")},
+                                           {"name": "neighbour", "url": neighbour.url("/ok")}],
+                                          retries=RETRIES, backoff=FAST_BACKOFF, timeout=TIMEOUT_S), "<test>")
         config = config.replace("breaker", failure_threshold=THRESHOLD, recovery_timeout=RECOVERY_S)
         self.engine = Engine(config, clock=self.clock)
 

@@ -7,7 +7,6 @@ where a test needs exact outcomes.
 
 from __future__ import annotations
 
-import re
 
 import pytest
 
@@ -15,9 +14,10 @@ from greenmon.config import parse_config
 from greenmon.history import History
 from greenmon.result import MonitorResult
 from greenmon.schema import ConfigError
-from daemon_helpers import running_monitor, value, wait_until
-from helpers import config_for
-from servers import HTTPFarm, closed_port, reply
+from support.configs import config_text
+from support.daemon_helpers import running_monitor, value
+from support.helpers import wait_until
+from support.servers import HTTPFarm, closed_port, reply
 from test_exporter import result, scrape, store_with
 
 OPENS_AT_ONCE = "[breaker]\nfailure_threshold = 1\nrecovery_timeout = 300\n"
@@ -38,8 +38,8 @@ def test_the_sli_counts_every_scheduled_check_a_skipped_one_as_bad():
 
 
 def test_the_sli_keeps_counting_while_a_real_breaker_is_open():
-    config = config_for([{"name": "down", "url": f"http://127.0.0.1:{closed_port()}/"}],
-                        extra=OPENS_AT_ONCE).replace("monitor", interval=0.1)
+    config = parse_config(config_text([{"name": "down", "url": f"http://127.0.0.1:{closed_port()}/"}],
+                                      extra=OPENS_AT_ONCE), "<test>").replace("monitor", interval=0.1)
     with running_monitor(config) as running:
         wait_until(lambda: running.monitor.store.series["down"].bad >= 5, 5,
                    message="five bad turns of the down target")
@@ -111,8 +111,9 @@ def test_history_shrinks_on_a_reload_that_lowers_it():
 
 def test_api_history_serves_a_targets_outcomes_and_refuses_the_rest():
     with HTTPFarm({"/ok": reply(), "/bad": reply("500 Internal Server Error")}) as farm:
-        config = config_for([{"name": "ok", "url": farm.url("/ok")},
-                             {"name": "bad", "url": farm.url("/bad")}]).replace("monitor", interval=0.1)
+        config = parse_config(config_text([{"name": "ok", "url": farm.url("/ok")},
+                                           {"name": "bad", "url": farm.url("/bad")}]),
+                              "<test>").replace("monitor", interval=0.1)
         with running_monitor(config) as running:
             wait_until(lambda: len(running.monitor.store.series["bad"].history) >= 3, 5,
                        message="three outcomes of bad")
@@ -128,35 +129,6 @@ def test_api_history_serves_a_targets_outcomes_and_refuses_the_rest():
     assert items == sorted(items, key=lambda item: item["checked_at"])
     assert (missing.status_code, unknown.status_code) == (400, 404)
     assert "Traceback" not in missing.text + unknown.text
-
-
-# --- The status page's rows ---------------------------------------------------------------
-
-def test_the_status_page_has_a_strip_and_a_sparkline_per_target_burning_first():
-    with HTTPFarm({"/ok": reply(), "/bad": reply("503 Service Unavailable")}) as farm:
-        config = config_for([{"name": "aaa-ok", "url": farm.url("/ok")},
-                             {"name": "zzz-bad", "url": farm.url("/bad")}]).replace("monitor", interval=0.1)
-        with running_monitor(config) as running:
-            wait_until(lambda: len(running.monitor.store.series["zzz-bad"].history) >= 3, 5,
-                       message="three outcomes")
-            html = running.get("/").text
-            filtered = running.get("/?q=aaa").text
-    assert html.index("zzz-bad") < html.index("aaa-ok")     # burning its budget: first
-    assert len(re.findall(r"<svg class='strip'", html)) == 2
-    assert len(re.findall(r"<svg class='spark'", html)) == 2
-    assert "class='b'><title>" in html      # a failure on the strip, its class on hover
-    assert "zzz-bad" not in filtered and "aaa-ok" in filtered   # the filter, without JavaScript
-
-
-def test_ten_thousand_targets_page_in_pages():
-    from greenmon.views import PAGE_ROWS
-    config = config_for([{"name": f"t{i:05d}", "url": f"http://127.0.0.1:9/{i}"} for i in range(1_000)])
-    with running_monitor(config, start=False) as idle:
-        first = idle.get("/").text
-        last = idle.get("/?page=5").text
-    assert first.count("<tr data-search") == PAGE_ROWS
-    assert "t00000" in first and "t00999" not in first
-    assert "t00999" in last and "page=4" in last
 
 
 # --- Bad input ------------------------------------------------------------------------------

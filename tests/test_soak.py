@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import gevent
 import pytest
 
-from daemon_helpers import value
-from helpers import config_text
-from load_helpers import FarmProcess, ProbedDaemon, Scraper
-from servers import closed_port
+from support.configs import config_text
+from support.daemon_helpers import value
+from support.load_helpers import FarmProcess, ProbedDaemon, Scraper
+from support.servers import closed_port
 
 SWEEPS = 200
 WARM_UP_SWEEPS = 20
@@ -81,10 +81,8 @@ def soak_config_text(farm: FarmProcess) -> str:
     # Breakers open after 3 failed checks and half-open 1.5 s later: failing and hanging
     # targets go through every breaker state again and again during the soak, and the
     # never-answering server is contacted (and left hanging) at every trial.
-    extra = "[breaker]\nfailure_threshold = 3\nrecovery_timeout = 1.5\n"
-    text = config_text(soak_targets(farm), extra=extra, retries=RETRIES, backoff=BACKOFF_S,
-                       timeout=TIMEOUT_S)
-    return text.replace("[monitor]\n", f"[monitor]\ninterval = {INTERVAL_S}\n", 1)
+    return config_text(soak_targets(farm), retries=RETRIES, backoff=BACKOFF_S, timeout=TIMEOUT_S,
+                       interval=INTERVAL_S, breaker={"failure_threshold": 3, "recovery_timeout": 1.5})
 
 
 @dataclass

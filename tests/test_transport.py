@@ -1,11 +1,16 @@
-"""The transport: one shared session for every target, so what one request adds must stay
-with that request. Real requests to a local server."""
+"""The transport: one shared session for every target, so what one request adds (a body's length,
+a cookie) must stay with that request; the headers every request carries; bodies decoded
+before they are read. Real requests to a local server."""
 
 from __future__ import annotations
 
+import gzip
+
+import greenmon
+from greenmon.config import parse_config
 from greenmon.engine import Engine
-from helpers import config_for
-from servers import HTTPFarm, reply
+from support.configs import config_text
+from support.servers import HTTPFarm, redirect, reply
 
 
 def sweep(config):
@@ -27,10 +32,10 @@ def test_a_post_body_does_not_leave_its_content_length_on_other_targets_requests
         return reply()(environ)
 
     with HTTPFarm({"/post": reply(), "/get": record}) as farm:
-        config = config_for([{"name": "post", "url": farm.url("/post"), "method": "POST",
-                              "body": '{"ping": true}'}]
-                            + [{"name": f"get{i}", "url": farm.url("/get")} for i in range(3)],
-                            timeout=2.0)
+        config = parse_config(config_text([{"name": "post", "url": farm.url("/post"), "method": "POST",
+                                            "body": '{"ping": true}'}]
+                                          + [{"name": f"get{i}", "url": farm.url("/get")} for i in range(3)],
+                                          timeout=2.0), "<test>")
         for _ in range(2):
             results = sweep(config)
         assert all(result.ok for result in results.values()), results
@@ -47,8 +52,9 @@ def test_a_post_sends_its_body_with_its_own_length():
         return reply()(environ)
 
     with HTTPFarm({"/post": record}) as farm:
-        config = config_for([{"name": "a", "url": farm.url("/post"), "method": "POST", "body": "abc"},
-                             {"name": "b", "url": farm.url("/post"), "method": "POST", "body": "hello"}])
+        config = parse_config(config_text(
+            [{"name": "a", "url": farm.url("/post"), "method": "POST", "body": "abc"},
+             {"name": "b", "url": farm.url("/post"), "method": "POST", "body": "hello"}]), "<test>")
         results = sweep(config)
     assert all(result.ok for result in results.values())
     assert sorted(seen) == [("3", b"abc"), ("5", b"hello")]
@@ -64,7 +70,8 @@ def test_connections_are_kept_and_reused_across_sweeps():
         return reply()(environ)
 
     with HTTPFarm({"/a": record}) as farm:
-        config = config_for([{"name": f"t{i}", "url": farm.url("/a")} for i in range(4)])
+        config = parse_config(config_text([{"name": f"t{i}", "url": farm.url("/a")} for i in range(4)]),
+                              "<test>")
         engine = Engine(config)
         try:
             first = engine.sweep()
@@ -75,3 +82,56 @@ def test_connections_are_kept_and_reused_across_sweeps():
     assert all(result.ok for result in first + second)
     assert len(ports) == 8 and 1 <= len(opened) <= 4
     assert set(ports[4:]) <= opened, (ports, opened)
+
+
+def test_no_cookie_is_ever_sent_back_not_even_along_a_redirect():
+    """Targets share one session: a cookie one of them sets must reach neither the others nor
+    its own next check, nor the next hop of its redirect."""
+    sets_cookie = [("Set-Cookie", "session=s3cret; Path=/")]
+    with HTTPFarm({"/login": reply("302 Found", b"", headers=sets_cookie + [("Location", "/landing")]),
+                   "/landing": reply(headers=[("Set-Cookie", "seen=1; Path=/")]),
+                   "/bounce": redirect("/elsewhere"), "/elsewhere": reply(),
+                   "/plain": reply(headers=sets_cookie)}) as farm:
+        config = parse_config(config_text([{"name": "login", "url": farm.url("/login")},
+                                           {"name": "bounce", "url": farm.url("/bounce")},
+                                           {"name": "plain", "url": farm.url("/plain")}]), "<test>")
+        for _ in range(2):
+            results = sweep(config)
+        assert all(result.ok for result in results.values()), results
+        sent = {path: [headers.get("Cookie") for _, headers in farm.requests[path]]
+                for path in ("/login", "/landing", "/bounce", "/elsewhere", "/plain")}
+    assert sent == {path: [None, None] for path in sent}
+
+
+def test_the_session_headers_and_a_targets_own():
+    seen = {}
+
+    def record(name):
+        def handler(environ):
+            seen[name] = {key: environ.get(key) for key in ("HTTP_USER_AGENT", "HTTP_ACCEPT",
+                                                            "HTTP_ACCEPT_ENCODING")}
+            return reply()(environ)
+        return handler
+    with HTTPFarm({"/default": record("default"), "/own": record("own")}) as farm:
+        own_headers = {"User-Agent": "mine/2", "Accept": "text/plain"}
+        targets = [{"name": "default", "url": farm.url("/default")},
+                   {"name": "own", "url": farm.url("/own"), "headers": own_headers}]
+        default = sweep(parse_config(config_text(targets), "<test>"))
+        first = dict(seen)
+        configured = sweep(parse_config(config_text(targets, monitor={"user_agent": "probe/1"}), "<test>"))
+    assert all(result.ok for result in [*default.values(), *configured.values()])
+    assert first["default"] == {"HTTP_USER_AGENT": f"greenmon/{greenmon.__version__}", "HTTP_ACCEPT": "*/*",
+                                "HTTP_ACCEPT_ENCODING": "gzip, deflate"}
+    assert seen["default"]["HTTP_USER_AGENT"] == "probe/1"                # monitor.user_agent
+    assert first["own"]["HTTP_USER_AGENT"] == seen["own"]["HTTP_USER_AGENT"] == "mine/2"   # the target's wins
+    assert first["own"]["HTTP_ACCEPT"] == "text/plain"
+
+
+def test_a_gzip_body_is_decoded_before_it_is_matched_and_counted():
+    body = b"status: all systems healthy\n" * 100
+    with HTTPFarm({"/gz": reply(body=gzip.compress(body), headers=[("Content-Encoding", "gzip")])}) as farm:
+        config = parse_config(config_text([{"name": "gz", "url": farm.url("/gz"),
+                                            "expect_body": "all systems healthy"}]), "<test>")
+        result = sweep(config)["gz"]
+    assert result.ok, result
+    assert result.body_bytes == len(body)

@@ -12,10 +12,12 @@ import re
 import pytest
 import requests
 
+from greenmon.config import parse_config
 from greenmon.schema import ConfigError
-from daemon_helpers import running_monitor, targets_in, value, wait_until
-from helpers import config_for
-from servers import HTTPFarm, InFlight, RawServer, delayed, never_answer, reply
+from support.configs import config_text
+from support.daemon_helpers import running_monitor, targets_in, value
+from support.helpers import wait_until
+from support.servers import HTTPFarm, InFlight, RawServer, delayed, never_answer, reply
 
 INTERVAL_S = 0.3
 BREAKER_OPENS_AT_ONCE = "[breaker]\nfailure_threshold = 1\nrecovery_timeout = 300\n"
@@ -28,7 +30,7 @@ SUMMARY_KEYS = {"targets", "up", "down", "skipped", "duration_s", "p50_s", "p95_
 
 
 def monitor_config(targets: list[dict], *, interval: float = INTERVAL_S, **kwargs):
-    return config_for(targets, **kwargs).replace("monitor", interval=interval)
+    return parse_config(config_text(targets, **kwargs), "<test>").replace("monitor", interval=interval)
 
 
 @pytest.fixture
@@ -153,60 +155,6 @@ def test_api_results_keeps_the_latest_result_per_target(farm):
         document = running.get("/api/results").json()
     assert [r["target"] for r in document["results"]] == ["ok"]
     assert document["summary"]["targets"] == 1
-
-
-# --- The status page ---------------------------------------------------------------------
-
-def _rows(html: str) -> dict[str, str]:
-    """Table rows of the status page by target name (the second cell, before its URL line)."""
-    rows = {}
-    for row in re.findall(r"<tr data-search=[^>]*>(.*?)</tr>", html, re.S):
-        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
-        if len(cells) > 1:
-            rows[cells[1].split("<div", 1)[0]] = row
-    return rows
-
-
-def test_status_page_lists_failures_first_with_breaker_state(farm):
-    targets = [{"name": "aaa-healthy", "url": farm.url("/ok")},
-               {"name": "mmm-healthy", "url": farm.url("/ok")},
-               {"name": "zzz-broken", "url": farm.url("/broken")}]
-    config = monitor_config(targets, extra=BREAKER_OPENS_AT_ONCE)
-    with running_monitor(config) as running:
-        running.wait_sweeps(1)
-        response = running.get("/")
-    assert response.status_code == 200
-    assert response.headers["Content-Type"].startswith("text/html")
-    html = response.text
-    for t in targets:
-        assert t["name"] in html
-    assert html.index("zzz-broken") < html.index("aaa-healthy") < html.index("mmm-healthy")
-    rows = _rows(html)
-    assert set(rows) == {"aaa-healthy", "mmm-healthy", "zzz-broken"}
-    assert ">open<" in rows["zzz-broken"] and "DOWN" in rows["zzz-broken"] and "http / 500" in rows["zzz-broken"]
-    assert ">closed<" in rows["aaa-healthy"] and "UP" in rows["aaa-healthy"]
-
-
-def test_status_page_has_no_external_assets(farm):
-    config = monitor_config([{"name": "ok", "url": farm.url("/ok")}])
-    with running_monitor(config) as running:
-        running.wait_sweeps(1)
-        html = running.get("/").text
-    assert re.search(r"<html", html, re.I)
-    assert not re.search(r"<script[^>]*\bsrc\s*=", html, re.I)
-    assert not re.search(r"<link[^>]*\bhref\s*=\s*[\"']?(https?:)?//", html, re.I)
-    assert not re.search(r"\b(src|href)\s*=\s*[\"']?(https?:)?//", html, re.I)
-    assert not re.search(r"@import|url\(\s*[\"']?(https?:)?//", html, re.I)
-
-
-def test_status_page_escapes_target_names(farm):
-    name = "<b>evil</b> & co"
-    config = monitor_config([{"name": name, "url": farm.url("/broken")}])
-    with running_monitor(config) as running:
-        running.wait_sweeps(1)
-        html = running.get("/").text
-    assert "&lt;b&gt;evil&lt;/b&gt; &amp; co" in html
-    assert "<b>evil</b>" not in html
 
 
 # --- Routing --------------------------------------------------------------------------

@@ -22,10 +22,10 @@ from typing import Iterator
 import gevent
 import pytest
 
-from daemon_helpers import Daemon, daemon_config_text, select, targets_in, value, wait_until
-from greenmon.targets import Target
-from helpers import config_text, run_cli, start_cli
-from servers import HTTPFarm, InFlight, RawServer, closed_port, delayed, never_answer, reply
+from support.configs import config_text
+from support.daemon_helpers import Daemon, select, targets_in, value
+from support.helpers import run_cli, start_cli, wait_until
+from support.servers import HTTPFarm, InFlight, RawServer, closed_port, delayed, never_answer, reply
 
 RUN_TIMEOUT_S = 12     # for one `greenmon --once` run
 SLOW_S = 1.5           # a slow target's answer delay: long enough to look at the workers
@@ -291,7 +291,7 @@ def test_sigterm_of_once_leaves_no_worker_behind(write_config, workers):
 def test_daemon_sigterm_mid_sweep_ends_every_worker(write_config, tmp_path, workers):
     with RawServer(never_answer) as hang, HTTPFarm({"/ok": reply()}) as farm:
         targets = [{"name": "hang", "url": hang.url("/")}] + healthy_targets(farm, 3)
-        path = write_config(daemon_config_text(targets, timeout=SLOW_S, retries=2))
+        path = write_config(config_text(targets, timeout=SLOW_S, retries=2, interval=SLOW_S))
         with Daemon(path, tmp_path, "--workers", "2") as daemon:
             daemon.wait_ready()
             workers.wait_for(daemon.process.pid, 2)
@@ -311,7 +311,7 @@ def test_daemon_with_two_workers_serves_one_metrics_for_all_targets(farm, write_
     targets = [{"name": f"up-{i}", "url": farm.url("/healthy")} for i in range(4)]
     targets += [{"name": f"down-{i}", "url": farm.url("/503")} for i in range(2)]
     names = {t["name"] for t in targets}
-    path = write_config(daemon_config_text(targets))
+    path = write_config(config_text(targets, timeout=0.5, interval=0.5))
     with Daemon(path, tmp_path, "--workers", "2") as daemon:
         daemon.wait_ready()
         first_workers = workers.wait_for(daemon.process.pid, 2)
@@ -333,7 +333,8 @@ def test_daemon_with_two_workers_serves_one_metrics_for_all_targets(farm, write_
         assert {r["target"] for r in api["results"]} == names
 
         # SIGHUP: a new config with one more target; the new target shows up everywhere.
-        path.write_text(daemon_config_text(targets + [{"name": "added", "url": farm.url("/healthy")}]))
+        path.write_text(config_text(targets + [{"name": "added", "url": farm.url("/healthy")}], timeout=0.5,
+                                    interval=0.5))
         daemon.send(signal.SIGHUP)
         text = daemon.wait_metric(lambda t: value(t, "greenmon_up", target="added") == 1,
                                   message="greenmon_up{target=added} 1")
@@ -356,7 +357,7 @@ def test_workers_check_each_target_on_its_own_schedule(write_config, tmp_path, w
         targets = [{"name": "fast", "url": farm.url("/fast"), "interval": 0.25},
                    {"name": "slow", "url": farm.url("/slow"), "interval": 1.5},
                    {"name": "a", "url": farm.url("/a")}, {"name": "b", "url": farm.url("/b")}]
-        path = write_config(daemon_config_text(targets, interval=0.75, timeout=0.25))
+        path = write_config(config_text(targets, interval=0.75, timeout=0.25))
         with Daemon(path, tmp_path, "--workers", "2") as daemon:
             daemon.wait_ready()
             workers.wait_for(daemon.process.pid, 2)
@@ -384,7 +385,7 @@ def test_workers_check_each_target_on_its_own_schedule(write_config, tmp_path, w
 
 def test_daemon_replaces_a_worker_that_died(farm, write_config, tmp_path, workers):
     targets = healthy_targets(farm, 4)
-    path = write_config(daemon_config_text(targets))
+    path = write_config(config_text(targets, timeout=0.5, interval=0.5))
     with Daemon(path, tmp_path, "--workers", "2") as daemon:
         daemon.wait_ready()
         victim = min(workers.wait_for(daemon.process.pid, 2))
@@ -405,7 +406,7 @@ def test_daemon_replaces_a_worker_that_died(farm, write_config, tmp_path, worker
 def test_inflight_gauge_counts_the_checks_in_flight_on_every_worker(write_config, tmp_path, workers):
     with RawServer(never_answer) as hang:
         targets = [{"name": f"hang-{i}", "url": hang.url(f"/{i}")} for i in range(2)]
-        path = write_config(daemon_config_text(targets, timeout=4.0))
+        path = write_config(config_text(targets, timeout=4.0, interval=4.0))
         with Daemon(path, tmp_path, "--workers", "2") as daemon:
             daemon.wait_ready()
             workers.wait_for(daemon.process.pid, 2)
@@ -421,7 +422,7 @@ def test_daemon_with_workers_and_a_shard_exports_only_its_targets(farm, write_co
     targets = healthy_targets(farm, 12)
     mine = {t["name"] for t in targets if shard_of(t["name"], 3) == 2}
     assert len(mine) >= 2  # enough for two workers
-    path = write_config(daemon_config_text(targets))
+    path = write_config(config_text(targets, timeout=0.5, interval=0.5))
     with Daemon(path, tmp_path, "--workers", "2", "--shard", "2/3") as daemon:
         daemon.wait_ready()
         workers.wait_for(daemon.process.pid, 2)
@@ -464,14 +465,6 @@ def test_state_file_keeps_an_open_breaker_across_runs(count, farm, write_config,
 
 
 # --- --shard -----------------------------------------------------------------------------------
-
-def test_shard_hash_is_the_sha256_of_the_name():
-    for name in ("api-1", "checkout", "GET http://127.0.0.1:8080/healthz", "ünïcode"):
-        expected = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big")
-        assert Target(name=name, url="http://127.0.0.1/").shard_hash() == expected
-    # Pinned: the same in every process and every version (a change would reshuffle replicas).
-    assert Target(name="api-1", url="http://127.0.0.1/").shard_hash() == 17978681371066702477
-
 
 def test_shards_split_the_targets_without_overlap_stably_and_in_any_order(farm, write_config):
     targets = healthy_targets(farm, 30)

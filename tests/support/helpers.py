@@ -1,45 +1,22 @@
-"""Small builders shared by the tests: configs for one or many targets, and CLI runs."""
+"""What many tests share: CLI runs, a fake clock, one sweep of a config, bounded waiting.
+
+Configs are written by ``support.configs.config_text``.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
+from typing import Callable, TypeVar
+
+import gevent
 
 from greenmon.config import Config, parse_config
+from support.configs import config_text
 
-
-def config_for(targets: list[dict], *, extra: str = "", retries: int = 0, backoff: float = 0.05,
-               timeout: float = 2.0) -> Config:
-    """A parsed config: [[targets]] from dicts, fast retries, short timeout."""
-    return parse_config(config_text(targets, extra=extra, retries=retries, backoff=backoff,
-                                    timeout=timeout), "<test>")
-
-
-def config_text(targets: list[dict], *, extra: str = "", retries: int = 0, backoff: float = 0.05,
-                timeout: float = 2.0) -> str:
-    lines = [f"[monitor]\ntimeout = {timeout}\n", f"[retry]\nretries = {retries}\nbackoff = {backoff}\n",
-             extra]
-    for target in targets:
-        lines.append("[[targets]]")
-        for key, value in target.items():
-            lines.append(f"{key} = {toml_value(value)}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return "'" + value + "'" if '"' in value or "\\" in value else '"' + value + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f'"{k}" = {toml_value(v)}' for k, v in value.items()) + " }"
-    raise TypeError(value)
+T = TypeVar("T")
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 60, cwd=None,
@@ -66,7 +43,7 @@ def start_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=full_env)
 
 
-# --- Engine runs and a fake clock (added for test_errors/test_prober/test_breaker/test_engine) ---
+# --- Engine runs and a fake clock -----------------------------------------------------------------
 
 class FakeClock:
     """An injectable wall clock (epoch seconds) that moves only when told to."""
@@ -95,10 +72,35 @@ def sweep_config(config: Config, **engine_kwargs) -> list:
 def check_one(target: dict, *, monitor: dict | None = None, **config_kwargs):
     """The MonitorResult of one check of one target.
 
-    ``config_kwargs`` go to config_for (retries, backoff, timeout, extra);
-    ``monitor`` replaces [monitor] settings config_for cannot write (max_body_bytes, ...).
+    ``config_kwargs`` go to config_text (retries, backoff, timeout, extra, tables);
+    ``monitor`` replaces [monitor] settings of the parsed config (max_body_bytes, ...).
     """
-    config = config_for([target], **config_kwargs)
+    config = parse_config(config_text([target], **config_kwargs), "<test>")
     if monitor:
         config = config.replace("monitor", **monitor)
     return sweep_config(config)[0]
+
+
+# --- Bounded waiting ------------------------------------------------------------------------------
+
+def wait_until(predicate: Callable[[], T], timeout: float = 5.0, *, interval: float = 0.05,
+               message: str = "condition", ignoring: tuple[type[BaseException], ...] = ()) -> T:
+    """Poll ``predicate`` until it returns something truthy, and return that; fail (AssertionError)
+    after ``timeout`` seconds.
+
+    Waits with ``gevent.sleep``: the servers under test share the hub. An exception of a type
+    in ``ignoring`` (connection refused while a server starts) counts as "not yet"; any other
+    propagates at once (a predicate that finds its process dead fails the wait there).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            last = predicate()
+        except ignoring as problem:
+            last = f"{type(problem).__name__}: {problem}"
+        else:
+            if last:
+                return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{message} not reached within {timeout:.1f}s (last: {last!r})")
+        gevent.sleep(interval)

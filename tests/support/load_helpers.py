@@ -1,17 +1,17 @@
 """Helpers for the load, fault and abuse tests: a target farm in its own process, resource
 probes, an external /metrics scraper and slow clients.
 
-- ``FarmProcess`` runs this file as a script (``python load_helpers.py farm``): a target farm
+- ``FarmProcess`` runs this module (``python -m support.load_helpers farm``): a target farm
   in a separate process on 127.0.0.1, so that the checks of a soak do not share the CPU of
   the test process with the servers answering them, and so that a test can SIGKILL the whole
   farm mid-sweep and start it again on the same ports.
-- ``Scraper`` runs this file as ``python load_helpers.py scrape URL``: a client outside the
+- ``Scraper`` runs ``python -m support.load_helpers scrape URL``: a client outside the
   monitor's event loop that GETs a URL in a loop and reports every latency, so /metrics
   latency is measured the way Prometheus sees it.
-- ``ProbedDaemon`` runs this file as ``python load_helpers.py greenmon ARGS``: the real greenmon
-  command line (daemon_helpers.Daemon), plus a probe after every sweep that writes its number,
+- ``ProbedDaemon`` runs ``python -m support.load_helpers greenmon ARGS``: the real greenmon
+  command line (support.daemon_helpers.Daemon), plus a probe after every sweep that writes its number,
   its duration and, at chosen sweeps, the daemon's own resources to a file.
-- ``check_in_subprocess`` runs this file as ``python load_helpers.py check CONFIG``: one sweep
+- ``check_in_subprocess`` runs ``python -m support.load_helpers check CONFIG``: one sweep
   in a fresh process, reporting its results and its peak memory (VmHWM), so that what a
   check costs at its worst is measured, not what is left once it has been freed.
 - ``resources()`` and ``tcp_sockets()`` read the open file descriptors, greenlets, RSS and TCP
@@ -19,7 +19,8 @@ probes, an external /metrics scraper and slow clients.
 - ``slow_client``, ``raw_request`` and ``huge_header_request`` abuse a server over raw sockets.
 
 Every process is started with a bounded lifetime and always killed on exit; every wait is
-bounded.
+bounded. Each finds this package, and this checkout's greenmon, through the PYTHONPATH of
+``helper_env()``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ if __name__ == "__main__":  # a helper process: gevent patches before anything i
     from gevent import monkey
 
     monkey.patch_all()
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import json  # noqa: E402
 import signal  # noqa: E402
@@ -42,10 +42,20 @@ import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from daemon_helpers import Daemon  # noqa: E402
+from support.daemon_helpers import Daemon  # noqa: E402
 
-HERE = Path(__file__).resolve()
+TESTS = Path(__file__).resolve().parents[1]
+HELPER = [sys.executable, "-m", "support.load_helpers"]   # this module, as a helper process
 MAX_LIFETIME_S = 300.0  # no helper process outlives this, whatever happens to its parent
+
+
+def helper_env(extra: dict | None = None) -> dict:
+    """This process's environment with tests/ (for ``support``) and the checkout (for its
+    greenmon, ahead of an installed one) first on PYTHONPATH."""
+    env = {**os.environ, **(extra or {})}
+    paths = [str(TESTS), str(TESTS.parent)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
 
 
 # --- Resources of this process -----------------------------------------------------------
@@ -147,9 +157,9 @@ class FarmProcess:
         self.hang_port = 0
 
     def start(self) -> "FarmProcess":
-        args = [sys.executable, str(HERE), "farm", str(self.http_port), str(self.hang_port)]
+        args = [*HELPER, "farm", str(self.http_port), str(self.hang_port)]
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, text=True)
+                                        stderr=subprocess.DEVNULL, text=True, env=helper_env())
         ports = _read_json_line(self.process, 15.0, "the farm process")
         self.http_port, self.hang_port = ports["http"], ports["hang"]
         return self
@@ -193,9 +203,9 @@ class Scraper:
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "Scraper":
-        args = [sys.executable, str(HERE), "scrape", self.url, str(self.pause_s), str(self.timeout_s)]
+        args = [*HELPER, "scrape", self.url, str(self.pause_s), str(self.timeout_s)]
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, text=True)
+                                        stderr=subprocess.DEVNULL, text=True, env=helper_env())
         _read_json_line(self.process, 15.0, "the scraper process")
         return self
 
@@ -225,22 +235,22 @@ class Scraper:
 
 
 class ProbedDaemon(Daemon):
-    """daemon_helpers.Daemon running greenmon through this file: the real command line, plus one
+    """support.daemon_helpers.Daemon running greenmon through this module: the real command line, plus one
     JSON line per finished sweep in ``probe_path`` (its number and duration) and, at the sweeps
     in ``sample_at``, its fds, TCP sockets by peer port and state, greenlets and RSS, with the
     time the counting took."""
 
     def __init__(self, config_path: Path, workdir: Path, *extra_args: str, sample_at=()):
         super().__init__(config_path, workdir, *extra_args)
-        self.args[1:3] = [str(HERE), "greenmon"]
+        self.args[0:3] = [*HELPER, "greenmon"]
         self.probe_path = Path(workdir) / "probe.jsonl"
-        self._env = {"GM_TEST_PROBE_FILE": str(self.probe_path),
-                     "GM_TEST_PROBE_AT": ",".join(str(n) for n in sample_at)}
+        self._env = helper_env({"GM_TEST_PROBE_FILE": str(self.probe_path),
+                                "GM_TEST_PROBE_AT": ",".join(str(n) for n in sample_at)})
 
     def __enter__(self) -> "ProbedDaemon":
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen(self.args, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                            env={**os.environ, **self._env})
+                                            env=self._env)
         return self
 
     def probes(self) -> list[dict]:
@@ -407,9 +417,9 @@ def _check_main(config_path: str) -> None:
 
 
 def check_in_subprocess(config_path: Path, timeout: float = 60.0) -> dict:
-    """``_check_main`` run as ``python load_helpers.py check CONFIG``, waited on cooperatively
-    (the servers the check talks to may run on this process's hub)."""
-    run = subprocess.run([sys.executable, str(HERE), "check", str(config_path)], stdin=subprocess.DEVNULL,
+    """``_check_main`` run as ``python -m support.load_helpers check CONFIG``, waited on
+    cooperatively (the servers the check talks to may run on this process's hub)."""
+    run = subprocess.run([*HELPER, "check", str(config_path)], stdin=subprocess.DEVNULL, env=helper_env(),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
     assert run.returncode == 0, run.stderr[-2000:]
     return json.loads(run.stdout)

@@ -1,9 +1,7 @@
-"""Helpers for the exporter, web and daemon tests: /metrics parsing, bounded polling, a running daemon.
+"""Helpers for the exporter, web and daemon tests: /metrics parsing, a running daemon.
 
 - ``samples`` / ``value`` / ``label_sets`` read Prometheus text the way a scraper would
   (``prometheus_client.parser``), so the tests assert on series, not on substrings.
-- ``wait_until`` polls with ``gevent.sleep`` (the servers under test share the hub) and
-  fails after a bounded time.
 - ``running_monitor`` starts a Monitor and its WebServer in this process on 127.0.0.1:0.
 - ``Daemon`` runs the real ``python -m greenmon`` as a subprocess and always kills it.
 """
@@ -24,8 +22,8 @@ import gevent
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import config_text
-from servers import closed_port
+from support.helpers import wait_until
+from support.servers import closed_port
 
 HTTP_TIMEOUT_S = 3.0  # for one request to a server under test
 
@@ -73,22 +71,6 @@ def targets_in(text_or_samples) -> set[str]:
     """Every value of the ``target`` label in the exposition."""
     found = samples(text_or_samples) if isinstance(text_or_samples, str) else text_or_samples
     return {s.labels["target"] for s in found if "target" in s.labels}
-
-
-# --- Bounded waiting --------------------------------------------------------------
-
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.05,
-               message: str = "condition") -> object:
-    """Poll ``predicate`` (yielding to the hub) until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{message} not reached within {timeout}s (last: {last!r})")
-        gevent.sleep(interval)
 
 
 # --- In-process daemon: Monitor + WebServer ------------------------------------------
@@ -150,15 +132,6 @@ def running_monitor(config, *, loader=None, start: bool = True,
 
 
 # --- The real command as a subprocess --------------------------------------------------
-
-def daemon_config_text(targets: list[dict], *, interval: float | None = None, timeout: float = 0.5,
-                       retries: int = 0, extra: str = "") -> str:
-    """config_text with ``monitor.interval`` set as well: by default as short as the timeout
-    allows (an interval shorter than the timeout is a config error)."""
-    interval = timeout if interval is None else interval
-    text = config_text(targets, extra=extra, retries=retries, timeout=timeout)
-    return text.replace("[monitor]\n", f"[monitor]\ninterval = {interval}\n", 1)
-
 
 class Daemon:
     """``python -m greenmon --config PATH --listen 127.0.0.1:PORT`` with stdout/stderr in files."""

@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import gevent
 from gevent.server import StreamServer
 
-from servers import read_request_head
+from support.servers import read_request_head
 
 HOLD_LIMIT_S = 30.0  # the longest any silent handler keeps a connection
 CHUNK = 64 * 1024

@@ -2,8 +2,8 @@
 
 Finding prometheus, promtool, alertmanager and amtool (skip, or fail when
 GREENMON_REQUIRE_PROMETHEUS=1), running long-lived processes with their output
-in files and a guaranteed stop, bounded polling on the gevent hub, Prometheus's
-HTTP API, a webhook recorder for Alertmanager, and the config texts they need.
+in files and a guaranteed stop, a shared deadline for the waits of a test,
+Prometheus's HTTP API and a webhook recorder for Alertmanager.
 Everything talks to 127.0.0.1 only.
 """
 
@@ -18,15 +18,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
-import gevent
 import pytest
 import requests
 
-from helpers import toml_value
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 
 REQUIRE_ENV = "GREENMON_REQUIRE_PROMETHEUS"
@@ -149,6 +147,13 @@ class Processes:
         for process in self.started:
             process.check_alive()
 
+    def watching(self, probe: Callable[[], object]) -> Callable[[], object]:
+        """``probe``, failing at once instead when one of the processes has exited (for wait_until)."""
+        def watched():
+            self.check_alive()
+            return probe()
+        return watched
+
     def __enter__(self) -> "Processes":
         return self
 
@@ -179,29 +184,7 @@ class Budget:
         return time.monotonic() - self.started
 
 
-def wait_until(probe: Callable[[], object], *, timeout: float, what: str, interval: float = 0.25,
-               processes: Processes | None = None):
-    """Poll ``probe`` (on the gevent hub) until it returns something truthy; return that.
-
-    Fails after ``timeout`` seconds, or at once when one of ``processes`` has exited.
-    Exceptions from the probe (connection refused while a server starts) count as "not yet".
-    """
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        if processes is not None:
-            processes.check_alive()
-        try:
-            value = probe()
-        except (requests.RequestException, ValueError, KeyError) as problem:
-            value, last = None, f"{type(problem).__name__}: {problem}"
-        else:
-            if value:
-                return value
-            last = value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}; last: {last!r}")
-        gevent.sleep(interval)
+NOT_YET = (requests.RequestException, ValueError, KeyError)  # a server still starting, a series not there
 
 
 # --- HTTP on loopback ----------------------------------------------------------
@@ -262,21 +245,7 @@ class WebhookRecorder:
                 if all(alert.get("labels", {}).get(k) == v for k, v in labels.items())]
 
 
-# --- Config texts --------------------------------------------------------------
-
-def greenmon_toml(targets: Iterable[dict], **sections: dict) -> str:
-    """A greenmon config: ``sections`` are TOML tables (monitor={...}, retry={...}), then [[targets]]."""
-    lines = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
-        lines.append("")
-    for target in targets:
-        lines.append("[[targets]]")
-        lines.extend(f"{key} = {toml_value(value)}" for key, value in target.items())
-        lines.append("")
-    return "\n".join(lines)
-
+# --- The greenmon command ---------------------------------------------------------
 
 def greenmon_argv(config: Path, port: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "greenmon", "--config", str(config),
