@@ -1,7 +1,7 @@
 """The five error classes, and the one translation of transport exceptions into them.
 
 Every failed attempt gets exactly one class and a short ``detail``; whether
-it is worth retrying follows from the two (SPEC section 4). Messages are
+it is worth retrying follows from the two (README, "Error classes"). Messages are
 written here, never copied from exception text, so no URL, header or secret
 leaks into results or logs.
 """

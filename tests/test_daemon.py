@@ -1,4 +1,5 @@
-"""The real command as a subprocess (SPEC sections 2 and 6): daemon, signals, reload, --textfile, --pushgateway.
+"""The real command as a subprocess: daemon, signals, reload, --textfile, --pushgateway (README,
+"Daemon, metrics and alerting").
 
 The daemon listens on a free 127.0.0.1 port and watches servers run by this
 test process; every wait is a bounded poll with gevent.sleep (the target

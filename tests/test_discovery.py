@@ -1,4 +1,5 @@
-"""Discovery sources at load time (SPEC section 10): [[openapi]] and [[file_sd]] against real files and servers.
+"""Discovery sources at load time: [[openapi]] and [[file_sd]] against real files and servers
+(README, "Targets from where they live").
 
 OpenAPI documents are served by a local HTTPFarm and read from files, in JSON
 and YAML; the targets they yield are checked against the same farm, so a

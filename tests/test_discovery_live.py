@@ -1,4 +1,5 @@
-"""Live discovery in the daemon (SPEC section 10): changes applied without a restart, failures keep the last good targets.
+"""Live discovery in the daemon: changes applied without a restart, failures keep the last good
+targets (README, "Targets from where they live").
 
 A Monitor runs in this process (``running_monitor``) against file_sd files
 and an OpenAPI document served by a local farm; one test runs the real

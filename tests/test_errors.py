@@ -1,4 +1,4 @@
-"""Error classes end to end: every class and detail produced by a real local server (SPEC section 4).
+"""Error classes end to end: every class and detail produced by a real local server (README, "Error classes").
 
 One table of (server, target, expected class/detail/status); each case is one
 check with no retries against a server started for it on 127.0.0.1. Then the

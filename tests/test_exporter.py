@@ -1,4 +1,4 @@
-"""The exporter (SPEC section 6): a fresh MetricsStore + build_registry per test, never the global registry.
+"""The exporter (docs/metrics.md): a fresh MetricsStore + build_registry per test, never the global registry.
 
 Fed either with real results of sweeps against local servers, or with
 hand-built MonitorResult values where a test needs exact numbers. Series are

@@ -1,4 +1,4 @@
-"""Faults around greenmon (SPEC sections 2 and 4): the target farm dies mid-sweep and comes back,
+"""Faults around greenmon (docs/reliability.md, "Faults"): the target farm dies mid-sweep and comes back,
 SIGTERM lands in the middle of a 10,000-target sweep, the state file is cut short on disk.
 
 The farm runs in its own process (load_helpers.FarmProcess) so that a test can SIGKILL it
@@ -199,7 +199,7 @@ def once_10k(slow_farm, tmp_path_factory):
 
 
 def test_sigterm_during_10k_once_sweep_exits_promptly_with_state_intact(once_10k):
-    assert once_10k["code"] == 130, once_10k["stderr"][-2000:]   # SPEC: 130 interrupted
+    assert once_10k["code"] == 130, once_10k["stderr"][-2000:]   # exit code 130: interrupted
     assert once_10k["took"] <= TERM_BOUND_S, f"exit {once_10k['took']:.2f}s after SIGTERM"
     assert "Traceback" not in once_10k["stderr"]
     assert "terminated" in once_10k["stderr"]
@@ -235,7 +235,7 @@ def test_sigterm_during_10k_daemon_sweep_exits_promptly_with_state_intact(slow_f
     config.write_text(big_config_text(slow_farm, state), encoding="utf-8")
     with Daemon(config, tmp_path) as daemon:
         _, took, code = terminate_mid_sweep(daemon.process)
-    assert code == 0, daemon.stderr()[-2000:]   # SPEC: graceful, exit 0
+    assert code == 0, daemon.stderr()[-2000:]   # a stop is graceful: exit 0
     assert took <= TERM_BOUND_S, f"exit {took:.2f}s after SIGTERM"
     assert "Traceback" not in daemon.stderr()
     assert_state_file_intact(state, tmp_path)

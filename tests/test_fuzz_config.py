@@ -1,5 +1,6 @@
-"""Bad config input (SPEC sections 2 and 3): whatever the file holds, loading it either succeeds or
-raises greenmon's ConfigError naming the file (and the CLI exits 2 without a traceback).
+"""Bad config input: whatever the file holds, loading it either succeeds or raises greenmon's
+ConfigError naming the file (and the CLI exits 2 without a traceback); docs/reliability.md,
+"Bad config input".
 
 - property tests (hypothesis, bounded and derandomized so every run checks the same
   examples): random TOML documents shaped like a greenmon config, random lines of
@@ -183,7 +184,8 @@ def test_random_bytes_load_or_raise_config_error(data, tmp_path_factory):
 
 
 def valid_document(tmp: Path) -> dict:
-    """Every section and key of SPEC section 3, with values greenmon accepts."""
+    """Every section of the config and the keys of each (docs/configuration.md), with values
+    greenmon accepts."""
     secret = tmp / "secret.txt"
     secret.write_text("s3cret\n", encoding="utf-8")
     return {

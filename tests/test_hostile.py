@@ -1,5 +1,5 @@
 """Hostile targets at scale: each gets the right class and detail, its sweep ends within its
-deadline, and the healthy targets swept beside it are not slowed (SPEC sections 3-5).
+deadline, and the healthy targets swept beside it are not slowed (docs/reliability.md).
 
 test_errors.py covers the basic classification table, one quiet check at a time.
 Here every hostile server shares a sweep (and the event loop) with healthy

@@ -1,4 +1,5 @@
-"""OAuth2 client credentials (SPEC section 10) against a real token server that counts its requests.
+"""OAuth2 client credentials against a real token server that counts its requests (README,
+"Tokens from where they are issued").
 
 The token server issues short-lived tokens and the API accepts only tokens
 it issued that have not expired or been revoked. The source's clock is
@@ -19,8 +20,8 @@ import gevent
 import pytest
 import trustme
 
-from greenmon.engine import Engine
 from greenmon.config import parse_config
+from greenmon.engine import Engine
 from greenmon.report import result_json
 
 from support.configs import config_text, toml_value

@@ -1,4 +1,5 @@
-"""Probe depth (SPEC section 9): phase timings, TLS facts, min_cert_days and expect_json.
+"""Probe depth: phase timings, TLS facts, min_cert_days and expect_json (README, "Where the
+time went, what the certificate says").
 
 Real servers on 127.0.0.1: a WSGI farm (plain and TLS with a trustme CA) and
 raw sockets that stall at a chosen point. Durations are asserted only where
@@ -13,8 +14,8 @@ import json
 import pytest
 import trustme
 
-from greenmon.errors import CONNECTION, CONTENT, TIMEOUT
 from greenmon.config import parse_config
+from greenmon.errors import CONNECTION, CONTENT, TIMEOUT
 from greenmon.exporter import store_for
 from greenmon.schema import ConfigError
 from greenmon.trace import PHASES

@@ -1,4 +1,4 @@
-"""Prometheus integration with the real binaries (SPEC sections 2, 6, 7 and 13).
+"""Prometheus integration with the real binaries (README, "Daemon, metrics and alerting"; docs/metrics.md).
 
 promtool lints a real daemon's /metrics, the rules and their unit tests, and the
 Prometheus config; amtool checks the Alertmanager config; one end-to-end run goes

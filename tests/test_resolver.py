@@ -1,5 +1,6 @@
-"""Name resolution under load (SPEC section 9): the cache, its TTL, the negative cache, the cap,
-and the detail of a check whose name does not resolve, against a real DNS server on 127.0.0.1:53.
+"""Name resolution under load: the cache, its TTL, the negative cache, the cap, and the detail of
+a check whose name does not resolve, against a real DNS server on 127.0.0.1:53 (README, "Where
+the time went").
 
 Every test installs a fresh resolver (an empty cache) asking that server, and
 restores the process's resolver afterwards.
@@ -13,8 +14,8 @@ import gevent
 import pytest
 
 from greenmon import resolver
-from greenmon.errors import CONNECTION, TIMEOUT
 from greenmon.config import parse_config
+from greenmon.errors import CONNECTION, TIMEOUT
 from support.configs import config_text
 from support.dns_server import DNSServer, answer, nxdomain, silent, slow
 from support.helpers import sweep_config

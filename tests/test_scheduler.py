@@ -1,4 +1,4 @@
-"""The daemon's schedule against real servers (SPEC section 8): spread, per-target intervals,
+"""The daemon's schedule against real servers: spread, per-target intervals,
 overruns, reload, /healthz, and greenmon's own work never holding the loop that times checks.
 
 Times are asserted only as generous behaviour bounds (where a check lands

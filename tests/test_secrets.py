@@ -1,5 +1,5 @@
-"""Secrets given in the config never leave greenmon (SPEC section 3): not on stdout or stderr (at
---log-level debug), not in logs, JSON or JSONL results, --output and --textfile files, the
+"""Secrets given in the config never leave greenmon (docs/reliability.md, "Secrets"): not on stdout
+or stderr (at --log-level debug), not in logs, JSON or JSONL results, --output and --textfile files, the
 state file, /api/results, /metrics, the status page, nor in exception messages, whether
 the target is up or errors (401, 403, 500 echoing the request, refused, timeout).
 

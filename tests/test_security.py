@@ -1,4 +1,4 @@
-"""Security and enterprise networks (SPEC section 13, issue 14), against real servers on 127.0.0.1.
+"""Security and enterprise networks (README, same title; issue 14), against real servers on 127.0.0.1.
 
 - The daemon's endpoints behind an exporter-toolkit web config (``webconfig``,
   ``webauth``, ``web``): TLS, bcrypt basic-auth users compared in constant

@@ -1,4 +1,4 @@
-"""The /metrics and status server under abuse (SPEC section 6): unknown paths are 404, oversized
+"""The /metrics and status server under abuse (docs/reliability.md): unknown paths are 404, oversized
 and slow requests get an error or are dropped, and none of it stops the sweeps or keeps
 /metrics from answering everyone else quickly.
 

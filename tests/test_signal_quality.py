@@ -1,5 +1,5 @@
 """Signal quality: transient failures do not become alarms, and a real outage is reported at once
-and through the whole breaker lifecycle (SPEC section 4; the seed's target: false alarms under 5 %).
+and through the whole breaker lifecycle (the target: false alarms under 5 %).
 
 The flaky farm answers every request of every target with a transient failure
 (503 or a TCP reset, half each) 10 % of the time, independently, from a seeded

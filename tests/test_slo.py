@@ -1,5 +1,6 @@
-"""Objectives people can see (SPEC section 12): the SLI that tells the truth during outages,
-the kept history and /api/history, the status page's rows, and the config's bad values.
+"""Objectives people can see (README, same title): the SLI that tells the truth during outages,
+the kept history and /api/history, and the config's bad values (the status page that shows
+them: test_statuspage.py).
 
 Real servers on 127.0.0.1 for everything that speaks HTTP; hand-built results
 where a test needs exact outcomes.

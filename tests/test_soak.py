@@ -1,4 +1,4 @@
-"""Daemon soak (SPEC sections 2, 4, 6 and 8): 500 targets, 200 sweeps, flat resources, /metrics always answers.
+"""Daemon soak: 500 targets, 200 sweeps, flat resources, /metrics always answers (docs/reliability.md).
 
 One soak run (a module fixture) feeds every test here. Three processes, so that the
 numbers are greenmon's own:

@@ -1,4 +1,4 @@
-"""The daemon's endpoints (SPEC section 6): Monitor + WebServer in this process, on 127.0.0.1:0.
+"""The daemon's endpoints: Monitor + WebServer in this process, on 127.0.0.1:0.
 
 Each test runs Monitor.run() in a greenlet with a short interval against
 local target servers, talks HTTP to the WebServer, and always stops both

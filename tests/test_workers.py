@@ -1,4 +1,4 @@
-"""--workers N|auto and --shard I/N (SPEC section 2), through the real command.
+"""--workers N|auto and --shard I/N (README, "Scale"), through the real command.
 
 Every target is a local server on 127.0.0.1 run by this test process (an
 HTTPFarm, or a closed port for "refused"). The worker processes are found
@@ -169,7 +169,8 @@ def verdicts(document: dict) -> list[tuple]:
 
 
 def shard_of(name: str, count: int) -> int:
-    """The shard the SPEC promises: a stable digest of the name (computed here independently)."""
+    """The shard of a name: a stable digest of it, the same in every process and version
+    (computed here independently of greenmon)."""
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big") % count
 
 
@@ -282,7 +283,7 @@ def two_workers_hanging(write_config, workers):
 def test_sigterm_of_once_leaves_no_worker_behind(write_config, workers):
     with two_workers_hanging(write_config, workers) as process:
         process.send_signal(signal.SIGTERM)
-        # Graceful, as SPEC asks of a stop: checks in flight end or hit their 5 s deadline.
+        # Graceful, as a stop must be: checks in flight end or hit their 5 s deadline.
         wait_until(lambda: process.poll() is not None, 5.0 + 2.0, message="greenmon ended after SIGTERM")
         assert process.returncode == 130
         workers.wait_all_gone(timeout=1.5)
