@@ -1078,7 +1078,7 @@ def _policy(header: str) -> dict[str, str]:
     return directives
 
 
-def test_status_page_and_api_send_nosniff_and_a_csp_that_hashes_the_pages_style(ok_farm):
+def test_status_page_and_api_send_nosniff_and_a_csp_that_hashes_the_pages_style_and_script(ok_farm):
     config = monitor_config([{"name": "ok", "url": ok_farm.url("/ok")}])
     with running_monitor(config) as running:
         running.wait_sweeps(1)
@@ -1095,5 +1095,9 @@ def test_status_page_and_api_send_nosniff_and_a_csp_that_hashes_the_pages_style(
     assert len(styles) == 1, styles
     digest = base64.b64encode(hashlib.sha256(styles[0].encode()).digest()).decode()
     assert page_policy["style-src"] == f"'sha256-{digest}'"
-    assert "script-src" not in page_policy and not re.search(r"<script", page.text, re.I)
+    scripts = re.findall(r"<script>(.*?)</script>", page.text, re.S)   # the filter box's
+    assert len(scripts) == 1 and len(re.findall(r"<script", page.text, re.I)) == 1, scripts
+    digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
+    assert page_policy["script-src"] == f"'sha256-{digest}'"
+    assert not re.search(r"\son[a-z]+\s*=", page.text, re.I)   # inline handlers would be blocked
     assert not re.search(r"\sstyle\s*=", page.text, re.I)   # inline style attributes would be blocked
