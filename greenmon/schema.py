@@ -211,6 +211,13 @@ def optional_file(value: Any) -> str:
     return path
 
 
+def ca_file(value: Any) -> str:
+    """A file of PEM CA certificates ("" for none) that loads (greenmon.tls reads it; imported
+    here on first use, after gevent has patched ssl)."""
+    from greenmon.tls import ca_bundle
+    return ca_bundle(value)
+
+
 def listen_address(value: Any) -> str:
     host, _, port = string(value).rpartition(":")
     if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
