@@ -81,7 +81,8 @@ class MetricsSettings:
 _SECTION_CHECKS = {
     "monitor": (MonitorSettings, {
         "concurrency": integer(1), "timeout": number(above=0), "interval": number(above=0),
-        "location": location_name, "max_body_bytes": integer(1), "verify_tls": boolean, "ca_file": optional_file,
+        "location": location_name, "max_body_bytes": integer(1), "verify_tls": boolean,
+        "ca_file": optional_file,
         "follow_redirects": boolean, "user_agent": header_value, "slo_p95_seconds": number(above=0),
         "state_file": file_path, "min_cert_days": number(at_least=0),
         "slo_availability": open_fraction, "slo_window_days": number(above=0), "history": integer(1),

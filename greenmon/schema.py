@@ -217,8 +217,8 @@ _LOCATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
 def location_name(value: Any) -> str:
     """Where an instance probes from, as a label value: "" (none given) or a name such as
     ``eu-west-1``: letters, digits, '_', '.', ':' and '-', at most 63 characters (a DNS
-    label's length), starting with a letter or digit. Names that need no quoting or
-    escaping in PromQL regexes, Grafana variables or Alertmanager routes."""
+    label's length), starting with a letter or digit: a name that needs no quoting in
+    PromQL strings, YAML, Alertmanager matchers or a shell (ExecStart)."""
     name = string(value)
     if name and not _LOCATION.fullmatch(name):
         raise ValueError("must be a name of at most 63 letters, digits, '_', '.', ':' or '-' "

@@ -103,7 +103,8 @@ def test_the_dashboard_is_an_importable_grafana_model():
 
 @pytest.mark.parametrize("subject, pattern", [
     ("targets down", r"greenmon_up\{[^}]*\} == 0"),
-    ("P95 per target", r"histogram_quantile\(0\.95, sum by \(le, target\) \(rate\(greenmon_check_duration_seconds_bucket"),
+    ("P95 per target", r"histogram_quantile\(0\.95, sum by \(le, target\) \(rate\("
+                       r"greenmon_check_duration_seconds_bucket"),
     ("the objective", r"vector\(\$objective\)"),
     ("error classes", r"sum by \(class\) \(rate\(greenmon_check_errors_total"),
     ("retries", r"greenmon_check_retries_total"),
