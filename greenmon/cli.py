@@ -16,7 +16,7 @@ from greenmon import __version__
 from greenmon.config import Config, config_path, load_config
 from greenmon.report import FORMATS, ProgressLine, jsonl_line, write_json, write_table
 from greenmon.limits import tune_runtime
-from greenmon.schema import ConfigError, listen_address
+from greenmon.schema import ConfigError, listen_address, location_name
 from greenmon.summary import summarize
 
 EXIT_UP, EXIT_DOWN, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -48,6 +48,13 @@ def _positive_int(text: str) -> int:
 def _listen(text: str) -> str:
     try:
         return listen_address(text)
+    except ValueError as problem:
+        raise argparse.ArgumentTypeError(str(problem)) from None
+
+
+def _location(text: str) -> str:
+    try:
+        return location_name(text)
     except ValueError as problem:
         raise argparse.ArgumentTypeError(str(problem)) from None
 
@@ -96,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check only the targets whose stable name hash is in shard I (0-based) of N")
     parser.add_argument("--state-file", metavar="PATH",
                         help="keep the breaker table in PATH across runs (monitor.state_file)")
+    parser.add_argument("--location", metavar="NAME", type=_location,
+                        help="where this instance probes from, exported as the location label of "
+                             "greenmon_build_info (monitor.location)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="warning", type=str.lower)
     parser.add_argument("--check-config", action="store_true",
                         help="validate the config, print a summary, exit 0 or 2")
@@ -107,7 +117,7 @@ def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
     """Command-line flags win over the config file."""
     changes = {key: value for key, value in (
         ("concurrency", args.concurrency), ("timeout", args.timeout),
-        ("state_file", args.state_file)) if value is not None}
+        ("state_file", args.state_file), ("location", args.location)) if value is not None}
     if changes:
         config = config.replace("monitor", **changes)
     if args.listen is not None:

@@ -18,9 +18,9 @@ import tomllib
 from greenmon import __version__
 from greenmon.auth import AuthSource, parse_auth
 from greenmon.discovery import sources as discovery
-from greenmon.schema import (SECRET_MASK, ConfigError, Document, boolean, buckets, integer,
+from greenmon.schema import (SECRET_MASK, ConfigError, Document, boolean, buckets, ca_file, integer,
                              interpolate, interpolated_values, open_fraction,
-                             file_path, header_value, listen_address, number,
+                             file_path, header_value, listen_address, location_name, number,
                              optional_file)
 from greenmon.targets import Target, check_client_cert_pair, parse_target, proxy_url
 
@@ -34,6 +34,7 @@ class MonitorSettings:
     concurrency: int = 1000
     timeout: float = 10.0
     interval: float = 60.0
+    location: str = ""           # where this instance probes from: build_info's location label
     max_body_bytes: int = 1024 * 1024
     verify_tls: bool = True
     ca_file: str = ""
@@ -80,7 +81,8 @@ class MetricsSettings:
 _SECTION_CHECKS = {
     "monitor": (MonitorSettings, {
         "concurrency": integer(1), "timeout": number(above=0), "interval": number(above=0),
-        "max_body_bytes": integer(1), "verify_tls": boolean, "ca_file": optional_file,
+        "location": location_name, "max_body_bytes": integer(1), "verify_tls": boolean,
+        "ca_file": ca_file,
         "follow_redirects": boolean, "user_agent": header_value, "slo_p95_seconds": number(above=0),
         "state_file": file_path, "min_cert_days": number(at_least=0),
         "slo_availability": open_fraction, "slo_window_days": number(above=0), "history": integer(1),

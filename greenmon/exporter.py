@@ -336,8 +336,11 @@ def global_samples(store: MetricsStore) -> Iterator[tuple[tuple[str, str, str], 
     yield ("greenmon_schedule_lag_seconds",
            "How late checks started against their due time.", "histogram"), histogram_samples(
         "greenmon_schedule_lag_seconds", timing.schedule_lag, ())
-    yield ("greenmon_build_info", "greenmon version; always 1.", "gauge"), [
-        ("greenmon_build_info", (("version", __version__),), 1)]
+    # location is always there, "" when none is set: the family keeps one label set whatever
+    # the config, and Prometheus stores an empty label as no label at all.
+    yield ("greenmon_build_info",
+           "greenmon version and where it probes from (monitor.location); always 1.", "gauge"), [
+        ("greenmon_build_info", (("location", store.monitor.location), ("version", __version__)), 1)]
     yield ("greenmon_shard", "This instance checks shard `index` of `total` (--shard).", "gauge"), [
         ("greenmon_shard", (("index", str(store.shard[0])), ("total", str(store.shard[1]))), 1)]
     if store.discovery:

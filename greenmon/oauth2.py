@@ -34,8 +34,8 @@ import gevent.event
 
 from greenmon.auth import Secret, parse_secret
 from greenmon.errors import TokenError
-from greenmon.schema import (Document, Path, boolean, file_path, header_value, non_empty_string,
-                             number, optional_file, string, string_table, type_name)
+from greenmon.schema import (Document, Path, boolean, ca_file, file_path, header_value, non_empty_string,
+                             number, string, string_table, type_name)
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ _CHECKS = {
     "type": string, "token_url": non_empty_string, "client_id": non_empty_string,
     "client_secret": string, "client_secret_env": string, "client_secret_file": file_path,
     "scopes": _scopes, "params": string_table(), "client_auth": _client_auth,
-    "timeout": number(above=0), "verify_tls": boolean, "ca_file": optional_file,
+    "timeout": number(above=0), "verify_tls": boolean, "ca_file": ca_file,
 }
 
 

@@ -211,6 +211,28 @@ def optional_file(value: Any) -> str:
     return path
 
 
+def ca_file(value: Any) -> str:
+    """A file of PEM CA certificates ("" for none) that loads (greenmon.tls reads it; imported
+    here on first use, after gevent has patched ssl)."""
+    from greenmon.tls import ca_bundle
+    return ca_bundle(value)
+
+
+_LOCATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
+
+
+def location_name(value: Any) -> str:
+    """Where an instance probes from, as a label value: "" (none given) or a name such as
+    ``eu-west-1``: letters, digits, '_', '.', ':' and '-', at most 63 characters (a DNS
+    label's length), starting with a letter or digit: a name that needs no quoting in
+    PromQL strings, YAML, Alertmanager matchers or a shell (ExecStart)."""
+    name = string(value)
+    if name and not _LOCATION.fullmatch(name):
+        raise ValueError("must be a name of at most 63 letters, digits, '_', '.', ':' or '-' "
+                         f"that starts with a letter or digit, such as \"eu-west-1\"; got {name[:80]!r}")
+    return name
+
+
 def listen_address(value: Any) -> str:
     host, _, port = string(value).rpartition(":")
     if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from greenmon.auth import AuthSource
 from greenmon.expectations import expect_json
-from greenmon.schema import (SECRET_MASK, ConfigError, Document, Path, boolean, dotted,
+from greenmon.schema import (SECRET_MASK, ConfigError, Document, Path, boolean, ca_file, dotted,
                              non_empty_string, number, open_fraction,
                              header_name, header_value, optional_file, string, string_table,
                              type_name)
@@ -205,7 +205,7 @@ _CHECKS = {
     "timeout": number(above=0),
     "interval": number(above=0),
     "verify_tls": boolean,
-    "ca_file": optional_file,
+    "ca_file": ca_file,
     "min_cert_days": number(at_least=0),
     "slo_availability": open_fraction,
     "slo_window_days": number(above=0),

@@ -9,11 +9,15 @@ documented seam): the handshake is a phase of the attempt's trace, and the
 certificate the server presented is read from its DER form, which the socket
 gives with ``verify_tls = false`` too (``getpeercert()`` alone says nothing
 then). The DER is parsed with ``cryptography``, once per certificate.
+
+A context is built again when a file it was built from changed (a rotated CA
+bundle or client certificate) and the trust is loaded again: at a reload.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import ssl
 from dataclasses import dataclass
 
@@ -21,6 +25,7 @@ import certifi
 from urllib3.util.ssl_ import create_urllib3_context
 
 from greenmon import trace
+from greenmon.schema import optional_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,30 +85,79 @@ class TrustStore:
 
     def __init__(self) -> None:
         self._contexts: dict[tuple, ssl.SSLContext] = {}
+        self._stamps: dict[tuple, tuple] = {}   # the files' (mtime, size) each was built from
 
     def context(self, verify: bool | str, cert: ClientCert | None = None) -> ssl.SSLContext:
         """``verify``: False (no checks), True (default CAs) or a PEM file of extra CAs;
         ``cert``: the client certificate presented to servers that ask for one (mTLS)."""
+        context = self._contexts.get((verify, cert))
+        return self._build(verify, cert) if context is None else context
+
+    def load(self, verify: bool | str, cert: ClientCert | None = None) -> bool:
+        """Build the context now, or again if one of its files changed since it was built
+        (True: it replaced one, whose pools must go)."""
         key = (verify, cert)
-        context = self._contexts.get(key)
-        if context is None:
-            if verify is False:
-                context = create_urllib3_context(cert_reqs=ssl.CERT_NONE)
-                context.check_hostname = False
-            else:
-                context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
-                context.load_verify_locations(cafile=certifi.where())
-                if isinstance(verify, str):
-                    context.load_verify_locations(cafile=verify)
-            if cert is not None:
-                context.load_cert_chain(*cert)
-            context.sslsocket_class = TracedSSLSocket
-            self._contexts[key] = context
+        if key in self._contexts and self._stamps[key] == _stamps(verify, cert):
+            return False
+        replaced = key in self._contexts
+        self._build(verify, cert)
+        return replaced
+
+    def _build(self, verify: bool | str, cert: ClientCert | None) -> ssl.SSLContext:
+        stamps = _stamps(verify, cert)
+        if verify is False:
+            context = create_urllib3_context(cert_reqs=ssl.CERT_NONE)
+            context.check_hostname = False
+        else:
+            context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+            context.load_verify_locations(cafile=certifi.where())
+            if isinstance(verify, str):
+                context.load_verify_locations(cafile=verify)
+        if cert is not None:
+            context.load_cert_chain(*cert)
+        context.sslsocket_class = TracedSSLSocket
+        self._contexts[(verify, cert)] = context   # connections made from now on use it
+        self._stamps[(verify, cert)] = stamps
         return context
 
     def loaded(self) -> frozenset:
         """The verify settings (with a client certificate: (verify, cert)) built so far."""
         return frozenset(verify if cert is None else (verify, cert) for verify, cert in self._contexts)
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _stamps(verify: bool | str, cert: ClientCert | None) -> tuple:
+    files = ((verify,) if isinstance(verify, str) else ()) + (cert or ())
+    return tuple(_stamp(path) for path in files)
+
+
+def ca_bundle(value) -> str:
+    """Config check: a file of PEM CA certificates ("" for none), read once per version of
+    the file (10,000 targets naming one bundle read it once)."""
+    path = optional_file(value)
+    if path:
+        problem = _bundle_problem(path, _stamp(path))
+        if problem:
+            raise ValueError(problem)
+    return path
+
+
+@functools.lru_cache(maxsize=64)
+def _bundle_problem(path: str, stamp: tuple[int, int] | None) -> str | None:
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except ssl.SSLError as error:
+        return f"{path} is not a PEM bundle of CA certificates ({error.reason or error})"
+    except OSError as error:
+        return f"cannot read {path} ({error.strerror or error})"
+    return None
 
 
 def check_client_cert(cert_file: str, key_file: str) -> str | None:

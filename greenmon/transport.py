@@ -274,6 +274,13 @@ class _CachingAdapter(HTTPAdapter):
             self._pools[key] = pool
         return pool
 
+    def forget_pools(self, verify, cert) -> None:
+        """Pools of an SSLContext that was replaced: the next check gets a pool of the new one
+        (the old pools' idle connections close as the pool manager drops them)."""
+        for key in list(self._pools):
+            if key[1:3] == (verify, cert):
+                self._pools.pop(key, None)
+
     def request_url(self, request, proxies):
         if proxies:   # an absolute URL for a plain-HTTP proxy: not cached
             return super().request_url(request, proxies)
@@ -420,9 +427,10 @@ class Transport:
     def load_trust(self, settings: Iterable[tuple]) -> None:
         """Build the SSLContexts for these (verify, client certificate) settings now (loading
         a CA bundle takes tens of milliseconds; a daemon reload calls this from a thread, off
-        the event loop)."""
+        the event loop), or again where a file they were built from changed."""
         for verify, cert in settings:
-            self.adapter.trust.context(verify, cert)
+            if self.adapter.trust.load(verify, cert):
+                self.adapter.forget_pools(verify, cert)
 
     def close(self) -> None:
         self.session.close()

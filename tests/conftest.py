@@ -22,6 +22,7 @@ monkey.patch_all()
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import trustme  # noqa: E402
 
 
 @pytest.fixture
@@ -32,3 +33,17 @@ def write_config(tmp_path):
         path.write_text(text, encoding="utf-8")
         return path
     return write
+
+
+@pytest.fixture(scope="module")
+def ca():
+    """One trustme CA per test module: the issuer of every certificate the module's servers show."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def ca_pem(ca, tmp_path_factory):
+    """The module's CA certificate as a PEM file (for ca_file)."""
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)

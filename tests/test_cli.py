@@ -326,6 +326,39 @@ def test_apply_overrides_changes_only_the_flags_given():
     assert config.monitor.timeout == 7.0
 
 
+@pytest.mark.parametrize("config_location, flags, shown", [
+    (None, [], ""),                                      # none set: the label is there, empty
+    ("lab-a", [], "lab-a"),                              # [monitor] location
+    ("lab-a", ["--location", "lab-b"], "lab-b"),         # the flag wins over the config
+    (None, ["--location", "eu-west-1"], "eu-west-1"),
+])
+def test_location_is_the_label_of_build_info(write_config, tmp_path, config_location, flags, shown):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    textfile = tmp_path / "greenmon.prom"
+    with HTTPFarm({"/a": reply()}) as farm:
+        text = config_text([{"name": "a", "url": farm.url("/a")}])
+        if config_location:
+            text = text.replace("[monitor]\n", f'[monitor]\nlocation = "{config_location}"\n', 1)
+        path = write_config(text)
+        run = run_cli("--config", str(path), "--once", "--textfile", str(textfile), *flags)
+    assert run.returncode == 0, run.stderr
+    [build] = [family for family in text_string_to_metric_families(textfile.read_text())
+               if family.name == "greenmon_build_info"]
+    assert [sample.labels for sample in build.samples] == [
+        {"location": shown, "version": greenmon.__version__}]
+
+
+@pytest.mark.parametrize("value", ["eu west", "-eu", "eu/fra", "x" * 64])
+def test_exit_2_for_a_location_flag_that_is_not_a_name(write_config, value):
+    with HTTPFarm({"/a": reply()}) as farm:
+        run = once(write_config, [{"name": "a", "url": farm.url("/a")}], f"--location={value}")
+        assert farm.hits("/a") == 0
+    assert run.returncode == 2
+    assert "argument --location: must be a name of at most 63 letters" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr and run.stdout == ""
+
+
 # --- the demo ---------------------------------------------------------------
 
 def test_demo_once_shows_every_error_class(tmp_path):

@@ -95,6 +95,22 @@ INVALID = [
         [[targets]]
         url = "{URL}"
         """, "metrics.buckets", "strictly increasing"),
+    # monitor.location becomes a label value: a plain name (as a cloud region or site is written).
+    *[invalid_case(f"location-{case_id}", f"""
+        [monitor]
+        location = {value}  {MARKER}
+        [[targets]]
+        url = "{URL}"
+        """, "monitor.location", problem)
+      for case_id, value, problem in (
+          ("int", "3", "must be a string, got an integer"),
+          ("space", '"eu west"', "must be a name of at most 63 letters, digits"),
+          ("leading-dash", '"-eu"', "that starts with a letter or digit, such as \"eu-west-1\"; got '-eu'"),
+          ("quote", "'eu\"1'", "got 'eu\"1'"),
+          ("slash", '"eu/fra"', "must be a name of"),
+          ("non-ascii", '"zürich"', "must be a name of"),
+          ("too-long", '"' + "a" * 64 + '"', "at most 63"),
+      )],
     invalid_case("listen-without-port", f"""
         [server]
         listen = "0.0.0.0"  {MARKER}
@@ -323,7 +339,7 @@ def test_config_error_messages_never_carry_a_secret(monkeypatch):
 # The defaults of every section, as docs/configuration.md lists them.
 DEFAULTS = {
     "monitor": {
-        "concurrency": 1000, "timeout": 10.0, "interval": 60.0, "max_body_bytes": 1048576,
+        "concurrency": 1000, "timeout": 10.0, "interval": 60.0, "location": "", "max_body_bytes": 1048576,
         "verify_tls": True, "ca_file": "", "follow_redirects": True,
         "user_agent": f"greenmon/{greenmon.__version__}", "slo_p95_seconds": 2.0, "state_file": "",
         "min_cert_days": 0.0, "slo_availability": 0.999, "slo_window_days": 30.0, "history": 60,
@@ -356,6 +372,16 @@ def test_empty_sections_keep_the_defaults():
     config = parse_config(text, "greenmon.toml")
     for section, expected in DEFAULTS.items():
         assert dataclasses.asdict(getattr(config, section)) == expected, section
+
+
+@pytest.mark.parametrize("written, location", [
+    ('"eu-west-1"', "eu-west-1"), ('"fra1"', "fra1"), ('"dc2.rack_4:b"', "dc2.rack_4:b"),
+    ('"' + "z" * 63 + '"', "z" * 63), ('""', ""), ('"${GM_TEST_REGION}"', "ap-south-2"),
+])
+def test_location_names_are_kept(monkeypatch, written, location):
+    monkeypatch.setenv("GM_TEST_REGION", "ap-south-2")
+    config = parse_config(f'[monitor]\nlocation = {written}\n\n[[targets]]\nurl = "{URL}"\n', "g.toml")
+    assert config.monitor.location == location
 
 
 # --- ${VAR} -------------------------------------------------------------------

@@ -59,7 +59,7 @@ def test_stop_signal_exits_0_while_a_check_hangs(sig, write_config, tmp_path):
             daemon.wait_ready()
             daemon.wait_metric(lambda t: value(t, "greenmon_inflight_checks") == 1,
                                message="the hanging check in flight")
-            assert hang.connections >= 1
+            wait_until(lambda: hang.connections >= 1, 5.0, message="the hanging check's connection")
             sent = time.monotonic()
             daemon.send(sig)
             code = daemon.wait_exit(CHECK_TIMEOUT_S + 2)

@@ -14,7 +14,6 @@ import ssl
 import time
 
 import pytest
-import trustme
 
 from greenmon.errors import (AUTH, CONNECTION, CONTENT, ERROR_CLASSES, HTTP, TIMEOUT, Failure,
                              classify_exception, status_failure, timeout_failure)
@@ -29,20 +28,6 @@ TIMEOUT_S = 1.0
 # A failed check must end within its deadline plus this: room for a loaded 2-core machine,
 # far below what a missing deadline costs (a server silent for 10 s, a 200 s trickle).
 SLACK_S = 1.5
-
-# --- TLS material: one trustme CA for the module ------------------------------
-
-@pytest.fixture(scope="module")
-def ca():
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def ca_pem(ca, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
 
 # --- Case builders: each is a context manager yielding (target dict, url) ----
 

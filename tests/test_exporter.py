@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY, generate_latest
 
 import greenmon
 from greenmon.breaker import BreakerState
-from greenmon.config import DEFAULT_BUCKETS, parse_config
+from greenmon.config import DEFAULT_BUCKETS, MonitorSettings, parse_config
 from greenmon.engine import Engine
 from greenmon.errors import ERROR_CLASSES
 from greenmon.exporter import MetricsStore, build_registry, store_for
@@ -118,7 +118,7 @@ FAMILY_LABELS = [
     ("greenmon_inflight_checks", "gauge", set()),
     ("greenmon_sweep_duration_seconds", "gauge", set()),
     ("greenmon_sweeps_total", "counter", set()),
-    ("greenmon_build_info", "gauge", {"version"}),
+    ("greenmon_build_info", "gauge", {"version", "location"}),
 ]
 
 
@@ -415,6 +415,19 @@ def test_build_info_carries_the_installed_packages_version():
     # The version the package was installed as (setup.cfg reads greenmon.__version__).
     assert build.labels["version"] == installed_version("greenmon") == greenmon.__version__
     assert build.value == 1
+
+
+@pytest.mark.parametrize("location", ["", "eu-west-1"])
+def test_build_info_says_where_the_instance_probes_from(location):
+    """monitor.location is the location label; none set is location="" (the family keeps
+    one label set; Prometheus stores an empty label as none). A reload's new location shows
+    at the next scrape."""
+    store = MetricsStore(DEFAULT_BUCKETS, monitor=MonitorSettings(location=location))
+    [build] = select(scrape(store), "greenmon_build_info")
+    assert build.labels == {"location": location, "version": greenmon.__version__}
+    store.set_monitor(MonitorSettings(location="ap-south-2"))
+    [build] = select(scrape(store), "greenmon_build_info")
+    assert build.labels["location"] == "ap-south-2"
 
 
 def test_inflight_gauge_reads_its_source_at_scrape_time():

@@ -12,7 +12,6 @@ import datetime
 import json
 
 import pytest
-import trustme
 
 from greenmon.config import parse_config
 from greenmon.errors import CONNECTION, CONTENT, TIMEOUT
@@ -26,18 +25,6 @@ from support.servers import HTTPFarm, RawServer, closed_port, delayed, reply, tl
 from test_exporter import scrape
 
 WAIT_S = 0.3
-
-
-@pytest.fixture(scope="module")
-def ca():
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def ca_pem(ca, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 def assert_adds_up(result) -> None:

@@ -170,14 +170,49 @@ def test_promtool_check_rules_passes():
     promtool = find_binary("promtool")
     result = run_tool([promtool, "check", "rules", str(ALERTS_YML)])
     assert result.returncode == 0, describe_run(result)
-    assert "SUCCESS: 6 rules found" in result.stdout, describe_run(result)
+    assert f"SUCCESS: {ALERTS_RULE_COUNT} rules found" in result.stdout, describe_run(result)
+
+
+ALERT_NAMES = ("GreenmonTargetDown", "GreenmonLatencyP95High", "GreenmonErrorRateHigh",
+               "GreenmonBreakerOpen", "GreenmonAbsent", "GreenmonCertExpiringSoon",
+               "GreenmonLocationFailing", "GreenmonTargetDownQuorum")
+ALERTS_RULE_COUNT = len(ALERT_NAMES) + 1   # and the recording rule the location alerts read
 
 
 def test_alert_rules_exist_as_the_readme_names_them():
-    text = ALERTS_YML.read_text(encoding="utf-8")
-    for name in ("GreenmonTargetDown", "GreenmonLatencyP95High", "GreenmonErrorRateHigh",
-                 "GreenmonBreakerOpen", "GreenmonAbsent", "GreenmonCertExpiringSoon"):
-        assert f"alert: {name}\n" in text, name
+    document = yaml.safe_load(ALERTS_YML.read_text(encoding="utf-8"))
+    rules = [rule for group in document["groups"] for rule in group["rules"]]
+    assert sorted(rule["alert"] for rule in rules if "alert" in rule) == sorted(ALERT_NAMES)
+    assert [rule["record"] for rule in rules if "record" in rule] == [
+        "greenmon:down_here_up_elsewhere:ratio"]
+
+
+def test_the_location_rules_read_their_recording_rule_after_it_is_evaluated():
+    """Rules of a group run in order: the recording rule comes before the alerts that read it
+    (else they would read the previous evaluation's value)."""
+    document = yaml.safe_load(ALERTS_YML.read_text(encoding="utf-8"))
+    [group] = [group for group in document["groups"]
+               if any(rule.get("record") == "greenmon:down_here_up_elsewhere:ratio"
+                      for rule in group["rules"])]
+    names = [rule.get("record") or rule.get("alert") for rule in group["rules"]]
+    assert names[0] == "greenmon:down_here_up_elsewhere:ratio", names
+    for rule in group["rules"][1:]:
+        assert "greenmon:down_here_up_elsewhere:ratio" in rule["expr"], rule
+
+
+def test_the_shipped_scrape_config_labels_each_location_replica():
+    """The greenmon-locations job: one static_configs entry per replica, each with its own
+    `location` label (a name --location accepts), so every series of a replica carries it."""
+    from greenmon.schema import location_name
+
+    document = yaml.safe_load(PROMETHEUS_YML.read_text(encoding="utf-8"))
+    [job] = [job for job in document["scrape_configs"] if job["job_name"] == "greenmon-locations"]
+    groups = job["static_configs"]
+    locations = [group["labels"]["location"] for group in groups]
+    assert len(groups) >= 2 and all(len(group["targets"]) == 1 for group in groups), groups
+    assert len(set(locations)) == len(locations), locations
+    assert all(location_name(location) == location for location in locations)
+    assert "honor_labels" not in job   # the target's label wins; greenmon's is exported_location
 
 
 def test_promtool_test_rules_passes(tmp_path):
@@ -215,8 +250,8 @@ def test_promtool_check_config_passes(tmp_path):
     result = run_tool([promtool, "check", "config", str(tmp_path / "prometheus.yml")], cwd=tmp_path)
     assert result.returncode == 0, describe_run(result)
     assert "2 rule files found" in result.stdout, describe_run(result)
-    assert "SUCCESS: 6 rules found" in result.stdout, describe_run(result)
-    assert "SUCCESS: 9 rules found" in result.stdout, describe_run(result)
+    found = dict(re.findall(r"Checking \S*/(\w+\.yml)\s+SUCCESS: (\d+) rules found", result.stdout))
+    assert found == {"alerts.yml": str(ALERTS_RULE_COUNT), "slo.yml": "9"}, describe_run(result)
 
 
 def test_amtool_check_config_passes():
@@ -318,7 +353,7 @@ def test_end_to_end_alert_reaches_alertmanager_webhook(tmp_path):
         # cannot elapse inside this test's 90 s bound; 2s still makes an alert pend
         # through two 1s evaluations before it fires, so `for` is exercised, not removed.
         rules_text, replaced = shorten_for_durations(ALERTS_YML.read_text(encoding="utf-8"), "2s")
-        assert replaced == rules_text.count("- alert:") == 6, rules_text
+        assert replaced == rules_text.count("- alert:") == len(ALERT_NAMES), rules_text
         rules = tmp_path / "alerts.yml"
         rules.write_text(rules_text, encoding="utf-8")
         slo_rules = tmp_path / "slo.yml"

@@ -928,6 +928,44 @@ def test_an_unreadable_client_key_is_a_config_error(tls, tmp_path):
         parse_config(text, "greenmon.toml")
 
 
+@pytest.mark.parametrize("section", ["monitor", "target", "oauth2"])
+def test_a_ca_file_that_is_no_pem_bundle_is_a_config_error_naming_the_key(tls, section):
+    """Found at load time, not by the first HTTPS check (which would end in a traceback)."""
+    target = {"name": "t", "url": "https://127.0.0.1:1/", **({"ca_file": tls.not_pem} if section == "target" else {})}
+    text = config_text([target])
+    if section == "monitor":
+        text = text.replace("[monitor]\n", f'[monitor]\nca_file = "{tls.not_pem}"\n', 1)
+    if section == "oauth2":
+        text = text.replace("[[targets]]\n", "[[targets]]\nauth = \"api\"\n", 1) + (
+            '[auth.api]\ntype = "oauth2"\ntoken_url = "https://127.0.0.1:1/token"\nclient_id = "gm"\n'
+            f'client_secret = "s"\nca_file = "{tls.not_pem}"\n')
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, "greenmon.toml")
+    path = {"monitor": "monitor", "target": "targets[0]", "oauth2": "auth.api"}[section]
+    message = str(raised.value)
+    assert message.startswith(f"greenmon.toml:{_line_of(text, 'ca_file = ')}: {path}.ca_file: "), message
+    assert "is not a PEM bundle of CA certificates" in message, message
+
+
+def test_a_reload_takes_a_rotated_ca_bundle(tmp_path):
+    """The same ca_file path with new contents: a reload builds the trust again from it."""
+    old_ca, new_ca = trustme.CA(), trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    old_ca.cert_pem.write_to_path(str(ca_file))
+    with HTTPFarm({"/ok": reply()}, ssl_context=tls_server_context(new_ca, "127.0.0.1")) as farm:
+        targets = [{"name": "tls", "url": farm.url("/ok"), "ca_file": str(ca_file)}]
+        def load():   # a breaker that stays closed: the check after the reload is made
+            return monitor_config(targets, extra="[breaker]\nfailure_threshold = 1000\n")
+
+        with running_monitor(load(), loader=load) as running:
+            series = running.monitor.store.series
+            wait_until(lambda: series["tls"].last is not None, 5.0, message="a first check")
+            assert (series["tls"].last.error_class, series["tls"].last.detail) == ("connection", "tls")
+            new_ca.cert_pem.write_to_path(str(ca_file))   # rotated in place
+            assert running.monitor.reload() is True
+            wait_until(lambda: series["tls"].last.ok, 5.0, message="a check trusting the new CA")
+
+
 # --- A ${VAR} in a URL is sent, never shown ------------------------------------------------------------
 
 SECRET = "gm-" + secrets.token_hex(10)
@@ -1094,9 +1132,9 @@ def test_status_page_and_api_send_nosniff_and_a_csp_that_hashes_the_pages_style_
     assert len(styles) == 1, styles
     digest = base64.b64encode(hashlib.sha256(styles[0].encode()).digest()).decode()
     assert page_policy["style-src"] == f"'sha256-{digest}'"
-    # The filter's one inline script, allowed by its hash too; no script from anywhere else.
-    scripts = re.findall(r"<script>(.*?)</script>", page.text, re.S)
+    scripts = re.findall(r"<script>(.*?)</script>", page.text, re.S)   # the filter box's
     assert len(scripts) == 1 and len(re.findall(r"<script", page.text, re.I)) == 1, scripts
     digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
     assert page_policy["script-src"] == f"'sha256-{digest}'"
+    assert not re.search(r"\son[a-z]+\s*=", page.text, re.I)   # inline handlers would be blocked
     assert not re.search(r"\sstyle\s*=", page.text, re.I)   # inline style attributes would be blocked

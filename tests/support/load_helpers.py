@@ -250,7 +250,7 @@ class ProbedDaemon(Daemon):
     def __enter__(self) -> "ProbedDaemon":
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen(self.args, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                            env=self._env)
+                                            env=untraced_environ(**self._env))
         return self
 
     def probes(self) -> list[dict]:
@@ -416,10 +416,20 @@ def _check_main(config_path: str) -> None:
                       "results": [json.loads(result_json(r)) for r in results]}), flush=True)
 
 
+def untraced_environ(**extra: str) -> dict[str, str]:
+    """This process's environment without coverage's subprocess measurement: a child whose
+    memory or resources a test measures runs without the tracer (with gevent, coverage keeps
+    data for every greenlet that ever ran: a daemon's RSS would grow by about 1 KB a check)."""
+    environ = {key: value for key, value in os.environ.items()
+               if key not in ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")}
+    return {**environ, **extra}
+
+
 def check_in_subprocess(config_path: Path, timeout: float = 60.0) -> dict:
     """``_check_main`` run as ``python -m support.load_helpers check CONFIG``, waited on
     cooperatively (the servers the check talks to may run on this process's hub)."""
-    run = subprocess.run([*HELPER, "check", str(config_path)], stdin=subprocess.DEVNULL, env=helper_env(),
+    run = subprocess.run([*HELPER, "check", str(config_path)], stdin=subprocess.DEVNULL,
+                         env=untraced_environ(**helper_env()),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
     assert run.returncode == 0, run.stderr[-2000:]
     return json.loads(run.stdout)
