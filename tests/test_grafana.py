@@ -1,4 +1,4 @@
-"""The Grafana dashboard and several locations, against the real Prometheus (SPEC section 11).
+"""The Grafana dashboard and several locations, against the real Prometheus (README, "Several locations").
 
 The dashboard (deploy/grafana/greenmon.json) is read as Grafana would import it: its
 variables, its panels and their datasource. Then one stack, shared by this module's

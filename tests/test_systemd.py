@@ -1,4 +1,4 @@
-"""The systemd unit (deploy/systemd/greenmon.service, SPEC section 11).
+"""The systemd unit (deploy/systemd/greenmon.service; README, "Dashboard and service").
 
 Its content is read as systemd reads it (sections, repeated keys, continued lines) and held
 to what the operations kit promises: hardened, the state file under StateDirectory, SIGHUP
