@@ -420,9 +420,9 @@ def untraced_environ(**extra: str) -> dict[str, str]:
     """This process's environment without coverage's subprocess measurement: a child whose
     memory or resources a test measures runs without the tracer (with gevent, coverage keeps
     data for every greenlet that ever ran: a daemon's RSS would grow by about 1 KB a check)."""
-    environ = {key: value for key, value in os.environ.items()
-               if key not in ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")}
-    return {**environ, **extra}
+    environ = {**os.environ, **extra}
+    return {key: value for key, value in environ.items()
+            if key not in ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")}
 
 
 def check_in_subprocess(config_path: Path, timeout: float = 60.0) -> dict:
