@@ -22,11 +22,9 @@ from greenmon.exporter import MetricsStore, build_registry, store_for
 from greenmon.exposition import Exposition
 from greenmon.result import MonitorResult
 from greenmon.targets import Target
-from support.configs import config_text
+from support.configs import BREAKER_OPENS_AT_ONCE, config_text
 from support.daemon_helpers import label_sets, samples, select, targets_in, value
 from support.servers import HTTPFarm, closed_port, reply, sequence
-
-BREAKER_OPENS_AT_ONCE = "[breaker]\nfailure_threshold = 1\nrecovery_timeout = 300\n"
 
 
 # --- Builders -----------------------------------------------------------------------

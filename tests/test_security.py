@@ -54,6 +54,7 @@ from greenmon.schema import ConfigError
 from greenmon.webconfig import WebConfig
 from support.configs import config_text
 from support.daemon_helpers import HTTP_TIMEOUT_S, Daemon, running_monitor, select, value
+from support.daemon_helpers import monitor_config as daemon_config   # this file's own wraps it
 from support.helpers import check_one, run_cli, sweep_config, wait_until
 from support.proxy_server import ForwardProxy
 from support.servers import HTTPFarm, RawServer, closed_port, reply, tls_handshake, tls_server_context
@@ -103,8 +104,7 @@ def web_yaml(*, cert: str | None = None, key: str | None = None, client_auth: st
 
 
 def monitor_config(targets: list[dict], **kwargs):
-    return parse_config(config_text(targets, timeout=TIMEOUT_S, **kwargs),
-                        "<test>").replace("monitor", interval=INTERVAL_S)
+    return daemon_config(targets, interval=INTERVAL_S, timeout=TIMEOUT_S, **kwargs)
 
 
 # --- TLS material ----------------------------------------------------------------------------------

@@ -15,21 +15,11 @@ import re
 
 import pytest
 
-from greenmon.config import parse_config
 from greenmon.views import PAGE_ROWS
-from support.configs import config_text
-from support.daemon_helpers import running_monitor
+from support.configs import BREAKER_OPENS_AT_ONCE
+from support.daemon_helpers import monitor_config, running_monitor
 from support.helpers import wait_until
 from support.servers import HTTPFarm, reply
-
-INTERVAL_S = 0.3
-BREAKER_OPENS_AT_ONCE = "[breaker]\nfailure_threshold = 1\nrecovery_timeout = 300\n"
-
-
-def monitor_config(targets: list[dict], *, interval: float = INTERVAL_S, **kwargs):
-    """A parsed config whose daemon sweeps every ``interval`` (set past validation: it may be
-    shorter than the timeout)."""
-    return parse_config(config_text(targets, **kwargs), "<test>").replace("monitor", interval=interval)
 
 
 @pytest.fixture
@@ -65,7 +55,8 @@ def test_status_page_lists_failures_first_with_breaker_state(farm):
     targets = [{"name": "aaa-healthy", "url": farm.url("/ok")},
                {"name": "mmm-healthy", "url": farm.url("/ok")},
                {"name": "zzz-broken", "url": farm.url("/broken")}]
-    config = monitor_config(targets, extra=BREAKER_OPENS_AT_ONCE)
+    # A deadline no loaded machine reaches: a healthy target that failed would sort first.
+    config = monitor_config(targets, timeout=10.0, extra=BREAKER_OPENS_AT_ONCE)
     with running_monitor(config) as running:
         running.wait_sweeps(1)
         response = running.get("/")

@@ -12,25 +12,17 @@ import re
 import pytest
 import requests
 
-from greenmon.config import parse_config
 from greenmon.schema import ConfigError
-from support.configs import config_text
-from support.daemon_helpers import running_monitor, targets_in, value
+from support.configs import BREAKER_OPENS_AT_ONCE
+from support.daemon_helpers import monitor_config, running_monitor, targets_in, value
 from support.helpers import wait_until
 from support.servers import HTTPFarm, InFlight, RawServer, delayed, never_answer, reply
-
-INTERVAL_S = 0.3
-BREAKER_OPENS_AT_ONCE = "[breaker]\nfailure_threshold = 1\nrecovery_timeout = 300\n"
 
 RESULT_KEYS = {"target", "url", "method", "ok", "status_code", "latency_s", "elapsed_s", "attempts",
                "error_class", "detail", "error", "breaker", "checked_at", "body_bytes", "labels",
                "timings", "tls"}
 SUMMARY_KEYS = {"targets", "up", "down", "skipped", "duration_s", "p50_s", "p95_s", "max_s",
                 "slo_p95_s", "slo_met", "errors"}
-
-
-def monitor_config(targets: list[dict], *, interval: float = INTERVAL_S, **kwargs):
-    return parse_config(config_text(targets, **kwargs), "<test>").replace("monitor", interval=interval)
 
 
 @pytest.fixture

@@ -80,6 +80,11 @@ def toml_document(document: dict, tables: bool = True) -> str:
 
 # --- The one config builder --------------------------------------------------------------------
 
+# A [breaker] that opens at the first failure and stays open for the test: a failing target
+# is skipped from its second turn on.
+BREAKER_OPENS_AT_ONCE = "[breaker]\nfailure_threshold = 1\nrecovery_timeout = 300\n"
+
+
 def config_text(targets: Iterable[dict] = (), *, timeout: float = 2.0, interval: float | None = None,
                 retries: int = 0, backoff: float = 0.05, extra: str = "", **tables: dict) -> str:
     """A greenmon config: [monitor], [retry], ``tables``, ``extra``, then a [[targets]] per dict.

@@ -22,6 +22,8 @@ import gevent
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from greenmon.config import Config, parse_config
+from support.configs import config_text
 from support.helpers import wait_until
 from support.servers import closed_port
 
@@ -99,6 +101,12 @@ class RunningMonitor:
         wait_until(lambda: self.monitor.store.sweeps >= count, timeout,
                    message=f"{count} finished sweeps")
         return self.monitor.store.sweeps
+
+
+def monitor_config(targets: list[dict], *, interval: float = 0.3, **kwargs) -> Config:
+    """A parsed config for a Monitor run in this process, sweeping every ``interval``: set after
+    validation, which refuses an interval shorter than the timeout, so a test can sweep fast."""
+    return parse_config(config_text(targets, **kwargs), "<test>").replace("monitor", interval=interval)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ import socket
 import ssl
 import time
 from collections import defaultdict
-from typing import Callable
+from typing import Callable, Self
 
 import gevent
 from gevent.pywsgi import WSGIServer
@@ -54,17 +54,13 @@ def sequence(*handlers: Handler) -> Handler:
     return handler
 
 
-class HTTPFarm:
-    """A WSGI server routing paths to handlers; records every request's time and headers."""
+class _Served:
+    """A gevent server on a free 127.0.0.1 port, started and stopped as a context manager."""
 
-    def __init__(self, routes: dict[str, Handler] | None = None, ssl_context: ssl.SSLContext | None = None):
-        self.routes: dict[str, Handler] = dict(routes or {})
-        self.requests: dict[str, list[tuple[float, dict]]] = defaultdict(list)
-        kwargs = {"ssl_context": ssl_context} if ssl_context is not None else {}
-        self._server = WSGIServer(("127.0.0.1", 0), self._app, log=None, error_log=None, **kwargs)
-        self.scheme = "https" if ssl_context is not None else "http"
+    _server: StreamServer
+    scheme: str
 
-    def __enter__(self) -> "HTTPFarm":
+    def __enter__(self) -> Self:
         self._server.start()
         return self
 
@@ -74,6 +70,17 @@ class HTTPFarm:
     @property
     def port(self) -> int:
         return self._server.server_port
+
+
+class HTTPFarm(_Served):
+    """A WSGI server routing paths to handlers; records every request's time and headers."""
+
+    def __init__(self, routes: dict[str, Handler] | None = None, ssl_context: ssl.SSLContext | None = None):
+        self.routes: dict[str, Handler] = dict(routes or {})
+        self.requests: dict[str, list[tuple[float, dict]]] = defaultdict(list)
+        kwargs = {"ssl_context": ssl_context} if ssl_context is not None else {}
+        self._server = WSGIServer(("127.0.0.1", 0), self._app, log=None, error_log=None, **kwargs)
+        self.scheme = "https" if ssl_context is not None else "http"
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
         return f"{self.scheme}://{host}:{self.port}{path}"
@@ -101,7 +108,7 @@ class HTTPFarm:
         return body  # an iterable: streamed
 
 
-class RawServer:
+class RawServer(_Served):
     """A TCP server whose handler gets the raw socket: for servers that break HTTP."""
 
     def __init__(self, handler: Callable[[socket.socket], None], ssl_context: ssl.SSLContext | None = None):
@@ -118,17 +125,6 @@ class RawServer:
             pass
         finally:
             sock.close()
-
-    def __enter__(self) -> "RawServer":
-        self._server.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._server.stop(timeout=1)
-
-    @property
-    def port(self) -> int:
-        return self._server.server_port
 
     def url(self, path: str = "/") -> str:
         return f"{self.scheme}://127.0.0.1:{self.port}{path}"
