@@ -127,7 +127,7 @@ class MetricsStore:
         else:
             series.bad += 1
         if result.skipped:   # not contacted: no check, no error counted; greenmon_up stays 0
-            self.changed[result.target] = self.changed.get(result.target, 0) | SKIPPED_CHANGES
+            self._mark_changed(result.target, SKIPPED_CHANGES)
             return
         changes = CHECKED_CHANGES
         series.checks += 1
@@ -141,7 +141,7 @@ class MetricsStore:
         for error_class in result.retried_classes:
             series.retries[_CLASS_INDEX[error_class]] += 1
             changes |= RETRY_CHANGES
-        self.changed[result.target] = self.changed.get(result.target, 0) | changes
+        self._mark_changed(result.target, changes)
         if self.per_target_histograms:
             if series.histogram is None:
                 series.histogram = Histogram(self.buckets)
@@ -156,7 +156,11 @@ class MetricsStore:
         series = self.series.get(name)
         if series is not None:
             series.breaker = state.state
-            self.changed[name] = self.changed.get(name, 0) | BREAKER_CHANGES
+            self._mark_changed(name, BREAKER_CHANGES)
+
+    def _mark_changed(self, name: str, families: int) -> None:
+        """These families of the target must be formatted again by the next scrape."""
+        self.changed[name] = self.changed.get(name, 0) | families
 
     def sweep_finished(self, duration_s: float) -> None:
         self.sweeps += 1

@@ -21,7 +21,7 @@ class Histogram:
 
     def __init__(self, bounds: tuple[float, ...]):
         self.bounds = bounds
-        self.counts = array("Q", bytes(8 * (len(bounds) + 1)))   # 8 bytes a bucket, no int objects
+        self.counts = _zeros(len(bounds) + 1)
         self.total = 0.0
 
     def observe(self, value: float) -> None:
@@ -43,7 +43,7 @@ class Histogram:
     def take(self) -> tuple[list[int], float]:
         """What was observed since the last take, and a fresh start (a worker's delta)."""
         delta = (self.counts.tolist(), self.total)
-        self.counts = array("Q", bytes(8 * (len(self.bounds) + 1)))
+        self.counts = _zeros(len(self.bounds) + 1)
         self.total = 0.0
         return delta
 
@@ -63,3 +63,8 @@ class Histogram:
             if running >= fraction * total:
                 return bound
         return math.inf
+
+
+def _zeros(buckets: int) -> array:
+    """Counts of 8 bytes a bucket, all 0 (no int object per bucket)."""
+    return array("Q", bytes(8 * buckets))

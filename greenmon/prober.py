@@ -68,12 +68,10 @@ def evaluate(target: Target, response: Response, monitor: MonitorSettings,
     return None
 
 
-def _attempt(status: int | None, record, started: float, body_bytes: int | None,
+def _attempt(status: int | None, record, body_bytes: int | None,
              failure: Failure | None) -> Attempt:
-    """An Attempt from the transport's trace: its duration and phases (the phases add up to
-    the duration), or the prober's own clock when the transport gave no trace."""
-    if record is None:
-        return Attempt(status, time.monotonic() - started, body_bytes, failure)
+    """An Attempt from the transport's trace (every attempt it made has one): its duration
+    and phases, which add up to the duration."""
     return Attempt(status, record.end(), body_bytes, failure, record.timings(), record.tls)
 
 
@@ -172,13 +170,12 @@ class Prober:
         except TokenError as error:
             log.debug("attempt on %s failed: auth/token", target.name)
             return Attempt(None, None, None, Failure(AUTH, "token", str(error))), None
-        started = time.monotonic()
         try:
             response = self._transport.send(request)
         except TransportError as error:
-            attempt = _attempt(None, error.trace, started, None, error.failure)
+            attempt = _attempt(None, error.trace, None, error.failure)
         else:
-            attempt = _attempt(response.status_code, response.trace, started, len(response.body),
+            attempt = _attempt(response.status_code, response.trace, len(response.body),
                                evaluate(target, response, self._monitor, self._clock()))
         if attempt.failure is not None:
             log.debug("attempt on %s failed: %s/%s", target.name,

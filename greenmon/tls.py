@@ -91,20 +91,22 @@ class TrustStore:
         """``verify``: False (no checks), True (default CAs) or a PEM file of extra CAs;
         ``cert``: the client certificate presented to servers that ask for one (mTLS)."""
         context = self._contexts.get((verify, cert))
-        return self._build(verify, cert) if context is None else context
+        return self._build(verify, cert, _stamps(verify, cert)) if context is None else context
 
     def load(self, verify: bool | str, cert: ClientCert | None = None) -> bool:
         """Build the context now, or again if one of its files changed since it was built
         (True: it replaced one, whose pools must go)."""
         key = (verify, cert)
-        if key in self._contexts and self._stamps[key] == _stamps(verify, cert):
+        stamps = _stamps(verify, cert)
+        if key in self._contexts and self._stamps[key] == stamps:
             return False
         replaced = key in self._contexts
-        self._build(verify, cert)
+        self._build(verify, cert, stamps)
         return replaced
 
-    def _build(self, verify: bool | str, cert: ClientCert | None) -> ssl.SSLContext:
-        stamps = _stamps(verify, cert)
+    def _build(self, verify: bool | str, cert: ClientCert | None, stamps: tuple) -> ssl.SSLContext:
+        """``stamps``: the files' stamps, taken before they are read (a change while they are
+        read shows at the next load)."""
         if verify is False:
             context = create_urllib3_context(cert_reqs=ssl.CERT_NONE)
             context.check_hostname = False

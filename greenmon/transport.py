@@ -48,12 +48,12 @@ class Response:
     status_code: int
     reason: str
     body: bytes
-    body_too_large: bool = False  # the body went past max_body_bytes (``body`` is cut there)
-    trace: trace.Trace | None = None
+    body_too_large: bool   # the body went past max_body_bytes (``body`` is cut there)
+    trace: trace.Trace
 
     @property
     def tls(self) -> TLSFacts | None:
-        return self.trace.tls if self.trace is not None else None
+        return self.trace.tls
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,19 +367,16 @@ class Transport:
                 finally:
                     response.close()
         except DeadlineExceeded:
-            failure = timeout_failure(record.timeout_detail(), request.timeout)
-            record.end()
-            raise TransportError(failure, record) from None
+            raise TransportError(timeout_failure(record.timeout_detail(), request.timeout),
+                                 record) from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as error:
-            record.end()
             raise TransportError(classify_exception(error, request.timeout), record) from None
         except TransportError as error:
-            record.end()
             error.trace = record
             raise
         finally:
+            record.end()   # the attempt's last phase closes, whichever way it left
             trace.stop(token)
-        record.end()
         return Response(response.status_code, response.reason or "", body, too_large, record)
 
     def base_headers(self, url: str, headers: Mapping[str, str],
