@@ -154,10 +154,12 @@ _PATH_KEYS = {"ca_file", "state_file", "token_file", "password_file", "value_fil
 
 
 def _resolve_paths(raw: dict, base_dir: str) -> None:
-    """Make the file paths of [monitor], [auth.*] and [[targets]] relative to ``base_dir``."""
+    """Make the file paths of [monitor], [auth.*], [[targets]] and the discovery entries
+    (their target keys) relative to ``base_dir``."""
     tables = [raw.get("monitor"), raw.get("server")]
     tables += list(raw["auth"].values()) if isinstance(raw.get("auth"), dict) else []
-    tables += raw["targets"] if isinstance(raw.get("targets"), list) else []
+    for kind in ("targets", *discovery.SOURCE_KINDS):
+        tables += raw[kind] if isinstance(raw.get(kind), list) else []
     for table in tables:
         if not isinstance(table, dict):
             continue

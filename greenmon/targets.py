@@ -153,6 +153,17 @@ def check_client_cert_pair(doc: Document, path: Path, cert: str | None, key: str
         raise doc.error(path + ("client_key",), problem)
 
 
+def link_keys(doc: Document, path: Path, values: dict, auth: Mapping[str, Any]) -> None:
+    """What the keys of a target's table (or of a discovery entry, for the targets it yields)
+    must agree on: client_cert with client_key, and ``auth`` with a defined [auth.NAME], the
+    source that takes its place in ``values``."""
+    check_client_cert_pair(doc, path, values.get("client_cert"), values.get("client_key"))
+    if "auth" in values:
+        if values["auth"] not in auth:
+            raise doc.error(path + ("auth",), f"no [auth.{values['auth']}] table is defined")
+        values["auth"] = auth[values["auth"]]
+
+
 def _method(value: Any) -> str:
     method = non_empty_string(value).upper()
     if not _METHOD.match(method):
@@ -237,11 +248,7 @@ def parse_target(doc: Document, raw: Any, index: int, auth: Mapping[str, AuthSou
         raise ConfigError(message) from None
     if "url" not in values:
         raise doc.error(path, "url is required")
-    check_client_cert_pair(doc, path, values.get("client_cert"), values.get("client_key"))
-    if "auth" in values:
-        if values["auth"] not in auth:
-            raise doc.error(path + ("auth",), f"no [auth.{values['auth']}] table is defined")
-        values["auth"] = auth[values["auth"]]
+    link_keys(doc, path, values, auth)
     values.setdefault("method", "GET")
     if shown is not None:
         values["shown_url"] = shown[0]

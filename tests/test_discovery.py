@@ -288,6 +288,21 @@ def test_a_wildcard_that_matches_nothing_is_an_empty_source(tmp_path):
         parse_config('[[file_sd]]\nfiles = ["sd/*.json"]\n', str(tmp_path / "g.toml"))
 
 
+def test_file_keys_of_an_entry_are_taken_from_the_configs_folder(tmp_path, ca, monkeypatch):
+    """client_cert, client_key and ca_file of a discovery entry, like a [[targets]] entry's."""
+    client = ca.issue_cert("greenmon-client")
+    client.cert_chain_pems[0].write_to_path(str(tmp_path / "client.pem"))
+    client.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    (tmp_path / "sd.yml").write_text("- targets: ['127.0.0.1:9']\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path.parent)   # not the config's folder
+    config = parse_config('[[file_sd]]\nfiles = ["sd.yml"]\nclient_cert = "client.pem"\n'
+                          'client_key = "client.key"\nca_file = "ca.pem"\n', str(tmp_path / "g.toml"))
+    (target,) = config.targets
+    assert (target.client_cert, target.client_key, target.ca_file) == (
+        str(tmp_path / "client.pem"), str(tmp_path / "client.key"), str(tmp_path / "ca.pem"))
+
+
 # --- Bad input: config errors naming the source, the document and its line ---------------------
 
 SWAGGER = '{"swagger": "2.0", "paths": {}}'
@@ -328,6 +343,8 @@ BAD = [
     ("no-spec", {}, '[[openapi]]\nname_prefix = "x"', [r"g\.toml:1: openapi\[0\]: spec is required"]),
     ("unknown-auth", {}, '[[file_sd]]\nfiles = ["sd.json"]\nauth = "nope"',
      [r"g\.toml:3: file_sd\[0\]\.auth: no \[auth\.nope\] table"]),
+    ("client-cert-without-key", {"cert.pem": "the pair is checked first\n"}, '[[file_sd]]\nfiles = ["sd.json"]\nclient_cert = "cert.pem"',
+     [r"g\.toml:1: file_sd\[0\]\.client_key: is required with client_cert"]),
     ("interval-below-timeout", {}, '[[file_sd]]\nfiles = ["sd.json"]\ntimeout = 5.0\ninterval = 1.0',
      [r"g\.toml:4: file_sd\[0\]\.interval: interval 1 s is shorter than the timeout 5 s"]),
     ("bad-regex", {}, '[[openapi]]\nspec = "api.json"\ninclude_paths = "("',

@@ -24,7 +24,7 @@ from greenmon.discovery.values import Discovered, Found, Skip, SourceError
 from greenmon.schema import (ConfigError, Document, Path, header_name, header_value,
                              non_empty_string, number, string, type_name)
 from greenmon.targets import (TARGET_CHECKS, Target, check_label_name, check_method, check_regex,
-                              check_url, redact_url)
+                              check_url, link_keys, redact_url)
 
 SOURCE_KINDS = ("openapi", "file_sd")
 DEFAULT_REFRESH_S = {"openapi": 300.0, "file_sd": 30.0}
@@ -238,10 +238,7 @@ def _parse_entry(doc: Document, kind: str, index: int, entry: Any, auth: Mapping
     checks.update(own)
     values = doc.read_table(entry, path, checks)
     mine = {key: values.pop(key) for key in list(values) if key in own}
-    if "auth" in values:
-        if values["auth"] not in auth:
-            raise doc.error(path + ("auth",), f"no [auth.{values['auth']}] table is defined")
-        values["auth"] = auth[values["auth"]]
+    link_keys(doc, path, values, auth)
     timeout = values.get("timeout", monitor.timeout)
     interval = values.get("interval", monitor.interval)
     if interval < timeout:
@@ -276,7 +273,8 @@ def _parse_entry(doc: Document, kind: str, index: int, entry: Any, auth: Mapping
 
 
 def resolve_paths(raw: dict, base_dir: str) -> None:
-    """Relative spec files and file_sd globs are taken from the config's folder (URLs stay)."""
+    """Relative spec files and file_sd globs are taken from the config's folder (URLs stay);
+    the target keys of an entry that name files are config._resolve_paths'."""
     def absolute(value: Any) -> Any:
         if isinstance(value, str) and value and not os.path.isabs(value) and not is_url(value):
             return os.path.join(base_dir, value)
@@ -287,9 +285,8 @@ def resolve_paths(raw: dict, base_dir: str) -> None:
         for entry in entries if isinstance(entries, list) else []:
             if not isinstance(entry, dict):
                 continue
-            for key in ("spec", "ca_file"):
-                if key in entry:
-                    entry[key] = absolute(entry[key])
+            if "spec" in entry:
+                entry["spec"] = absolute(entry["spec"])
             if isinstance(entry.get("files"), list):
                 entry["files"] = [absolute(item) for item in entry["files"]]
 
