@@ -110,7 +110,7 @@ _CHECKS = {
 _SECRET_KEY = {"bearer": "token", "basic": "password", "header": "value"}
 
 
-def parse_auth(doc: Document, name: str, raw: Any, monitor=None) -> AuthSource:
+def parse_auth(doc: Document, name: str, raw: Any, monitor) -> AuthSource:
     """Validate one [auth.NAME] table and read its secret once (load time errors are config errors).
     ``monitor``: the [monitor] settings, defaults of an oauth2 source's token requests."""
     path: Path = ("auth", name)

@@ -36,6 +36,7 @@ from greenmon.auth import Secret, parse_secret
 from greenmon.errors import TokenError
 from greenmon.schema import (Document, Path, boolean, ca_file, file_path, header_value, non_empty_string,
                              number, string, string_table, type_name)
+from greenmon.tls import verification
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,8 @@ _CHECKS = {
 }
 
 
-def parse_oauth2(doc: Document, name: str, raw: dict, monitor=None) -> OAuth2Source:
+def parse_oauth2(doc: Document, name: str, raw: dict, monitor) -> OAuth2Source:
+    """``monitor``: the [monitor] settings, defaults of the token requests."""
     from greenmon.targets import check_url
 
     path: Path = ("auth", name)
@@ -226,11 +228,11 @@ def parse_oauth2(doc: Document, name: str, raw: dict, monitor=None) -> OAuth2Sou
     except ValueError as problem:
         raise doc.error(path + ("token_url",), str(problem)) from None
     secret = parse_secret(doc, path, "client_secret", values)
-    verify_tls = values.get("verify_tls", monitor.verify_tls if monitor else True)
-    ca_file = values.get("ca_file", monitor.ca_file if monitor else "")
+    verify_tls = values.get("verify_tls", monitor.verify_tls)
+    ca_file = values.get("ca_file", monitor.ca_file)
     return OAuth2Source(
         name, token_url=values["token_url"], client_id=values["client_id"], secret=secret,
         scopes=values.get("scopes", ()), params=values.get("params"),
         client_auth=values.get("client_auth", "basic"),
-        timeout=values.get("timeout", monitor.timeout if monitor else 10.0),
-        verify=ca_file if verify_tls and ca_file else verify_tls)
+        timeout=values.get("timeout", monitor.timeout),
+        verify=verification(verify_tls, ca_file))

@@ -18,6 +18,7 @@ from greenmon.errors import (AUTH, CONNECTION, CONTENT, Failure, TokenError, Tra
 from greenmon.expectations import check_json
 from greenmon.result import Attempt, Outcome
 from greenmon.targets import Target
+from greenmon.tls import verification
 from greenmon.transport import Request, Response, Transport
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def verify_setting(target: Target, monitor: MonitorSettings) -> bool | str:
     """How a target's TLS is verified: False, True (default CAs) or a CA file added to them."""
     verify_tls = monitor.verify_tls if target.verify_tls is None else target.verify_tls
     ca_file = monitor.ca_file if target.ca_file is None else target.ca_file
-    return ca_file if verify_tls and ca_file else verify_tls
+    return verification(verify_tls, ca_file)
 
 
 def client_cert(target: Target, monitor: MonitorSettings) -> tuple[str, str] | None:

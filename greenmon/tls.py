@@ -79,6 +79,12 @@ class TracedSSLSocket(ssl.SSLSocket):
 ClientCert = tuple[str, str]   # (certificate file, key file), PEM
 
 
+def verification(verify_tls: bool, ca_file: str) -> bool | str:
+    """The ``verify`` of a TrustStore context: False (no checks), True (default CAs) or a CA
+    file added to them."""
+    return ca_file if verify_tls and ca_file else verify_tls
+
+
 class TrustStore:
     """The contexts built so far, by verify setting and client certificate; ``loaded`` says
     which exist."""

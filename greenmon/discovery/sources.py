@@ -25,6 +25,7 @@ from greenmon.schema import (ConfigError, Document, Path, header_name, header_va
                              non_empty_string, number, string, type_name)
 from greenmon.targets import (TARGET_CHECKS, Target, check_label_name, check_method, check_regex,
                               check_url, link_keys, redact_url)
+from greenmon.tls import verification
 
 SOURCE_KINDS = ("openapi", "file_sd")
 DEFAULT_REFRESH_S = {"openapi": 300.0, "file_sd": 30.0}
@@ -251,7 +252,7 @@ def _parse_entry(doc: Document, kind: str, index: int, entry: Any, auth: Mapping
     common = dict(index=index, key=json.dumps([kind, index, entry], sort_keys=True, default=repr),
                   refresh_interval=mine.pop("refresh_interval", DEFAULT_REFRESH_S[kind]),
                   defaults=values, timeout=timeout,
-                  verify=ca_file if verify_tls and ca_file else verify_tls)
+                  verify=verification(verify_tls, ca_file))
     if kind == "file_sd":
         if "files" not in mine:
             raise doc.error(path, "files is required (paths or globs of file_sd files)")
@@ -341,10 +342,17 @@ def merge(config, discovered: Mapping[str, Discovered], doc: Document | None = N
     """``config`` with the targets of ``[[targets]]`` then of every source (its ``discovered``
     load), its shard kept; ConfigError when two targets have one name or none is enabled.
     CPU work at 10,000 targets: the daemon runs it in a thread."""
-    def line(path: Path) -> str:
+    def line(path: Path) -> str:   # for an error message only: it builds the line locator
         number = doc.locator.line_of(path) if doc is not None else None
         return f" (line {number})" if number else ""
 
+    def owner(found_where: Any) -> str:
+        if isinstance(found_where, int):
+            return f"targets[{found_where}]{line(('targets', found_where))}"
+        source, found = found_where
+        return f"{source.label}{line(source.path)}: {found.origin}"
+
+    # target name -> where it came from: its [[targets]] index, or (source, found)
     owners: dict[str, Any] = {t.name: i for i, t in enumerate(config.static_targets)}
     targets = list(config.static_targets)
     for source in config.sources:
@@ -352,22 +360,17 @@ def merge(config, discovered: Mapping[str, Discovered], doc: Document | None = N
         for target, found in zip(build_targets(source, load_), load_.found):
             other = owners.get(target.name)
             if other is not None:
-                first = (f"targets[{other}]{line(('targets', other))}" if isinstance(other, int)
-                         else other)
-                second = f"{source.label}{line(source.path)}: {found.origin}"
                 raise ConfigError(f"{config.source}: target name {target.name!r} comes from both "
-                                  f"{first} and {second}: names must be unique (a name_prefix or a "
-                                  "name label tells them apart)")
-            owners[target.name] = f"{source.label}{line(source.path)}: {found.origin}"
+                                  f"{owner(other)} and {owner((source, found))}: names must be "
+                                  "unique (a name_prefix or a name label tells them apart)")
+            owners[target.name] = (source, found)
             targets.append(target)
     if not any(t.enabled for t in targets):
         raise ConfigError(f"{config.source}: no enabled targets: neither [[targets]] nor the "
                           f"discovery sources ({', '.join(s.label for s in config.sources)}) "
                           "yield one")
-    index, count = config.shard
-    if count > 1:
-        targets = [t for t in targets if t.shard_hash() % count == index]
-    return dataclasses.replace(config, targets=tuple(targets), discovered=dict(discovered))
+    merged = dataclasses.replace(config, targets=tuple(targets), discovered=dict(discovered))
+    return merged.only_shard(*config.shard) if config.shard[1] > 1 else merged
 
 
 def merge_one(config, key: str, discovered: Discovered):
