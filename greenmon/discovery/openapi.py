@@ -33,7 +33,6 @@ class Options:
     include_tags: frozenset[str] = frozenset()
     exclude_tags: frozenset[str] = frozenset()
     base_url: str = ""          # "": the document's first servers URL
-    document_url: str = ""      # where the document was fetched ("" for a file)
 
 
 class _Skipped(Exception):
@@ -82,9 +81,11 @@ def server_url(document: dict, document_url: str, where: str) -> str:
     return url
 
 
-def operations(document: dict, options: Options, where: str) -> tuple[list[Found], list[Skip]]:
-    """The targets of a checked document (check_version first), and the operations skipped."""
-    base = (options.base_url or server_url(document, options.document_url, where)).rstrip("/")
+def operations(document: dict, base_url: str, options: Options,
+               where: str) -> tuple[list[Found], list[Skip]]:
+    """The targets of a checked document (check_version first), and the operations skipped;
+    ``base_url``: where its paths are (the entry's base_url, else ``server_url``)."""
+    base = base_url.rstrip("/")
     paths = document.get("paths") or {}
     if not isinstance(paths, dict):
         raise SourceError(f"{where}: paths is not a mapping")

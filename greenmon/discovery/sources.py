@@ -143,8 +143,7 @@ class OpenAPISource(Source):
             check_url(base)
         except ValueError as problem:
             raise SourceError(f"{where}: the base URL {redact_url(base)!r} {problem}") from None
-        found, skipped = openapi.operations(
-            document, dataclasses.replace(self.options, base_url=base), where)
+        found, skipped = openapi.operations(document, base, self.options, where)
         usable = []
         for item in found:
             problem = _unusable(item)
