@@ -18,8 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def run_daemon(config: Config, loader: Callable[[], Config], workers: int = 1) -> int:
-    path = config.server.web_config_file
-    web = webconfig.load(path) if path else webconfig.WebConfig()   # broken: exit 2, before anything
+    web = webconfig.for_config(config)   # broken: exit 2, before anything
     monitor = Monitor(config, loader=loader, workers=workers, web=web)
     server = WebServer(monitor, config.server.listen)
     try:

@@ -61,38 +61,33 @@ class History:
         """Keep the newest ``size`` outcomes (a reload changed ``history``)."""
         if size == self.size:
             return
-        order = self._order()[-size:]
-        started, latency = array("d", (self.started[i] for i in order)), array("f", (self.latency[i] for i in order))
-        code, detail = bytearray(self.code[i] for i in order), [self.detail[i] for i in order]
-        self.size, self.started, self.latency, self.code, self.detail = size, started, latency, code, detail
+        self.started, self.latency, self.code, self.detail = (
+            self._oldest_first(values)[-size:]
+            for values in (self.started, self.latency, self.code, self.detail))
+        self.size = size
         self.next = 0   # oldest first now: a full ring overwrites from the start
 
-    def _order(self) -> list[int]:
-        """Indexes from the oldest outcome to the newest."""
-        count = len(self.code)
-        if count < self.size:
-            return list(range(count))
-        return list(range(self.next, count)) + list(range(self.next))
+    def _oldest_first(self, values):
+        """One of the ring's arrays from the oldest outcome to the newest (until the ring is
+        full, ``next`` is 0: it is in that order already)."""
+        return values[self.next:] + values[:self.next]
 
     def outcomes(self) -> list[dict]:
         """Oldest first: checked_at, ok, latency_s, error_class, detail (what /api/history serves)."""
-        out = []
-        for index in self._order():
-            code = self.code[index]
-            latency = self.latency[index]
-            out.append({"checked_at": iso_timestamp(self.started[index]), "ok": code == 0,
-                        "latency_s": None if math.isnan(latency) else round_seconds(float(latency)),
-                        "error_class": ERROR_CLASSES[(code & ~SKIPPED) - 1] if code else None,
-                        "detail": self.detail[index]})
-        return out
+        return [{"checked_at": iso_timestamp(started), "ok": code == 0,
+                 "latency_s": None if math.isnan(latency) else round_seconds(latency),
+                 "error_class": ERROR_CLASSES[(code & ~SKIPPED) - 1] if code else None,
+                 "detail": detail}
+                for started, latency, code, detail in zip(*map(self._oldest_first, (
+                    self.started, self.latency, self.code, self.detail)))]
 
     def codes(self) -> bytes:
         """Outcome codes, oldest first (the status page's strip)."""
-        return bytes(self.code[index] for index in self._order())
+        return bytes(self._oldest_first(self.code))
 
     def latencies(self) -> list[float]:
         """Latencies of the contacted checks, oldest first (the sparkline; P95)."""
-        return [float(self.latency[i]) for i in self._order() if not math.isnan(self.latency[i])]
+        return [latency for latency in self._oldest_first(self.latency) if not math.isnan(latency)]
 
     def availability(self) -> float | None:
         """The share of good outcomes over what is kept (None: nothing yet)."""

@@ -59,7 +59,7 @@ class Monitor:
         else:
             self.checks = Checks(config, clock=clock, **hooks)
         self.exposition = Exposition(self.store)
-        self.views = Views(self.store, lambda: self.config.monitor.slo_p95_seconds)
+        self.views = Views(self.store)
         self._stop = gevent.event.Event()
         self._reloading = gevent.lock.Semaphore()
         self._runner: gevent.Greenlet | None = None
@@ -103,8 +103,7 @@ class Monitor:
 
     def _load(self) -> tuple[Config, WebConfig]:
         config = self._loader()
-        path = config.server.web_config_file
-        return config, webconfig.load(path) if path else WebConfig()
+        return config, webconfig.for_config(config)
 
     def _prepare(self, config: Config):
         config.enabled_targets  # computed here, in the thread  # noqa: B018

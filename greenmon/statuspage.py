@@ -18,7 +18,6 @@ from urllib.parse import urlencode
 from greenmon.exporter import TargetSeries
 from greenmon.histogram import Histogram
 from greenmon.history import SKIPPED
-from greenmon.errors import ERROR_CLASSES
 from greenmon.result import iso_timestamp
 from greenmon.summary import percentile
 
@@ -108,12 +107,12 @@ def strip(series: TargetSeries) -> str:
     cells = []
     for x, code in enumerate(codes):
         kind = "g" if code == 0 else ("s" if code & SKIPPED else "b")
-        if code == 0:
+        if kind == "g":
             cells.append(f"<rect x='{x * STRIP_CELL}' width='{STRIP_CELL - 1}' height='12' class='g'/>")
         else:
             item = outcomes[x]
-            tip = escape(f"{item['checked_at']} {ERROR_CLASSES[(code & ~SKIPPED) - 1]}/{item['detail']}"
-                         + (" (skipped)" if code & SKIPPED else ""))
+            tip = escape(f"{item['checked_at']} {item['error_class']}/{item['detail']}"
+                         + (" (skipped)" if kind == "s" else ""))
             cells.append(f"<rect x='{x * STRIP_CELL}' width='{STRIP_CELL - 1}' height='12' "
                          f"class='{kind}'><title>{tip}</title></rect>")
     width = max(len(codes), 1) * STRIP_CELL

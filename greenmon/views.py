@@ -44,13 +44,15 @@ class PerTarget(Generic[T]):
 
 
 class Views:
-    """The documents of /api/results and / for one store."""
+    """The documents of /api/results and / for one store (its ``monitor``: the objectives)."""
 
-    def __init__(self, store: MetricsStore, slo_p95_s: Callable[[], float]):
+    def __init__(self, store: MetricsStore):
         self.store = store
-        self._slo_p95_s = slo_p95_s
         self._rows = PerTarget(lambda s: statuspage.row(
             s, slo_p95_s=self._slo_p95_s(), objective=store.objective(s.target), now=time.time()).encode())
+
+    def _slo_p95_s(self) -> float:
+        return self.store.monitor.slo_p95_seconds
 
     def results_document(self) -> list[bytes]:
         """The same document as `--format json`, from the latest result of each target."""
@@ -86,7 +88,7 @@ class Views:
         store = self.store
         words = query.strip().lower()
         burning, calm, results = [], [], []
-        for index, series in enumerate(slices.each(list(store.series.values()))):
+        for series in slices.each(list(store.series.values())):
             last = series.last
             if last is not None:
                 results.append(last)
@@ -95,11 +97,11 @@ class Views:
                 continue
             burn = statuspage.burn_rate(series, store.objective(series.target))
             if burn > 0 or (last is not None and not last.ok):
-                burning.append((-burn, last is None or last.ok, index, series))
+                burning.append((-burn, last is None or last.ok, series))
             else:
                 calm.append(series)
-        burning.sort(key=lambda item: item[:3])
-        ordered = [item[3] for item in burning] + calm
+        burning.sort(key=lambda item: item[:2])   # stable: ties keep the config's order
+        ordered = [item[2] for item in burning] + calm
         count = max(1, -(-len(ordered) // PAGE_ROWS))
         page = min(max(page, 1), count)
         rows = [self._rows.get(series) for series in slices.each(

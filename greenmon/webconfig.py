@@ -85,6 +85,13 @@ class _Where:
         return line
 
 
+def for_config(config) -> WebConfig:
+    """The web config a greenmon config names (server.web_config_file), or none: plain HTTP,
+    no users. ConfigError as ``load``."""
+    path = config.server.web_config_file
+    return load(path) if path else WebConfig()
+
+
 def load(path: str) -> WebConfig:
     """Read and check a web config file; raises ConfigError naming file, line and key."""
     try:
