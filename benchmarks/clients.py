@@ -118,7 +118,8 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def _tail(text: str, lines: int = 3) -> str:
+def stderr_tail(text: str, lines: int = 3) -> str:
+    """The last lines of a failed run's stderr, on one line, for a row's note."""
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])[:300]
 
 
@@ -192,7 +193,7 @@ def _greenmon_once(urls, *, concurrency, ca_file, workers, cap_s, workdir: Path,
     try:
         summary = json.loads(output.read_text(encoding="utf-8"))["summary"]
     except (OSError, ValueError, KeyError):
-        return ClientResult(status=ERROR, note=f"exit {run.returncode}: {_tail(run.stderr)}", **base)
+        return ClientResult(status=ERROR, note=f"exit {run.returncode}: {stderr_tail(run.stderr)}", **base)
     return run, summary
 
 
@@ -212,7 +213,7 @@ def run_greenmon_steady(urls: list[str], *, concurrency: int | None, ca_file: st
     try:
         line = json.loads(run.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        return ClientResult(status=ERROR, note=f"exit {run.returncode}: {_tail(run.stderr)}", **base)
+        return ClientResult(status=ERROR, note=f"exit {run.returncode}: {stderr_tail(run.stderr)}", **base)
     status = OK if line["ok"] == len(urls) and run.returncode == 0 else FAILED
     return ClientResult(status=status, ok=line["ok"], sweep_s=line["wall_s"], net_cpu_s=line["cpu_s"],
                         rss_mb=run.max_rss_mb, note=f"mean of sweeps 2..{sweeps}", **base)
@@ -239,7 +240,7 @@ def run_peer(peer: str, urls: list[str], *, n: int, concurrency: int, ca_file: s
         line = json.loads(run.stdout.strip().splitlines()[-1])
         ok, sweep_s, sweep_cpu_s = line["ok"], line["wall_s"], line["cpu_s"]
     except (ValueError, KeyError, IndexError):
-        return ClientResult(status=ERROR, note=f"exit {run.returncode}: {_tail(run.stderr)}", **base)
+        return ClientResult(status=ERROR, note=f"exit {run.returncode}: {stderr_tail(run.stderr)}", **base)
     status = OK if ok == len(urls) and run.returncode == 0 else FAILED
     note = "" if status == OK else f"ok {ok}/{len(urls)}"
     scale = n / len(urls)

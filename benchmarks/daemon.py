@@ -39,12 +39,12 @@ import subprocess
 import sys
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks.clients import ERROR, FAILED, OK, REPO, TIMEOUT, run_measured
+from benchmarks.clients import ERROR, FAILED, OK, REPO, TIMEOUT, run_measured, stderr_tail
 from benchmarks.paced import percentile
 from benchmarks.peers import installed
 from benchmarks.scenarios import DaemonScenario
@@ -467,7 +467,7 @@ def summarize(window: Window, scenario: DaemonScenario, label: str, watch: Proce
     return DaemonResult(
         client=label, kind="greenmon", n=scenario.n, status=OK if window.scrapes and latencies else FAILED,
         note=note, window_s=scenario.window_s,
-        expected_checks=round(scenario.n * scenario.window_s / scenario.interval),
+        expected_checks=scenario.expected_checks,
         checks=len(window.checks), ok=ok, latency_p50_s=percentile(latencies, 0.50),
         latency_p99_s=percentile(latencies, 0.99), latency_max_s=max(latencies, default=None),
         scrapes=len(window.scrapes), scrape_errors=len(window.scrape_errors),
@@ -497,7 +497,7 @@ def fd_shortfall(scenario: DaemonScenario) -> str | None:
     """Why this machine's open-file limit cannot hold the scenario's connections, or None."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     limit = soft if hard == resource.RLIM_INFINITY else hard
-    need = int(scenario.rate * scenario.delay_ms / 1000 * FDS_PER_CHECK) + FD_RESERVE
+    need = int(scenario.expected_inflight * FDS_PER_CHECK) + FD_RESERVE
     if limit != resource.RLIM_INFINITY and limit < need:
         return (f"the open-file hard limit is {limit}, and about {need} sockets per process "
                 f"(farm and daemon each) are needed: raise it (ulimit -Hn) to run this scenario")
@@ -545,10 +545,9 @@ def run_greenmon_daemon(scenario: DaemonScenario, urls: list[str], farm: "FarmPr
         notes.append(f"exit {daemon.exit_code} on SIGTERM")
     notes += window.scrape_errors[:2] + [f"log: {line}" for line in daemon.log_tail()]
     result = summarize(window, scenario, label, watch, cpu_s, harness_cpu_s, "; ".join(notes))
-    return DaemonResult(**{**result.as_dict(), "status": result.status if alive else FAILED,
-                           "farm_peak_conns": farm_stats.get("peak_open"),
-                           "other_cpu_s": round(max(0.0, busy - cpu_s - harness_cpu_s
-                                                    - farm_stats.get("cpu_s", 0.0)), 2)})
+    return replace(result, status=result.status if alive else FAILED,
+                   farm_peak_conns=farm_stats.get("peak_open"),
+                   other_cpu_s=round(max(0.0, busy - cpu_s - harness_cpu_s - farm_stats.get("cpu_s", 0.0)), 2))
 
 
 # --- the reference -------------------------------------------------------------------------------
@@ -560,7 +559,7 @@ def run_reference(scenario: DaemonScenario, urls: list[str], farm: "FarmProcess 
                   workdir: Path) -> DaemonResult:
     """``benchmarks.paced`` on the same URLs and timetable, warm-up and window as the daemon."""
     base = dict(client=REFERENCE_LABEL, kind="peer", n=scenario.n, window_s=scenario.window_s,
-                expected_checks=round(scenario.n * scenario.window_s / scenario.interval))
+                expected_checks=scenario.expected_checks)
     if not installed("aiohttp"):
         return DaemonResult(status="not installed", **base)
     urls_file = workdir / f"{scenario.name}-urls.txt"
@@ -583,8 +582,7 @@ def run_reference(scenario: DaemonScenario, urls: list[str], farm: "FarmProcess 
     try:
         line = json.loads(run.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        tail = " | ".join(run.stderr.strip().splitlines()[-3:])[:300]
-        return DaemonResult(status=ERROR, note=f"exit {run.returncode}: {tail}", **base)
+        return DaemonResult(status=ERROR, note=f"exit {run.returncode}: {stderr_tail(run.stderr)}", **base)
     status = OK if line["ok"] and run.returncode == 0 else FAILED
     return DaemonResult(status=status, checks=line["checks"], ok=line["ok"],
                         latency_p50_s=line["p50_s"], latency_p99_s=line["p99_s"],
@@ -617,7 +615,7 @@ def run_daemon_scenario(scenario: DaemonScenario, farm: "FarmProcess", workdir: 
         key = reference_key(scenario)
         if key in references:
             made_for, reference = references[key]
-            rows.append(DaemonResult(**{**reference.as_dict(), "note": f"the run made for {made_for}"}))
+            rows.append(replace(reference, note=f"the run made for {made_for}"))
         else:
             farm.drain()
             progress(f"[{scenario.name}] {REFERENCE_LABEL} ...")

@@ -284,7 +284,7 @@ def daemon_verdicts(results) -> list[str]:
         peak = daemon.inflight_max
         line("inflight", f"checks in flight at most {'—' if peak is None else f'{peak:,}'} "
                          f"(target <= {TARGET_INFLIGHT:,}; the timetable gives about "
-                         f"{scenario.rate * scenario.delay_ms / 1000:,.0f})",
+                         f"{scenario.expected_inflight:,.0f})",
              None if peak is None else peak <= TARGET_INFLIGHT)
         share = daemon.loop_lag_within
         line("loop_lag", f"event loop lag <= 50 ms in {'—' if share is None else f'{share:.2%}'} of "

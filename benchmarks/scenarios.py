@@ -91,6 +91,16 @@ class DaemonScenario:
         """Checks per second the timetable asks for."""
         return self.n / self.interval
 
+    @property
+    def expected_checks(self) -> int:
+        """Checks the timetable starts inside the measured window."""
+        return round(self.n * self.window_s / self.interval)
+
+    @property
+    def expected_inflight(self) -> float:
+        """Checks in flight at once on the timetable: the rate times how long a check takes."""
+        return self.rate * self.delay_ms / 1000
+
     def summary(self) -> str:
         workers = "one process" if self.workers is None else f"--workers {self.workers}"
         return (f"daemon, N={self.n:,}, delay {self.delay_ms} ms, {self.hosts} hosts, interval "
