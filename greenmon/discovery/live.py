@@ -69,7 +69,7 @@ class Discovery:
         """One load of ``source``, keeping the event loop free: SourceError if it fails.
         ``stamp``: of its files, taken before they are read (a change while they are read
         reads them again)."""
-        if stamp is None:
+        if stamp is None and source.watches:   # a fetched document has no stamp
             stamp = off_loop(source.stamp)
         if source.fetches:
             transport = self._transport_for(source)
