@@ -23,6 +23,7 @@ import random
 import string
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -34,11 +35,6 @@ from greenmon.schema import ConfigError
 from support.configs import config_text, toml_document, toml_key, toml_value
 from support.helpers import run_cli
 from support.servers import closed_port
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10, as greenmon.config does
-    import tomli as tomllib
 
 FILENAME = "fuzz.toml"
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
