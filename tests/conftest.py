@@ -8,6 +8,16 @@ The shared helpers are the package ``support`` beside this file (``from support.
 import HTTPFarm``): pytest puts this folder on sys.path for its test modules and for this
 conftest (rootdir-based "prepend" import mode), and the helper processes that import it
 get it on their PYTHONPATH (support.load_helpers.helper_env).
+
+Hypothesis runs under a profile chosen by the environment variable HYPOTHESIS_PROFILE
+(docs/testing.md, "Property tests"):
+
+- ``ci``, the default: derandomized and without an example database, so that every run on
+  every machine (with the pinned Hypothesis of the ``test`` extra) checks the same examples
+  and a green run can be reproduced; no deadline (a loaded machine is not a failure);
+- ``explore``: random examples, ten times as many, and the failures found kept in
+  ``.hypothesis/examples`` of the checkout to be tried first on the next run; for a person
+  hunting bugs, not for the gate.
 """
 
 import os
@@ -23,6 +33,19 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import trustme  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis.database import DirectoryBasedExampleDatabase  # noqa: E402
+
+# Big generated documents are the point of the fuzz tests, and the load of a busy machine
+# must not fail them: neither health check says anything about greenmon.
+_SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile("ci", max_examples=100, derandomize=True, database=None, deadline=None,
+                          print_blob=True, suppress_health_check=_SUPPRESSED)
+settings.register_profile("explore", max_examples=1000, derandomize=False, deadline=None,
+                          print_blob=True, suppress_health_check=_SUPPRESSED,
+                          database=DirectoryBasedExampleDatabase(
+                              Path(__file__).resolve().parent.parent / ".hypothesis" / "examples"))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

@@ -2,18 +2,20 @@
 ConfigError naming the file (and the CLI exits 2 without a traceback); docs/reliability.md,
 "Bad config input".
 
-- property tests (hypothesis, bounded and derandomized so every run checks the same
-  examples): random TOML documents shaped like a greenmon config, random lines of
-  TOML-looking text, random bytes, and one-value mutations of a full valid config;
+- property tests (hypothesis, under the profile conftest.py loads: by default ``ci``,
+  derandomized, so every run checks the same examples; ``HYPOTHESIS_PROFILE=explore`` looks
+  at ten times as many random ones): random TOML documents shaped like a greenmon config,
+  random lines of TOML-looking text, random bytes, and one-value mutations of a full valid
+  config;
 - a few runs of the real command on fuzzed files (exit 2, one clean message);
 - the inputs greenmon once got wrong (NUL in paths, unusable hosts, non-latin-1 headers, ...).
 
 The targets refused at load time with their name (schemes, hosts, ports, absurd header
 values) are test_targets.py's.
 
-The generated TOML is written by the tests' own writer (support/configs.py, no new
-dependency); a test checks that tomllib reads back what it wrote, so a failure can only come
-from greenmon.
+The generated TOML is written by tomli-w (``tomli_w.dumps``, or support/configs.py's
+``toml_key``/``toml_value`` for documents written inline and for single lines); a test checks
+that tomllib reads back exactly the document written, so a failure can only come from greenmon.
 """
 
 from __future__ import annotations
@@ -27,19 +29,22 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+import tomli_w
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from greenmon.config import load_config, parse_config
 from greenmon.schema import ConfigError
-from support.configs import config_text, toml_document, toml_key, toml_value
+from support.configs import config_text, toml_key, toml_value
 from support.helpers import run_cli
 from support.servers import closed_port
 
 FILENAME = "fuzz.toml"
-FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-SMALL_FUZZ = settings(FUZZ, max_examples=100)
+# Sizes relative to the loaded profile (conftest.py): 200 and 100 examples under ``ci``,
+# 2000 and 1000 under ``explore``. Everything else (derandomized or not, the database, no
+# deadline) is the profile's.
+FUZZ = settings(max_examples=2 * settings.default.max_examples)
+SMALL_FUZZ = settings(max_examples=settings.default.max_examples)
 
 SECTIONS = {
     "monitor": ["concurrency", "timeout", "interval", "max_body_bytes", "verify_tls", "ca_file",
@@ -120,6 +125,26 @@ def documents(draw):
     return document
 
 
+def toml_document(document: dict, tables: bool = True) -> str:
+    """``document`` as TOML: with ``tables`` as tomli-w lays it out ([table], [[array]]), else
+    every top-level key on one ``key = value`` line, tables and arrays of tables inline."""
+    if tables:
+        return tomli_w.dumps(document)
+    return "".join(f"{toml_key(key)} = {toml_value(value)}\n" for key, value in document.items())
+
+
+def _comparable(value):
+    """``value`` with NaN made equal to itself and tuples as lists, to compare a document
+    with what tomllib read back."""
+    if isinstance(value, float) and value != value:
+        return "NaN"
+    if isinstance(value, dict):
+        return {key: _comparable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_comparable(item) for item in value]
+    return value
+
+
 def assert_config_error_is_clear(error: ConfigError, filename: str = FILENAME) -> None:
     message = str(error)
     assert type(error) is ConfigError
@@ -146,7 +171,9 @@ def load_or_config_error(text: str, filename: str = FILENAME):
 @given(document=documents(), tables=st.booleans())
 def test_random_config_documents_load_or_raise_config_error(document, tables):
     text = toml_document(document, tables)
-    tomllib.loads(text)  # the writer wrote TOML: any failure below is greenmon's
+    # The writer wrote this very document (a key "0\n" written bare would not read back):
+    # any failure below is greenmon's.
+    assert _comparable(tomllib.loads(text)) == _comparable(document), text
     load_or_config_error(text)
 
 
@@ -248,7 +275,9 @@ def test_one_value_changed_in_a_valid_config_loads_or_names_its_table(data, tmp_
         parse_config(toml_document(document, data.draw(st.booleans(), label="tables")), FILENAME)
     except ConfigError as error:
         assert_config_error_is_clear(error)
-        table = _dotted_table(path)
+        # The table changed: that of the value replaced or deleted; for a key added, the table
+        # it was added to (a key added at the top level is in none: a clear error is enough).
+        table = _dotted_table(path[:-1] if action == "add-unknown" else path)
         if table.startswith(("auth.", "targets[")) and action != "delete":
             table = table.split(".")[0].split("[")[0]   # a change may surface at a sibling or referrer
         assert table in str(error), f"{path} changed, but the error names: {error}"

@@ -27,9 +27,10 @@ from support.servers import HTTPFarm, reply
 
 INTERVAL_S = 0.1
 # "Not held up": one /metrics answer while the server is being abused comes long before any
-# abuser lets go (slow clients drip for 6 s, silent ones are dropped after 10 s, the client
-# gives up after 3 s). A few milliseconds on idle cores; the bound is for a loaded machine.
-FAST_S = 2.0
+# abuser lets go (slow clients drip for up to 30 s, silent ones are dropped after 10 s). A
+# few milliseconds on idle cores; the bound is for a loaded machine.
+FAST_S = 4.0
+SILENT_DROPPED_S = 10.0   # greenmon.web.CLIENT_TIMEOUT_S: a wait for "still going" ends before
 
 
 @pytest.fixture
@@ -49,13 +50,14 @@ def status_of(response: bytes) -> int | None:
     return int(response.split(b" ", 2)[1])
 
 
-def assert_still_serving(running, sweeps_before: int, more: int = 3) -> None:
-    """/metrics answers at once and the sweeps go on."""
+def assert_still_serving(running, sweeps_before: int, more: int = 3, within: float = 30.0) -> None:
+    """/metrics answers at once and the sweeps go on (``more`` of them, waited for at most
+    ``within`` seconds: against a stall, generous for a loaded machine)."""
     started = time.monotonic()
     text = running.metrics()
     assert time.monotonic() - started < FAST_S
     assert value(text, "greenmon_up", target="ok-0") == 1
-    running.wait_sweeps(sweeps_before + more, timeout=5)
+    running.wait_sweeps(sweeps_before + more, timeout=within)
 
 
 # --- Unknown paths --------------------------------------------------------------------------------------------
@@ -99,7 +101,7 @@ def test_oversized_or_garbage_request_gets_an_error_and_sweeps_go_on(served, nam
     response, took = raw_request(served.server.port, OVERSIZED[name])
     status = status_of(response)
     assert status is None or 400 <= status < 500, response[:200]   # refused, or dropped
-    assert took < 2, f"no answer for {took:.1f}s"
+    assert took < FAST_S, f"no answer for {took:.1f}s"   # not left waiting for the 10 s silence drop
     assert_still_serving(served, before)
 
 
@@ -111,7 +113,7 @@ def test_64kib_header_request_is_refused_with_400_or_431(served):
 def test_twenty_huge_header_requests_at_once_do_not_stall_sweeps(served):
     before = served.monitor.store.sweeps
     requests_ = [gevent.spawn(huge_header_request, served.server.port, 1 << 20) for _ in range(20)]
-    gevent.joinall(requests_, timeout=15)
+    gevent.joinall(requests_, timeout=60)
     assert all(g.successful() for g in requests_)
     assert all(status_of(g.value) in (None, 400, 431) for g in requests_)
     assert_still_serving(served, before)
@@ -120,29 +122,36 @@ def test_twenty_huge_header_requests_at_once_do_not_stall_sweeps(served):
 # --- Slow clients ------------------------------------------------------------------------------------------------------
 
 SLOW_CLIENTS = 50
-SLOW_BYTES = 6               # one byte per second, six of them: the request never completes
+SLOW_BYTES = 30              # one byte per second, thirty of them: the request never completes
 REQUEST = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+assert SLOW_BYTES < len(REQUEST)
 
 
 def test_50_slow_clients_do_not_stall_metrics_or_sweeps(served):
+    """While 50 clients drip their requests: 20 /metrics answers, each at once, and 10 sweeps.
+    Counted, not timed: the clients drip for 30 s, however long the counts take to reach."""
     sent: list = []
     clients = [gevent.spawn(slow_client, served.server.port, REQUEST, 1.0, SLOW_BYTES, sent)
                for _ in range(SLOW_CLIENTS)]
-    wait_until(lambda: len(sent) >= SLOW_CLIENTS, 5, message="every slow client connected")
-    before = served.monitor.store.sweeps
-    latencies = []
-    while not all(c.dead for c in clients) and len(latencies) < 40:
-        started = time.monotonic()
-        text = served.metrics()
-        latencies.append(time.monotonic() - started)
-        assert value(text, "greenmon_up", target="ok-0") == 1
-        gevent.sleep(0.1)
-    during = served.monitor.store.sweeps - before
-    gevent.joinall(clients, timeout=SLOW_BYTES + 5)
-    assert all(c.dead for c in clients)
-    assert len(latencies) >= 20
+    try:
+        wait_until(lambda: len(sent) >= SLOW_CLIENTS, 30, message="every slow client connected")
+        before = served.monitor.store.sweeps
+        latencies = []
+        while (len(latencies) < 20 or served.monitor.store.sweeps - before < 10) \
+                and not any(c.dead for c in clients):
+            started = time.monotonic()
+            text = served.metrics()
+            latencies.append(time.monotonic() - started)
+            assert value(text, "greenmon_up", target="ok-0") == 1
+            gevent.sleep(0.1)
+        during = served.monitor.store.sweeps - before
+        # Measured beside the slow clients: none had finished dripping (or been dropped).
+        dripping = not any(c.dead for c in clients)
+    finally:
+        gevent.killall(clients, block=True, timeout=5)
+    assert dripping, f"the slow clients ended first: {len(latencies)} answers, {during} sweeps"
     assert max(latencies) < FAST_S, f"slowest /metrics {max(latencies):.2f}s beside {SLOW_CLIENTS} slow clients"
-    # Sweeps ran all along: about one per interval (plus its duration) while the clients dripped.
+    # Sweeps ran all along while the clients dripped (a stalled loop would leave none).
     assert during >= 10, f"only {during} sweeps while the slow clients were connected"
 
 
@@ -152,7 +161,8 @@ def test_50_silent_connections_do_not_stall_metrics_or_sweeps(served):
     try:
         before = served.monitor.store.sweeps
         gevent.sleep(1.0)
-        assert_still_serving(served, before, more=5)
+        # Before greenmon drops them (10 s of silence): sweeps held up by them would come only then.
+        assert_still_serving(served, before, more=5, within=SILENT_DROPPED_S - 1.0 - FAST_S - 1.0)
     finally:
         for sock in sockets:
             sock.close()
@@ -185,7 +195,7 @@ def abused_daemon(farm, write_config, tmp_path):
         text = daemon.wait_metric(lambda t: value(t, "greenmon_checks_total", target="ok-0") >= checks + 3,
                                   message="three more checks")
         daemon.send(signal.SIGTERM)
-        code = daemon.wait_exit(5)
+        code = daemon.wait_exit(30)   # against a hang
     return daemon, text, code
 
 
@@ -226,22 +236,27 @@ def test_slow_clients_cannot_take_the_descriptors_checks_need(farm, write_config
                            message="two checks of ok-0")
         mark = len(daemon.stderr())
         held = []
+        held_since = time.monotonic()
         try:
             for _ in range(clients):   # each sends the start of a request, then nothing
-                sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=5)
+                sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=30)
                 sock.sendall(b"GET /metrics HTTP/1.1\r\n")
                 held.append(sock)
             hits_before = farm.hits("/ok")
             gevent.sleep(hold_s)   # several turns of every target (interval 0.3 s)
-            hits_during = farm.hits("/ok") - hits_before
+            # The farm counts the requests that reached it: checks were made all along, not just
+            # logged as failed or never started (5 targets due every 0.3 s: about 33 in 2 s).
+            # Waited for, not counted in a window, but only while the clients still hold the
+            # server: greenmon drops the first of them 10 s after its last byte, and the
+            # descriptors come back.
+            wait_until(lambda: farm.hits("/ok") - hits_before >= 2 * 5,
+                       max(0.5, SILENT_DROPPED_S - 1.0 - (time.monotonic() - held_since)),
+                       message="ten checks reaching the farm while the clients hold the server")
             during = daemon.stderr()[mark:]
             still_running = daemon.alive()
         finally:
             for sock in held:
                 sock.close()
     assert still_running, during[-2000:]
-    # The farm counts the requests that reached it: checks were made all along, not just
-    # logged as failed or never started. 5 targets, due every 0.3 s: about 33 in 2 s.
-    assert hits_during >= 2 * 5, f"only {hits_during} checks reached the farm in {hold_s:.0f}s"
     failed = [line for line in during.splitlines() if "check failed" in line]
     assert not failed, f"{len(failed)} checks failed while slow clients held the server: {failed[:2]}"

@@ -36,7 +36,9 @@ from support.servers import closed_port
 SWEEPS = 200
 WARM_UP_SWEEPS = 20
 SAMPLE_AT = (WARM_UP_SWEEPS, 50, 80, 110, 140, 170, SWEEPS)
-SOAK_CAP_S = 150.0       # 200 passes of the 0.3 s interval take 60 s; the rest is for a loaded machine
+# 200 passes of the 0.3 s interval take 60 s; the rest is for a loaded machine. The cap only
+# ends a daemon that stopped sweeping (it never reaches 200): how fast it sweeps is benchmarks/'.
+SOAK_CAP_S = 360.0
 TIMEOUT_S = 0.3
 RETRIES = 1
 BACKOFF_S = 0.01
@@ -45,11 +47,12 @@ MIX = {"healthy": 250, "failing": 100, "refused": 75, "hanging": 75}
 
 # The longest one check may take: every attempt runs into the deadline, plus the backoff
 # between them. A daemon sweep is one pass of the interval, done when every check started in
-# it has ended: at most INTERVAL_S + CHECK_BOUND_S (0.91 s). A check that outlived its
-# deadline would hold its pass open: the bound is several times that, to catch a hang, not
-# to measure speed on a loaded machine.
+# it has ended: at most INTERVAL_S + CHECK_BOUND_S (0.91 s) on an idle machine. A check that
+# outlived its deadline would hold its pass open until the farm's silent server lets go of
+# it (60 s): the bound is far below that, to catch a hang, and far above a pass on a loaded
+# machine, not to measure speed.
 CHECK_BOUND_S = (RETRIES + 1) * TIMEOUT_S + RETRIES * BACKOFF_S
-SWEEP_HANG_BOUND_S = 4 * (INTERVAL_S + CHECK_BOUND_S)
+SWEEP_HANG_BOUND_S = 10.0
 # Every scrape must be answered within Prometheus' default scrape_timeout (10 s): a slower
 # one is a failed scrape (up == 0). How fast scrapes are is measured in benchmarks/daemon.py.
 SCRAPE_TIMEOUT_S = 10.0
@@ -122,10 +125,12 @@ def soak(tmp_path_factory) -> SoakRun:
         config = workdir / "greenmon.toml"
         config.write_text(soak_config_text(farm), encoding="utf-8")
         with ProbedDaemon(config, workdir, sample_at=SAMPLE_AT) as daemon:
-            daemon.wait_ready(timeout=20)
+            daemon.wait_ready(timeout=60)
             started = time.monotonic()
+            # The scraper's own timeout is far past the 10 s asserted: a slow scrape is
+            # reported with its latency, not as a failed request.
             with Scraper(daemon.url("/metrics"), pause_s=SCRAPE_PAUSE_S,
-                         timeout_s=SCRAPE_TIMEOUT_S + 5) as scraper:
+                         timeout_s=3 * SCRAPE_TIMEOUT_S) as scraper:
                 while time.monotonic() - started < SOAK_CAP_S and daemon.alive():
                     probes = daemon.probes()
                     if probes and probes[-1]["sweep"] >= SWEEPS:
@@ -137,7 +142,7 @@ def soak(tmp_path_factory) -> SoakRun:
             results = daemon.get("/api/results").json() if daemon.alive() else {}
             if daemon.alive():
                 daemon.send(signal.SIGTERM)
-            exit_code = daemon.wait_exit(TIMEOUT_S * (RETRIES + 1) + 5)
+            exit_code = daemon.wait_exit(CHECK_BOUND_S + 30)   # against a hang, not a speed check
             return SoakRun({"http": farm.http_port, "hang": farm.hang_port}, seconds, daemon.probes(),
                            scrapes, metrics, results, exit_code, daemon.stderr())
 
@@ -163,6 +168,7 @@ def test_soak_no_sweep_hangs(soak):
 @pytest.mark.parametrize("resource, slack", [("other_fds", FD_SLACK), ("idle_greenlets", GREENLET_SLACK),
                                              ("rss_mb", RSS_SLACK_MB)])
 def test_soak_resources_are_flat_after_warm_up(soak, resource, slack):
+    """No leak: late in the soak the daemon holds what it held after the warm-up."""
     samples = soak.samples
     assert set(samples) == set(SAMPLE_AT), f"sampled at {sorted(samples)}"
     baseline = samples[WARM_UP_SWEEPS][resource]
@@ -187,8 +193,14 @@ def test_soak_sockets_are_pooled_or_closed(soak):
         assert not tcp.get(f"{http} CLOSE_WAIT"), f"sweep {sweep}: half-closed farm connections: {tcp}"
 
 
+def enough_scrapes(soak: SoakRun) -> int:
+    """As many scrapes as the soak's length holds even if each took the whole scrape timeout: the
+    scraper kept asking all along (fewer, and "every scrape answered" would say little)."""
+    return max(5, int(soak.seconds / (SCRAPE_TIMEOUT_S + SCRAPE_PAUSE_S)))
+
+
 def test_soak_metrics_answers_every_scrape(soak):
-    assert len(soak.scrapes) >= 50, f"only {len(soak.scrapes)} scrapes in {soak.seconds:.0f}s"
+    assert len(soak.scrapes) >= enough_scrapes(soak), f"only {len(soak.scrapes)} scrapes in {soak.seconds:.0f}s"
     failed = [s for s in soak.scrapes if s[2] != 200]
     assert not failed, f"{len(failed)} of {len(soak.scrapes)} scrapes failed: {failed[:5]}"
 
@@ -197,7 +209,7 @@ def test_soak_every_metrics_scrape_is_answered_within_the_scrape_timeout(soak):
     """Never hangs: every scrape answered within Prometheus' default scrape_timeout (a failed
     one would read as greenmon down). Not a speed bound: benchmarks/daemon.py measures that."""
     latencies = sorted(latency for _, latency, _ in soak.scrapes)
-    assert len(latencies) >= 50
+    assert len(latencies) >= enough_scrapes(soak)
     slow = [round(latency, 2) for latency in latencies if latency >= SCRAPE_TIMEOUT_S]
     assert not slow, (f"{len(slow)} of {len(latencies)} scrapes took >= {SCRAPE_TIMEOUT_S:.0f} s: {slow}; "
                       f"median {latencies[len(latencies) // 2] * 1000:.0f} ms")

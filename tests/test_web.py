@@ -14,7 +14,7 @@ import requests
 
 from greenmon.schema import ConfigError
 from support.configs import BREAKER_OPENS_AT_ONCE
-from support.daemon_helpers import monitor_config, running_monitor, targets_in, value
+from support.daemon_helpers import HTTP_TIMEOUT_S, monitor_config, running_monitor, targets_in, value
 from support.helpers import wait_until
 from support.servers import HTTPFarm, InFlight, RawServer, delayed, never_answer, reply
 
@@ -166,12 +166,12 @@ def test_unknown_paths_are_404(idle, path):
 
 @pytest.mark.parametrize("path", ["/metrics", "/healthz", "/api/results", "/"])
 def test_post_is_405(idle, path):
-    response = requests.post(idle.url(path), data=b"x", timeout=3)
+    response = requests.post(idle.url(path), data=b"x", timeout=HTTP_TIMEOUT_S)
     assert response.status_code == 405
 
 
 def test_405_names_the_allowed_methods(idle):
-    response = requests.post(idle.url("/metrics"), data=b"x", timeout=3)
+    response = requests.post(idle.url("/metrics"), data=b"x", timeout=HTTP_TIMEOUT_S)
     assert response.status_code == 405
     assert "GET" in response.headers.get("Allow", "")
 

@@ -1,81 +1,54 @@
-"""Config texts for the tests: the one builder (``config_text``) and the TOML writer under it.
+"""Config texts for the tests: the one builder (``config_text``) over a real TOML writer.
 
 ``config_text`` writes every config a test needs, for a file (``write_config``, the command
 line, a daemon) or for ``parse_config(text, "<test>")``. Its defaults are the tests' own (a
-2 s deadline, no retries, a 0.05 s backoff), not greenmon's (docs/configuration.md). The
-writer escapes what TOML needs escaped (quotes, backslashes, CR, LF, NUL), so a value
-reaches greenmon exactly as the test wrote it; ``tomllib`` reads back what it writes
-(test_fuzz_config.py checks that on random documents).
+2 s deadline, no retries, a 0.05 s backoff), not greenmon's (docs/configuration.md).
+
+The TOML is written by tomli-w (the ``test`` extra), never by hand: a whole document is
+``tomli_w.dumps(document)``; ``toml_key`` and ``toml_value`` give one key and one inline
+value (for a ``key = value`` line a test writes itself), and every string, key, number and
+date in them is tomli-w's own rendering. Only the brackets around an inline array or table
+are put here, so that each ``key = value`` stays on one line under its ``[table]`` header
+(a test's ``extra`` text, or a line it appends, lands in the table it expects). tomllib reads
+back what they write (test_fuzz_config.py checks that on random documents), so a value
+reaches greenmon exactly as the test wrote it.
 """
 
 from __future__ import annotations
 
-import datetime
-import math
-import re
+from collections.abc import Mapping
 from typing import Iterable
 
-# --- The TOML writer ---------------------------------------------------------------------------
+import tomli_w
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+# --- One key, one inline value: tomli-w's rendering ---------------------------------------------
 
-
-def toml_string(text: str) -> str:
-    out = []
-    for char in text:
-        if char in '"\\':
-            out.append("\\" + char)
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04X}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
+_PROBE = " = 0\n"
 
 
 def toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else toml_string(key)
+    """``key`` as a TOML key: bare when it may be, quoted and escaped otherwise (tomli-w's)."""
+    line = tomli_w.dumps({key: 0})
+    assert line.endswith(_PROBE), line
+    return line[:-len(_PROBE)]
 
 
 def toml_value(value) -> str:
-    """One value, inline (tables as inline tables)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return toml_string(value)
-    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        return value.isoformat()
+    """One value, inline on one line (tables as inline tables): a scalar as tomli-w writes it on
+    the right of ``v = ``; an array or a table item by item, each as tomli-w writes it."""
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }" \
+            if value else "{}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(type(value))
+    line = tomli_w.dumps({"v": value})
+    assert line.startswith("v = ") and line.endswith("\n") and line.count("\n") == 1, line
+    return line[len("v = "):-1]
 
 
-def toml_document(document: dict, tables: bool = True) -> str:
-    """Scalars and inline values first; then, with ``tables``, a [table] per dict and an
-    [[array]] per list of dicts (nested values inline), as people write configs."""
-    head, tail = [], []
-    for key, value in document.items():
-        if tables and isinstance(value, dict):
-            tail.append(f"[{toml_key(key)}]")
-            tail += [f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()]
-            tail.append("")
-        elif tables and isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for item in value:
-                tail.append(f"[[{toml_key(key)}]]")
-                tail += [f"{toml_key(k)} = {toml_value(v)}" for k, v in item.items()]
-                tail.append("")
-        else:
-            head.append(f"{toml_key(key)} = {toml_value(value)}")
-    return "\n".join(head + [""] + tail)
+def toml_table(header: str, values: Mapping) -> str:
+    """``header`` (``[name]`` or ``[[name]]``, as given) then one ``key = value`` line per item."""
+    return header + "\n" + "".join(f"{toml_key(key)} = {toml_value(value)}\n" for key, value in values.items())
 
 
 # --- The one config builder --------------------------------------------------------------------
@@ -102,12 +75,8 @@ def config_text(targets: Iterable[dict] = (), *, timeout: float = 2.0, interval:
         if given_twice:
             raise TypeError(f"{name}: {sorted(given_twice)} given as arguments and in the table")
         sections[name] = sections.get(name, {}) | values
-    parts = [f"[{toml_key(name)}]\n" + _pairs(values) for name, values in sections.items()]
+    parts = [toml_table(f"[{toml_key(name)}]", values) for name, values in sections.items()]
     if extra:
         parts.append(extra if extra.endswith("\n") else extra + "\n")
-    parts += ["[[targets]]\n" + _pairs(target) for target in targets]
+    parts += [toml_table("[[targets]]", target) for target in targets]
     return "\n".join(parts)
-
-
-def _pairs(values: dict) -> str:
-    return "".join(f"{toml_key(key)} = {toml_value(value)}\n" for key, value in values.items())

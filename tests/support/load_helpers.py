@@ -46,7 +46,11 @@ from support.daemon_helpers import Daemon  # noqa: E402
 
 TESTS = Path(__file__).resolve().parents[1]
 HELPER = [sys.executable, "-m", "support.load_helpers"]   # this module, as a helper process
-MAX_LIFETIME_S = 300.0  # no helper process outlives this, whatever happens to its parent
+MAX_LIFETIME_S = 600.0  # no helper process outlives this, whatever happens to its parent
+STARTUP_S = 60.0        # for a helper process to start and say so: against a hang, load-proof
+# The raw-socket clients' own timeout: a server slow on a busy machine is not a failure, a hung
+# one still is; a test that asserts how soon an answer comes says so with its own bound.
+CLIENT_TIMEOUT_S = 30.0
 
 
 def helper_env(extra: dict | None = None) -> dict:
@@ -75,13 +79,17 @@ def open_fds() -> int:
 
 
 def greenlet_count() -> int:
-    """Greenlet objects alive in this process (after a collection, so garbage is not counted)."""
+    """Greenlets alive in this process: running, waiting, or spawned and about to start (after a
+    collection, so garbage is not counted). One that has ended is not counted even while the
+    loop still holds it to run its link callbacks: on a loaded machine hundreds of finished
+    checks wait for that at any moment, a backlog that comes and goes, not a leak (a leak of
+    ended greenlets shows in the RSS)."""
     import gc
 
     import greenlet
 
     gc.collect()
-    return sum(1 for item in gc.get_objects() if isinstance(item, greenlet.greenlet))
+    return sum(1 for item in gc.get_objects() if isinstance(item, greenlet.greenlet) and not item.dead)
 
 
 def rss_mb() -> float:
@@ -160,7 +168,7 @@ class FarmProcess:
         args = [*HELPER, "farm", str(self.http_port), str(self.hang_port)]
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, text=True, env=helper_env())
-        ports = _read_json_line(self.process, 15.0, "the farm process")
+        ports = _read_json_line(self.process, STARTUP_S, "the farm process")
         self.http_port, self.hang_port = ports["http"], ports["hang"]
         return self
 
@@ -206,7 +214,7 @@ class Scraper:
         args = [*HELPER, "scrape", self.url, str(self.pause_s), str(self.timeout_s)]
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, text=True, env=helper_env())
-        _read_json_line(self.process, 15.0, "the scraper process")
+        _read_json_line(self.process, STARTUP_S, "the scraper process")
         return self
 
     def stop(self) -> list[tuple[float, float, int]]:
@@ -268,7 +276,7 @@ def slow_client(port: int, payload: bytes, byte_every_s: float, max_bytes: int,
     """Connect and send ``payload`` one byte every ``byte_every_s`` seconds, at most ``max_bytes``."""
     import gevent
 
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT_S) as sock:
         for byte in payload[:max_bytes]:
             try:
                 sock.sendall(bytes([byte]))
@@ -279,7 +287,7 @@ def slow_client(port: int, payload: bytes, byte_every_s: float, max_bytes: int,
             gevent.sleep(byte_every_s)
 
 
-def raw_request(port: int, data: bytes, timeout: float = 5.0, *,
+def raw_request(port: int, data: bytes, timeout: float = CLIENT_TIMEOUT_S, *,
                 until_head: bool = True) -> tuple[bytes, float]:
     """Send ``data``; return what came back (b"" if the server closed without a word) and how
     long it took. With ``until_head`` a kept-alive connection is not waited on beyond the
@@ -303,7 +311,7 @@ def raw_request(port: int, data: bytes, timeout: float = 5.0, *,
 
 
 def huge_header_request(port: int, header_bytes: int, path: str = "/metrics",
-                        timeout: float = 5.0) -> bytes:
+                        timeout: float = CLIENT_TIMEOUT_S) -> bytes:
     """Send one request with a ``header_bytes``-long header; return what came back (b"" if closed)."""
     request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: ".encode()
                + b"a" * header_bytes + b"\r\nConnection: close\r\n\r\n")

@@ -193,8 +193,11 @@ _session = requests.Session()
 _session.trust_env = False  # no proxies from the environment: 127.0.0.1 directly
 
 
+HTTP_TIMEOUT_S = 30.0  # load-proof: a slow answer is not a failure, a hang still is (docs/testing.md)
+
+
 def http_get(url: str, **params) -> requests.Response:
-    return _session.get(url, params=params or None, timeout=3)
+    return _session.get(url, params=params or None, timeout=HTTP_TIMEOUT_S)
 
 
 def is_ready(url: str) -> bool:
