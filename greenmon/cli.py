@@ -207,12 +207,22 @@ def describe(config: Config) -> str:
     enabled = len(config.enabled_targets)
     line = (f"{config.source}: OK: {len(config.targets)} targets ({enabled} enabled), "
             f"{len(config.auth)} auth sources")
-    if not config.sources:
-        return line
-    skipped = sum(len(load.skipped) for load in config.discovered.values())
-    line += (f", {len(config.sources)} discovery sources ({len(config.static_targets)} targets "
-             f"from [[targets]], {skipped} OpenAPI operations skipped)")
-    return "\n".join([line] + ["  " + item for item in describe_sources(config)])
+    lines = []
+    if config.sources:
+        skipped = sum(len(load.skipped) for load in config.discovered.values())
+        line += (f", {len(config.sources)} discovery sources ({len(config.static_targets)} targets "
+                 f"from [[targets]], {skipped} OpenAPI operations skipped)")
+        lines = describe_sources(config)
+    fitted = config.fitted_timeouts
+    if fitted:
+        shown = ", ".join(fitted[:FITTED_SHOWN]) + (
+            f", and {len(fitted) - FITTED_SHOWN} more" if len(fitted) > FITTED_SHOWN else "")
+        lines.append(f"timeouts fitted to a shorter interval (unset, as Prometheus fits "
+                     f"scrape_timeout): {shown}")
+    return "\n".join([line] + ["  " + item for item in lines])
+
+
+FITTED_SHOWN = 5   # --check-config names this many fitted timeouts, then counts the rest
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from greenmon.schema import (SECRET_MASK, ConfigError, Document, boolean, bucket
                              interpolate, interpolated_values, open_fraction,
                              file_path, header_value, listen_address, location_name, number,
                              optional_file)
-from greenmon.targets import Target, check_client_cert_pair, parse_target, proxy_url
+from greenmon.targets import Target, check_client_cert_pair, fit_timeout, parse_target, proxy_url
 
 DEFAULT_CONFIG_PATH = "greenmon.toml"
 CONFIG_ENV = "GREENMON_CONFIG"
@@ -118,6 +118,9 @@ class Config:
     static_targets: tuple[Target, ...] = ()
     discovered: Mapping[str, Any] = field(default_factory=dict)
     shard: tuple[int, int] = (0, 1)  # --shard I/N: this instance checks shard I of N
+    # The timeouts left unset that were fitted to a shorter interval ("monitor.timeout 5 s"),
+    # as Prometheus fits scrape_timeout: --check-config says so.
+    fitted_timeouts: tuple[str, ...] = ()
 
     @property
     def longest_timeout(self) -> float:
@@ -232,6 +235,15 @@ def parse_config(text: str, filename: str = "<string>", base_dir: str | None = N
     sections = {}
     for name, (cls, checks) in _SECTION_CHECKS.items():
         sections[name] = cls(**doc.read_table(raw.get(name, {}), (name,), checks))
+    fitted: list[str] = []   # timeouts left unset and fitted to a shorter interval
+    written = raw.get("monitor", {})
+    timeout = fit_timeout(doc, ("monitor",), written.get("timeout"), written.get("interval"),
+                          MonitorSettings.timeout, MonitorSettings.interval,
+                          "the targets that use [monitor]'s")
+    if timeout is not None:
+        sections["monitor"] = dataclasses.replace(sections["monitor"], timeout=timeout)
+        fitted.append(f"monitor.timeout {timeout:g} s")
+    monitor = sections["monitor"]
     check_client_cert_pair(doc, ("monitor",), sections["monitor"].client_cert,
                            sections["monitor"].client_key)
 
@@ -244,45 +256,29 @@ def parse_config(text: str, filename: str = "<string>", base_dir: str | None = N
     raw_targets = raw.get("targets", [])
     if not isinstance(raw_targets, list):
         raise doc.error(("targets",), "must be an array of [[targets]] tables")
-    targets = tuple(parse_target(doc, item, i, auth, shown_urls.get(i))
-                    for i, item in enumerate(raw_targets))
+    targets = [parse_target(doc, item, i, auth, shown_urls.get(i)) for i, item in enumerate(raw_targets)]
+    for i, target in enumerate(targets):
+        timeout = fit_timeout(doc, ("targets", i), target.timeout, target.interval,
+                              monitor.timeout, monitor.interval, f"target {target.name!r}")
+        if timeout is not None:
+            targets[i] = dataclasses.replace(target, timeout=timeout)
+            fitted.append(f"targets[{i}].timeout {timeout:g} s ({target.name!r})")
+    targets = tuple(targets)
     seen: dict[str, int] = {}
     for i, target in enumerate(targets):
         if target.name in seen:
             raise doc.error(("targets", i, "name"),
                             f"duplicate target name {target.name!r} (also targets[{seen[target.name]}])")
         seen[target.name] = i
-    sources = discovery.parse_sources(doc, raw, auth, sections["monitor"])
+    sources = discovery.parse_sources(doc, raw, auth, monitor)
+    fitted += [f"{source.label}.timeout {source.defaults['timeout']:g} s"
+               for source in sources if discovery.timeout_fitted(source, raw)]
     config = Config(auth=auth, targets=targets, source=filename, sources=sources,
-                    static_targets=targets, **sections)
+                    static_targets=targets, fitted_timeouts=tuple(fitted), **sections)
     if not sources and not config.enabled_targets:
         raise doc.error(("targets",), "no enabled targets: add at least one [[targets]] entry")
-    _check_intervals(doc, config, raw.get("monitor", {}))
     if sources and discover:
         loaded = discovery.load_all(doc, sources, config.monitor.user_agent)
         config = discovery.merge(config, loaded, doc)
     return config
 
-
-def _check_intervals(doc: Document, config: Config, raw_monitor: dict) -> None:
-    """A check must be able to end before its target is due again: interval >= timeout.
-
-    (Retries may still take longer; a turn that falls due meanwhile is skipped and
-    counted.) The error names the key that was written: the target's interval or timeout,
-    else monitor.interval or monitor.timeout.
-    """
-    monitor = config.monitor
-    for index, target in enumerate(config.targets):
-        interval = target.interval or monitor.interval
-        timeout = target.timeout or monitor.timeout
-        if interval >= timeout:
-            continue
-        if target.interval is not None:
-            path = ("targets", index, "interval")
-        elif target.timeout is not None:
-            path = ("targets", index, "timeout")
-        else:
-            path = ("monitor", "interval" if "interval" in raw_monitor else "timeout")
-        raise doc.error(path, f"interval {interval:g} s is shorter than the timeout {timeout:g} s "
-                              f"of target {target.name!r}: its check could still run when it is "
-                              "due again (make interval >= timeout)")

@@ -11,6 +11,9 @@ the same samples to prometheus_client for --textfile and --pushgateway.
 
 from __future__ import annotations
 
+import logging
+import re
+from dataclasses import replace
 from typing import Callable, Iterable, Iterator
 
 from prometheus_client.metrics_core import Metric
@@ -24,7 +27,9 @@ from greenmon.histogram import Histogram
 from greenmon.history import History
 from greenmon.result import MonitorResult
 from greenmon.timing import Timing
-from greenmon.targets import Target
+from greenmon.targets import Target, is_label_name, is_target_label, redact_url
+
+log = logging.getLogger(__name__)
 
 _CLASS_INDEX = {name: index for index, name in enumerate(ERROR_CLASSES)}
 
@@ -51,6 +56,59 @@ class TargetSeries:
         self.histogram: Histogram | None = None
         self.good = 0   # every scheduled check, for the SLI: skipped by an open breaker is bad
         self.bad = 0
+
+
+# --- What the text format can carry (defence in depth behind config validation) ------------
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8_text(value: object) -> str:
+    """``value`` as UTF-8 can carry it: each lone surrogate (a JSON "\\ud800" escape makes
+    one) becomes U+FFFD, what a UTF-8 decoder shows for a bad sequence. Every other
+    character is kept: a label value carries any once \\, " and newline are escaped."""
+    if type(value) is not str:
+        value = str(value)
+    return value if value.isascii() else _SURROGATE.sub("\ufffd", value)
+
+
+def _shown_url(url: object) -> str:
+    """The URL as greenmon_target_info shows it (``display_url``: no password), as text that
+    redact_url takes again without an error; one it cannot parse loses all up to its last
+    "@" (the user info, so the password with it) and is shown as it is."""
+    text = utf8_text(url)
+    try:
+        shown = redact_url(text)
+        redact_url(shown)   # display_url redacts it again on every render of the family
+        return shown
+    except ValueError:   # an unparseable netloc ("[::1", or a character NFKC makes "#")
+        return text.rpartition("@")[2]
+
+
+def exported_target(target: Target, dropped: set[str] | None = None) -> Target:
+    """The target as the exposition shows it: its strings valid UTF-8 (``utf8_text``) and
+    its label names ones Prometheus takes (``is_target_label``); the same object when it
+    needs nothing (any validated target without a password in its URL). Checked once here,
+    not on every line of every scrape.
+
+    A label name that is not valid is dropped (added to ``dropped``), not made valid: a
+    made-up name ("team_" for "team\\n") is one no query or join asks for, two keys could
+    become one (one value silently winning), and greenmon's own labels (target, url,
+    method) must not be overwritten. Config validation refuses the same names, so only a
+    target that got past it (a discovery bug) loses a label, and set_targets logs it."""
+    name, method, url, labels = target.name, target.method, target.shown_url or target.url, target.labels
+    if (type(name) is str and name.isascii() and type(method) is str and method.isascii()
+            and type(url) is str and url.isascii() and "@" not in url
+            and all(type(v) is str and v.isascii() and is_target_label(k) for k, v in labels.items())):
+        return target   # the common case: nothing to change, nothing to parse
+    kept = {}
+    for key, value in labels.items():
+        if is_target_label(key):
+            kept[key] = utf8_text(value)
+        elif dropped is not None:
+            dropped.add(key if type(key) is str else repr(key))
+    return replace(target, name=utf8_text(name), method=utf8_text(method), labels=kept,
+                   shown_url=_shown_url(url))
 
 
 class MetricsStore:
@@ -95,20 +153,32 @@ class MetricsStore:
         """The target's availability objective (its own, else the monitor's)."""
         return target.slo_availability or self.monitor.slo_availability
 
+    def window_days(self, target: Target) -> float:
+        """The target's error budget window (its own, else the monitor's)."""
+        return target.slo_window_days or self.monitor.slo_window_days
+
     def set_targets(self, targets: Iterable[Target], tick: Callable[[], None] = lambda: None) -> None:
         """Track exactly these targets, in this order: new ones start at zero, removed ones
         lose their series, kept ones keep their numbers. ``tick`` is called after each
-        target (the daemon yields to its event loop there: cooperative.Slices)."""
-        old, series_now, labels = self.series, {}, set()
+        target (the daemon yields to its event loop there: cooperative.Slices).
+
+        A series holds the target as it is exported (``exported_target``: valid UTF-8,
+        Prometheus label names), made once here so that no scrape has to check a line; it
+        stays keyed by the target's own name, the one its results carry."""
+        old, series_now, labels, dropped = self.series, {}, set(), set()
         for target in targets:
+            shown = exported_target(target, dropped)
             series = old.get(target.name)
             if series is None:
-                series = TargetSeries(target, self.monitor.history)
+                series = TargetSeries(shown, self.monitor.history)
             else:
-                series.target = target
+                series.target = shown
             series_now[target.name] = series
-            labels.update(target.labels)
+            labels.update(shown.labels)
             tick()
+        if dropped:
+            log.warning("target labels not exported (not Prometheus label names, or greenmon's "
+                        "own): %s", ", ".join(sorted(repr(name)[:80] for name in dropped)[:10]))
         self.series = series_now
         self.info_labels = sorted(labels)
         self.changed = {name: bits for name, bits in self.changed.items() if name in series_now}
@@ -193,6 +263,9 @@ TARGET_FAMILIES = (
      "Every scheduled check by result (good, bad; one skipped by an open breaker is bad): "
      "the availability SLI, which does not go quiet during an outage.", "counter"),
     ("greenmon_slo_objective", "The target's availability objective (slo_availability).", "gauge"),
+    ("greenmon_slo_window_seconds",
+     "The target's error budget window (slo_window_days): the burn-rate alerts scale with it.",
+     "gauge"),
     ("greenmon_check_duration_seconds", "Duration of every attempt of every check.", "histogram"),
 )
 DURATION = len(TARGET_FAMILIES) - 1   # the histogram: per target, or one without the label
@@ -246,8 +319,10 @@ def _retries(store, series, target, by_target, info_labels):
 
 
 def _info(store, series, target, by_target, info_labels):
-    info = {"target": target.name, "url": target.display_url, "method": target.method}
-    info.update((name, target.labels.get(name, "")) for name in info_labels)
+    labels = target.labels   # set_targets checked them (exported_target)
+    info = {name: labels.get(name, "") for name in info_labels}
+    # greenmon's own last: no target label may stand in for them
+    info.update(target=target.name, url=target.display_url, method=target.method)
     return [("greenmon_target_info", tuple(sorted(info.items())), 1)]
 
 
@@ -279,6 +354,10 @@ def _objective(store, series, target, by_target, info_labels):
     return [("greenmon_slo_objective", by_target, store.objective(target))]
 
 
+def _window(store, series, target, by_target, info_labels):
+    return [("greenmon_slo_window_seconds", by_target, store.window_days(target) * 86400.0)]
+
+
 def _duration(store, series, target, by_target, info_labels):
     if store.per_target_histograms and series.histogram is not None:
         return histogram_samples("greenmon_check_duration_seconds", series.histogram, by_target)
@@ -287,7 +366,7 @@ def _duration(store, series, target, by_target, info_labels):
 
 # The samples of each family of TARGET_FAMILIES, in its order.
 _FAMILY_SAMPLES = (_up, _status, _breaker, _last_check, _checks, _errors, _retries, _info, _phases,
-                   _cert_expiry, _tls_version, _slo_checks, _objective, _duration)
+                   _cert_expiry, _tls_version, _slo_checks, _objective, _window, _duration)
 ALL_FAMILIES = (1 << len(TARGET_FAMILIES)) - 1
 
 
@@ -359,8 +438,24 @@ def global_samples(store: MetricsStore) -> Iterator[tuple[tuple[str, str, str], 
             for label, (_, errors) in store.discovery.items()]
 
 
+def _client_labels(labels: Labels, names_ok: dict[str, bool]) -> dict[str, str]:
+    """A sample's labels for prometheus_client: names it writes as they are (its own check
+    lets "team\\n" through, and --textfile would quote others), values its encode takes
+    (a lone surrogate would raise): the same rules as the exposition (``exported_target``),
+    applied to every sample here, off the daemon's loop. ``names_ok``: names seen."""
+    out = {}
+    for name, value in labels:
+        ok = names_ok.get(name)
+        if ok is None:
+            ok = names_ok[name] = is_label_name(name)
+        if ok:
+            out[name] = value if type(value) is str and value.isascii() else utf8_text(value)
+    return out
+
+
 class StoreCollector(Collector):
-    """The store's samples as prometheus_client families (--textfile, --pushgateway, tests)."""
+    """The store's samples as prometheus_client families (--textfile, --pushgateway, tests),
+    whatever their labels hold (``_client_labels``): what it writes parses."""
 
     def __init__(self, store: MetricsStore):
         self.store = store
@@ -368,16 +463,17 @@ class StoreCollector(Collector):
     def collect(self):
         store = self.store
         info_labels = store.info_labels
+        names_ok: dict[str, bool] = {}
         families = [Metric(*spec) for spec in TARGET_FAMILIES]
         for series in store.series.values():
             for family, found in zip(families, target_samples(store, series, info_labels)):
                 for name, labels, number in found:
-                    family.add_sample(name, dict(labels), number)
+                    family.add_sample(name, _client_labels(labels, names_ok), number)
         yield from (f for i, f in enumerate(families) if i != DURATION or store.per_target_histograms)
         for spec, found in global_samples(store):
             family = Metric(*spec)
             for name, labels, number in found:
-                family.add_sample(name, dict(labels), number)
+                family.add_sample(name, _client_labels(labels, names_ok), number)
             yield family
 
 

@@ -15,10 +15,21 @@ thread (zlib releases the GIL) at level 1: 14x smaller, at a fifth of level
 The text is the one prometheus_client's ``generate_latest`` writes for the
 same samples (``StoreCollector``): ``sample_line`` follows it exactly, and a
 test compares the two byte for byte.
+
+Whatever a config or a discovery source holds, the text parses: every label
+name is ``[a-zA-Z_][a-zA-Z0-9_]*`` and every label value escaped and valid
+UTF-8. Target labels are the only names that are not greenmon's own, and
+MetricsStore.set_targets checks them, and makes the target's strings valid
+UTF-8, once per target (``exporter.exported_target``); a line only escapes
+(``_escape``: backslash, double quote, newline, as the format asks). The
+encode of a target's text and of the tail turns a lone surrogate that got
+here some other way into U+FFFD, as set_targets does, instead of raising
+(a failed render is a failed scrape); it costs nothing when there is none.
 """
 
 from __future__ import annotations
 
+import codecs
 import zlib
 from array import array
 from itertools import accumulate
@@ -34,6 +45,19 @@ from greenmon.exporter import (ALL_FAMILIES, DURATION, TARGET_FAMILIES, MetricsS
 BLOCK = 256        # targets per joined piece: about 50 KB of text
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"   # the text format written here
 GZIP_LEVEL = 1
+
+
+def _as_replacement(error: UnicodeError) -> tuple[bytes, int]:
+    """The ``errors`` handler of the exposition's encodes: U+FFFD for each character UTF-8
+    cannot carry (a lone surrogate), as exporter.utf8_text does; as bytes, because the
+    UTF-8 encoder takes only ASCII text from a handler."""
+    if isinstance(error, UnicodeEncodeError):
+        return "\ufffd".encode() * (error.end - error.start), error.end
+    raise error
+
+
+UTF8_ERRORS = "greenmon.fffd"
+codecs.register_error(UTF8_ERRORS, _as_replacement)
 
 
 def _escape(value: str) -> str:
@@ -133,15 +157,21 @@ class Exposition:
                 if old is None:
                     families = ALL_FAMILIES
                 found = target_samples(store, series, store.info_labels, families)
-                pieces = [old[ends[index]:ends[index + 1]] if samples is None else
-                          "".join(map(sample_line, samples)).encode()
-                          for index, samples in enumerate(found)]
+                try:   # plain encode(): 15 ns less per family than naming an errors handler
+                    pieces = [old[ends[index]:ends[index + 1]] if samples is None else
+                              "".join(map(sample_line, samples)).encode()
+                              for index, samples in enumerate(found)]
+                except UnicodeEncodeError:   # a lone surrogate that set_targets did not see
+                    pieces = [old[ends[index]:ends[index + 1]] if samples is None else
+                              "".join(map(sample_line, samples)).encode("utf-8", UTF8_ERRORS)
+                              for index, samples in enumerate(found)]
                 self._texts[name] = (b"".join(pieces), array("I", accumulate(map(len, pieces), initial=0)))
             texts = [self._texts[name] for name in store.series if name in self._texts]
             headers = list(self._headers)
             if not store.per_target_histograms:
                 headers[DURATION] = None
-            tail = b"".join(family_header(*spec) + "".join(map(sample_line, found)).encode()
+            tail = b"".join(family_header(*spec)
+                            + "".join(map(sample_line, found)).encode("utf-8", UTF8_ERRORS)
                             for spec, found in global_samples(store))
             size = (sum(len(h) for h in headers if h is not None) + len(tail)
                     + sum([len(text) for text, _ in texts]))

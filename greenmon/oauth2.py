@@ -45,7 +45,7 @@ MAX_MARGIN_S = 60.0
 FAILURE_HOLD_S = 1.0        # a failed token request is not repeated sooner
 MAX_RESPONSE_BYTES = 64 * 1024
 CLIENT_AUTH = ("basic", "post")   # client_secret_basic (RFC 6749 2.3.1), client_secret_post
-_OAUTH_ERROR = re.compile(r"^[a-z_]{1,40}$")   # RFC 6749 5.2 error codes: safe to show
+_OAUTH_ERROR = re.compile(r"[a-z_]{1,40}")   # RFC 6749 5.2 error codes: safe to show
 
 
 def renew_at(fetched_at: float, expires_in: float) -> float:
@@ -153,7 +153,7 @@ class OAuth2Source:
         document = _json(response.body)
         if not 200 <= response.status_code < 300:
             code = document.get("error") if isinstance(document, dict) else None
-            why = f" ({code})" if isinstance(code, str) and _OAUTH_ERROR.match(code) else ""
+            why = f" ({code})" if isinstance(code, str) and _OAUTH_ERROR.fullmatch(code) else ""
             raise TokenError(f"token endpoint answered HTTP {response.status_code}{why}")
         if not isinstance(document, dict):
             raise TokenError("token endpoint answered without a JSON object")

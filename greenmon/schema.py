@@ -7,6 +7,7 @@ error reads the same way: ``greenmon.toml:12: targets[2].timeout: must be > 0``.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -24,14 +25,19 @@ class ConfigError(Exception):
     """The configuration is unusable; the message says where and why (exit code 2)."""
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")   # a TOML bare key: shown as it is
+
+
 def dotted(path: Path) -> str:
-    """("targets", 2, "timeout") -> "targets[2].timeout"."""
+    """("targets", 2, "timeout") -> "targets[2].timeout"; a key that is not bare is quoted
+    with its escapes (``labels."team\\n"``), so a message stays one line and shows the key."""
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            part = part if _BARE_KEY.fullmatch(str(part)) else json.dumps(str(part))
+            out += f".{part}" if out else part
     return out
 
 
@@ -117,8 +123,15 @@ def boolean(value: Any) -> bool:
 
 
 def string(value: Any) -> str:
+    """A string that is Unicode text: a JSON document's "\\ud800" escape yields a lone
+    surrogate, which no output (UTF-8 logs, /metrics, JSON) can carry."""
     if not isinstance(value, str):
         raise ValueError(f"must be a string, got {type_name(value)}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(f"is not Unicode text (a lone surrogate at character {error.start})") from None
     return value
 
 
@@ -184,10 +197,13 @@ def file_path(value: Any) -> str:
     return path
 
 
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")   # RFC 9110 5.6.2: a field name
+
+
 def header_name(value: Any) -> str:
-    """An HTTP header name: ASCII, no separator, space or control character."""
+    """An HTTP header name: an RFC 9110 token (no separator, space or control character)."""
     name = string(value)
-    if not name or not name.isascii() or any(c in name for c in ":\r\n\0 \t"):
+    if not _TOKEN.fullmatch(name):
         raise ValueError(f"is not a valid HTTP header name: {name!r}")
     return name
 

@@ -17,10 +17,10 @@ from greenmon.schema import (SECRET_MASK, ConfigError, Document, Path, boolean, 
                              type_name)
 
 DEFAULT_EXPECT_STATUS = ("2xx",)
-_METHOD = re.compile(r"^[A-Z]+$")
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_METHOD = re.compile(r"[A-Z]+")
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")   # a Prometheus label name (fullmatch)
 RESERVED_LABELS = frozenset({"target", "url", "method", "class", "le", "version", "instance", "job"})
-_STATUS_CLASS = re.compile(r"^([1-5])xx$")
+_STATUS_CLASS = re.compile(r"([1-5])xx")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,15 +164,45 @@ def link_keys(doc: Document, path: Path, values: dict, auth: Mapping[str, Any]) 
         values["auth"] = auth[values["auth"]]
 
 
+def fit_timeout(doc: Document, path: Path, timeout: float | None, interval: float | None,
+                default_timeout: float, default_interval: float, what: str) -> float | None:
+    """The timeout of a table's checks (a [[targets]] entry, a discovery entry, [monitor]),
+    fitted as Prometheus fits ``scrape_timeout``: one left unset is the default, or the
+    interval when that is shorter (returned; None when nothing was fitted). One that is set
+    must not be longer than the interval: its check could still run when it is due again
+    (retries may still take longer: a turn that falls due meanwhile is skipped and counted).
+    The error names the key that was written, the interval's first."""
+    effective = interval if interval is not None else default_interval
+    if timeout is None:
+        return effective if effective < default_timeout else None
+    if effective < timeout:
+        raise doc.error(path + ("interval" if interval is not None else "timeout",),
+                        f"interval {effective:g} s is shorter than the timeout {timeout:g} s of "
+                        f"{what}: its check could still run when it is due again (make interval "
+                        ">= timeout, or leave timeout unset: it then fits the interval)")
+    return None
+
+
 def _method(value: Any) -> str:
     method = non_empty_string(value).upper()
-    if not _METHOD.match(method):
+    if not _METHOD.fullmatch(method):
         raise ValueError(f"is not an HTTP method: {value!r}")
     return method
 
 
+def is_label_name(name: object) -> bool:
+    """A Prometheus label name that is not Prometheus' own (``__``)."""
+    return type(name) is str and LABEL_NAME.fullmatch(name) is not None and not name.startswith("__")
+
+
+def is_target_label(name: object) -> bool:
+    """A label a target may carry: a label name, none of greenmon's own (RESERVED_LABELS).
+    The exposition applies it again (exporter.exported_target)."""
+    return is_label_name(name) and name not in RESERVED_LABELS
+
+
 def _label_name(name: str) -> None:
-    if not _LABEL_NAME.match(name) or name.startswith("__") or name in RESERVED_LABELS:
+    if not is_target_label(name):
         raise ValueError(f"{name!r} is not a usable label name (Prometheus names, not {', '.join(sorted(RESERVED_LABELS))})")
 
 
@@ -181,7 +211,7 @@ def _expect_status(value: Any) -> StatusMatcher:
         raise ValueError(f"must be a non-empty array of codes (200) or classes (\"2xx\"), got {type_name(value)}")
     codes, classes = set(), set()
     for item in value:
-        if isinstance(item, str) and _STATUS_CLASS.match(item.lower()):
+        if isinstance(item, str) and _STATUS_CLASS.fullmatch(item.lower()):
             classes.add(int(item[0]))
         elif isinstance(item, str) and item.isascii() and item.isdigit():
             item = int(item)
@@ -189,7 +219,7 @@ def _expect_status(value: Any) -> StatusMatcher:
             if not 100 <= item <= 599:
                 raise ValueError(f"status code must be in 100-599, got {item}")
             codes.add(item)
-        elif not (isinstance(item, str) and _STATUS_CLASS.match(item.lower())):
+        elif not (isinstance(item, str) and _STATUS_CLASS.fullmatch(item.lower())):
             raise ValueError(f"{item!r} is neither a status code nor a class like \"2xx\"")
     return StatusMatcher(frozenset(codes), frozenset(classes))
 

@@ -8,15 +8,21 @@ line where a key (or, failing that, its table) was written.
 from __future__ import annotations
 
 import re
+import tomllib
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_PART = r"""(?:"[^"]*"|'[^']*'|[A-Za-z0-9_\-]+)"""
+_PART = r"""(?:"(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_\-]+)"""
 _KEY = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=(.*)$")
 
 
 def _unquote(name: str) -> str:
     name = name.strip()
-    if len(name) >= 2 and name[0] == name[-1] and name[0] in "\"'":
+    if len(name) >= 2 and name[0] == name[-1] == '"':   # escapes: tomllib reads them
+        try:
+            return tomllib.loads(f"k = {name}")["k"]
+        except tomllib.TOMLDecodeError:
+            return name[1:-1]
+    if len(name) >= 2 and name[0] == name[-1] == "'":
         return name[1:-1]
     return name
 

@@ -8,6 +8,7 @@ about it, are test_targets.py's.
 from __future__ import annotations
 
 import dataclasses
+import json
 import textwrap
 
 import pytest
@@ -18,6 +19,7 @@ from greenmon.schema import ConfigError
 
 from support.helpers import run_cli
 from support.invalid_configs import MARKER, assert_refused_at_marked_line, invalid_case
+from support.servers import RawServer, never_answer
 
 URL = "http://127.0.0.1:9/"  # never contacted: these tests only load configs
 
@@ -158,16 +160,16 @@ INVALID = [
         """, "monitor.interval", "must be > 0"),
 
     # --- an interval shorter than the timeout: the check could still run when due again ---
-    invalid_case("target-interval-shorter-than-monitor-timeout", f"""
-        [monitor]
-        timeout = 10.0
+    invalid_case("target-interval-shorter-than-target-timeout", f"""
         [[targets]]
         name = "api"
         url = "{URL}"
+        timeout = 10.0
         interval = 5.0  {MARKER}
         """, "targets[0].interval",
         "interval 5 s is shorter than the timeout 10 s of target 'api': its check could still "
-        "run when it is due again (make interval >= timeout)"),
+        "run when it is due again (make interval >= timeout, or leave timeout unset: it then "
+        "fits the interval)"),
     invalid_case("target-timeout-longer-than-monitor-interval", f"""
         [monitor]
         interval = 30.0
@@ -183,14 +185,14 @@ INVALID = [
         [[targets]]
         name = "api"
         url = "{URL}"
-        """, "monitor.interval", "interval 5 s is shorter than the timeout 10 s of target 'api'"),
+        """, "monitor.interval", "interval 5 s is shorter than the timeout 10 s of the targets that use [monitor]'s"),
     invalid_case("monitor-timeout-longer-than-default-interval", f"""
         [monitor]
         timeout = 90.0  {MARKER}
         [[targets]]
         name = "api"
         url = "{URL}"
-        """, "monitor.timeout", "interval 60 s is shorter than the timeout 90 s of target 'api'"),
+        """, "monitor.timeout", "interval 60 s is shorter than the timeout 90 s of the targets that use [monitor]'s"),
     invalid_case("recovery-timeout-negative", f"""
         [breaker]
         recovery_timeout = -1  {MARKER}
@@ -555,3 +557,58 @@ def test_relative_file_paths_are_taken_from_the_config_folder(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)  # not the config's folder
     config = load_config("conf/greenmon.toml")
     assert config.auth["main"].header() == ("Authorization", "Bearer t0ken")
+
+
+# --- A timeout left unset fits a shorter interval (as Prometheus fits scrape_timeout) ---------
+
+FITTED = [
+    # (TOML, the monitor's timeout, each target's own timeout, what --check-config names)
+    ("[monitor]\ninterval = 5\n[[targets]]\nname = \"a\"\nurl = \"%s\"\n",
+     5.0, [None], ["monitor.timeout 5 s"]),
+    ("[[targets]]\nname = \"a\"\nurl = \"%s\"\ninterval = 2\n",
+     10.0, [2.0], ["targets[0].timeout 2 s ('a')"]),
+    # An explicit [monitor] timeout is still the default of a target that sets none: fitted.
+    ("[monitor]\ntimeout = 8\n[[targets]]\nname = \"a\"\nurl = \"%s\"\ninterval = 3\n",
+     8.0, [3.0], ["targets[0].timeout 3 s ('a')"]),
+    # Nothing to fit: the timeout is shorter than the interval already.
+    ("[monitor]\ntimeout = 1\n[[targets]]\nname = \"a\"\nurl = \"%s\"\ninterval = 2\n",
+     1.0, [None], []),
+    ("[[targets]]\nname = \"a\"\nurl = \"%s\"\ninterval = 2\ntimeout = 2\n", 10.0, [2.0], []),
+]
+
+
+@pytest.mark.parametrize("text, monitor_timeout, timeouts, fitted", FITTED)
+def test_an_unset_timeout_fits_a_shorter_interval(text, monitor_timeout, timeouts, fitted):
+    config = parse_config(text % URL, "<test>")
+    assert config.monitor.timeout == monitor_timeout
+    assert [t.timeout for t in config.targets] == timeouts
+    assert list(config.fitted_timeouts) == fitted
+
+
+def test_discovered_targets_get_the_fitted_timeout_of_their_entry(tmp_path):
+    (tmp_path / "sd.json").write_text('[{"targets": ["127.0.0.1:9"]}]', encoding="utf-8")
+    config = parse_config('[[file_sd]]\nfiles = ["sd.json"]\ninterval = 2\n', "<test>",
+                          base_dir=str(tmp_path))
+    assert [t.timeout for t in config.targets] == [2.0]
+    assert config.fitted_timeouts == ("file_sd[0].timeout 2 s",)
+
+
+def test_cli_check_config_says_which_timeouts_were_fitted(write_config):
+    path = write_config(f'[monitor]\ninterval = 5\n[[targets]]\nname = "a"\nurl = "{URL}"\n'
+                        f'[[targets]]\nname = "b"\nurl = "{URL}b"\ninterval = 1\n')
+    run = run_cli("--config", str(path), "--check-config")
+    assert run.returncode == 0, run.stderr
+    assert ("timeouts fitted to a shorter interval (unset, as Prometheus fits scrape_timeout): "
+            "monitor.timeout 5 s, targets[1].timeout 1 s ('b')") in run.stdout
+
+
+def test_a_fitted_timeout_is_the_deadline_of_the_check(write_config):
+    """[monitor] interval = 1 with no timeout: a hanging target fails by the fitted 1 s deadline,
+    not by greenmon's default 10 s (a bound several times the fitted one, below the default)."""
+    with RawServer(never_answer) as hang:
+        path = write_config(f'[monitor]\ninterval = 1\n[retry]\nretries = 0\n'
+                            f'[[targets]]\nname = "hang"\nurl = "{hang.url()}"\n')
+        run = run_cli("--config", str(path), "--once", "--format", "json")
+    result, = json.loads(run.stdout)["results"]
+    assert (result["ok"], result["error_class"]) == (False, "timeout"), result
+    assert 1.0 <= result["latency_s"] < 6.0, result

@@ -62,6 +62,19 @@ def test_the_objective_is_exported_per_target():
     assert value(found, "greenmon_slo_objective", target="b") == 0.9995
 
 
+def test_the_error_budget_window_is_exported_per_target():
+    """slo_window_days is what scales the burn-rate alerts (deploy/prometheus/slo.yml and its
+    promtool tests): the monitor's for a target without its own."""
+    config = parse_config('[monitor]\nslo_window_days = 28\n\n'
+                          '[[targets]]\nname = "a"\nurl = "http://127.0.0.1:9/"\n\n'
+                          '[[targets]]\nname = "b"\nurl = "http://127.0.0.1:9/"\nslo_window_days = 7\n',
+                          "greenmon.toml")
+    from greenmon.exporter import store_for
+    found = scrape(store_for(config, config.enabled_targets))
+    assert value(found, "greenmon_slo_window_seconds", target="a") == 28 * 86400
+    assert value(found, "greenmon_slo_window_seconds", target="b") == 7 * 86400
+
+
 # --- History -----------------------------------------------------------------------------
 
 def outcome(i: int, ok: bool = True, skipped: bool = False) -> MonitorResult:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from greenmon.discovery.values import Found
+from greenmon.schema import string
 
 GROUP_KEYS = ("targets", "labels")
 
@@ -78,10 +79,14 @@ def _labels(raw: Any, index: int, check_label: Callable[[str], None]) -> dict[st
         raise EntryError((index, "labels"), "labels must be a mapping of names to strings")
     labels = {}
     for key, value in raw.items():
-        if not isinstance(key, str) or key.startswith("__"):
+        if not isinstance(key, str):   # YAML reads `8080: x` as a number
+            raise EntryError((index, "labels", str(key)), f"{key!r} is not a usable label name")
+        if key.startswith("__"):
             continue
-        if not isinstance(value, str):
-            raise EntryError((index, "labels", key), f"label {key!r} must be a string")
+        try:
+            string(value)
+        except ValueError as problem:
+            raise EntryError((index, "labels", key), f"label {key!r} {problem}") from None
         if key != "name":
             try:
                 check_label(key)

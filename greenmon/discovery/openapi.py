@@ -21,6 +21,7 @@ from greenmon.discovery.values import Found, Skip, SourceError
 OPERATION_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 MAX_REF_HOPS = 32
 _VARIABLE = re.compile(r"\{([^{}]*)\}")
+_VERSION = re.compile(r"3\.\d+(\.\d+)?(-[0-9A-Za-z.-]+)?")   # 3.0.3, 3.1.0, 3.1.0-rc1
 _MISSING = object()
 
 
@@ -52,7 +53,7 @@ def check_version(document: Any, where: str) -> None:
             raise SourceError(f"{where}: swagger {document['swagger']!r} is OpenAPI 2, not 3 "
                               "(convert it, e.g. with swagger2openapi)")
         raise SourceError(f"{where}: not an OpenAPI 3 document (no openapi field)")
-    if not isinstance(version, str) or not re.match(r"3\.\d", version):
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
         raise SourceError(f"{where}: openapi {version!r}: not an OpenAPI 3.x document")
 
 

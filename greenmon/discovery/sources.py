@@ -21,10 +21,10 @@ from typing import Any, ClassVar, Mapping
 from greenmon.discovery import file_sd, openapi
 from greenmon.discovery.documents import (fetch, file_stamp, is_url, line_of, parse, read_file)
 from greenmon.discovery.values import Discovered, Found, Skip, SourceError
-from greenmon.schema import (ConfigError, Document, Path, header_name, header_value,
+from greenmon.schema import (ConfigError, Document, Path, dotted, header_name, header_value,
                              non_empty_string, number, string, type_name)
 from greenmon.targets import (TARGET_CHECKS, Target, check_label_name, check_method, check_regex,
-                              check_url, link_keys, redact_url)
+                              check_url, fit_timeout, link_keys, redact_url)
 from greenmon.tls import verification
 
 SOURCE_KINDS = ("openapi", "file_sd")
@@ -206,8 +206,7 @@ class FileSDSource(Source):
             except file_sd.EntryError as error:
                 line = line_of(text, error.path)
                 where = f"{path}:{line}" if line else path
-                inside = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.path)
-                raise SourceError(f"{where}: {inside.lstrip('.') or 'the document'}: "
+                raise SourceError(f"{where}: {dotted(error.path) or 'the document'}: "
                                   f"{error.problem}") from None
         return Discovered(tuple(found), (), stamp)
 
@@ -239,13 +238,11 @@ def _parse_entry(doc: Document, kind: str, index: int, entry: Any, auth: Mapping
     values = doc.read_table(entry, path, checks)
     mine = {key: values.pop(key) for key in list(values) if key in own}
     link_keys(doc, path, values, auth)
-    timeout = values.get("timeout", monitor.timeout)
-    interval = values.get("interval", monitor.interval)
-    if interval < timeout:
-        where = "interval" if "interval" in values else "timeout" if "timeout" in values else None
-        raise doc.error(path + ((where,) if where else ()),
-                        f"interval {interval:g} s is shorter than the timeout {timeout:g} s of the "
-                        "targets it yields (make interval >= timeout)")
+    timeout = values.get("timeout", monitor.timeout)   # fetching the document: not fitted
+    fitted = fit_timeout(doc, path, values.get("timeout"), values.get("interval"),
+                         monitor.timeout, monitor.interval, "the targets it yields")
+    if fitted is not None:
+        values["timeout"] = fitted
     verify_tls = values.get("verify_tls", monitor.verify_tls)
     ca_file = values.get("ca_file", monitor.ca_file)
     common = dict(index=index, key=json.dumps([kind, index, entry], sort_keys=True, default=repr),
@@ -270,6 +267,11 @@ def _parse_entry(doc: Document, kind: str, index: int, entry: Any, auth: Mapping
         include_tags=frozenset(mine.get("include_tags", ())),
         exclude_tags=frozenset(mine.get("exclude_tags", ())), base_url=mine.get("base_url", ""))
     return OpenAPISource(spec=spec, options=options, **common)
+
+
+def timeout_fitted(source: Source, raw: dict) -> bool:
+    """Whether the source's targets got a timeout the entry did not write (fit_timeout)."""
+    return "timeout" in source.defaults and "timeout" not in raw[source.kind][source.index]
 
 
 def resolve_paths(raw: dict, base_dir: str) -> None:
