@@ -13,6 +13,7 @@ import logging
 import os
 from typing import Any
 
+from greenmon.files import file_stamp
 from greenmon.schema import Document, Path, file_path, header_name, header_value, string
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,12 @@ class Secret:
             self._reload_file_if_changed()
 
     def _reload_file_if_changed(self) -> None:
+        stamp = file_stamp(self.where)
+        if stamp is not None and stamp == self._file_stamp:
+            return
         try:
-            stat = os.stat(self.where)
-            stamp = (stat.st_mtime_ns, stat.st_size)
-            if stamp != self._file_stamp:
-                self._value = _read_secret_file(self.where)
-                self._file_stamp = stamp
+            self._value = _read_secret_file(self.where)
+            self._file_stamp = stamp
         except OSError as error:
             log.warning("cannot re-read secret file %s (%s); keeping the last value",
                         self.where, error.strerror)
@@ -110,18 +111,22 @@ _CHECKS = {
 _SECRET_KEY = {"bearer": "token", "basic": "password", "header": "value"}
 
 
-def parse_auth(doc: Document, name: str, raw: Any, monitor) -> AuthSource:
-    """Validate one [auth.NAME] table and read its secret once (load time errors are config errors).
-    ``monitor``: the [monitor] settings, defaults of an oauth2 source's token requests."""
+def auth_type(doc: Document, name: str, raw: Any) -> str:
+    """The type of one [auth.NAME] table (one of AUTH_TYPES), which says who parses it: this
+    module, or oauth2 for "oauth2"."""
     path: Path = ("auth", name)
     if not isinstance(raw, dict):
         raise doc.error(path, "must be a table")
     kind = raw.get("type")
     if kind not in AUTH_TYPES:
         raise doc.error(path + ("type",), f"must be one of {', '.join(AUTH_TYPES)}, got {kind!r}")
-    if kind == "oauth2":
-        from greenmon.oauth2 import parse_oauth2   # noqa: PLC0415 (it imports this module)
-        return parse_oauth2(doc, name, raw, monitor)
+    return kind
+
+
+def parse_auth(doc: Document, name: str, raw: dict, kind: str) -> AuthSource:
+    """Validate one [auth.NAME] table of a static ``kind`` (bearer, basic, header: auth_type)
+    and read its secret once (load time errors are config errors)."""
+    path: Path = ("auth", name)
     values = doc.read_table(raw, path, _CHECKS[kind])
     key = _SECRET_KEY[kind]
     secret = parse_secret(doc, path, key, values)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
-from greenmon.config import BreakerSettings
+from greenmon.settings import BreakerSettings
 from greenmon.errors import Failure
 
 CLOSED = "closed"

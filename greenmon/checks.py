@@ -18,15 +18,13 @@ import gevent
 from greenmon.breaker import BreakerState
 from greenmon.config import Config
 from greenmon.cooperative import Slices
-from greenmon.engine import BreakerListener, Engine, Listener, secret_headers, transport_for
+from greenmon.engine import (STOP_GRACE_S, BreakerListener, Engine, Listener, secret_headers,
+                             transport_for)
 from greenmon.limits import fit_concurrency
 from greenmon.prober import trust_settings
 from greenmon.schedule import sparse_origins
 from greenmon.scheduler import Scheduler, slots_for
 from greenmon.timing import Timing, probe_loop_lag
-
-STOP_GRACE_S = 1.0   # beyond the longest deadline, before checks still running are killed
-
 
 class Checks:
     """Every enabled target of a config, checked on its own schedule from ``start`` to ``stop``."""

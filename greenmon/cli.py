@@ -14,8 +14,8 @@ import gevent
 
 from greenmon import __version__
 from greenmon.config import Config, config_path, load_config
+from greenmon.limits import quiet_urllib3, tune_runtime
 from greenmon.report import FORMATS, ProgressLine, jsonl_line, write_json, write_table
-from greenmon.limits import tune_runtime
 from greenmon.schema import ConfigError, listen_address, location_name
 from greenmon.summary import summarize
 
@@ -174,12 +174,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("greenmon: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-def quiet_urllib3() -> None:
-    """urllib3 logs each request line, query string included, at DEBUG: a ``?key=${KEY}``
-    would show. greenmon's own DEBUG lines say what each attempt did instead."""
-    logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 def _quiet_warnings() -> None:

@@ -1,4 +1,4 @@
-"""The config schema: sections, their named defaults, and loading from TOML.
+"""The config schema: each section's checks (its settings and defaults: settings.py), and loading from TOML.
 
 Validation happens here, at load time; everything after loading can trust
 the values. Errors are ConfigError with file, line and key in the message.
@@ -15,69 +15,20 @@ from typing import Any, Mapping
 
 import tomllib
 
-from greenmon import __version__
-from greenmon.auth import AuthSource, parse_auth
+from greenmon.auth import AuthSource, auth_type, parse_auth
+from greenmon.certfiles import ca_file
 from greenmon.discovery import sources as discovery
-from greenmon.schema import (SECRET_MASK, ConfigError, Document, boolean, buckets, ca_file, integer,
+from greenmon.oauth2 import parse_oauth2
+from greenmon.schema import (SECRET_MASK, ConfigError, Document, boolean, buckets, integer,
                              interpolate, interpolated_values, open_fraction,
                              file_path, header_value, listen_address, location_name, number,
                              optional_file)
+from greenmon.settings import (BreakerSettings, MetricsSettings, MonitorSettings, RetrySettings,
+                               ServerSettings)
 from greenmon.targets import Target, check_client_cert_pair, fit_timeout, parse_target, proxy_url
 
 DEFAULT_CONFIG_PATH = "greenmon.toml"
 CONFIG_ENV = "GREENMON_CONFIG"
-DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0)
-
-
-@dataclass(frozen=True)
-class MonitorSettings:
-    concurrency: int = 1000
-    timeout: float = 10.0
-    interval: float = 60.0
-    location: str = ""           # where this instance probes from: build_info's location label
-    max_body_bytes: int = 1024 * 1024
-    verify_tls: bool = True
-    ca_file: str = ""
-    follow_redirects: bool = True
-    user_agent: str = f"greenmon/{__version__}"
-    slo_p95_seconds: float = 2.0
-    state_file: str = ""
-    min_cert_days: float = 0.0   # > 0: a certificate expiring sooner fails the check
-    slo_availability: float = 0.999  # the availability objective (also per target)
-    slo_window_days: float = 30.0    # the error budget's window (also per target)
-    history: int = 60                # recent outcomes kept per target (status page, /api/history)
-    proxy: str = ""              # http://host:port for every target (HTTPS through CONNECT)
-    proxy_env: bool = False      # true: the proxy of HTTP_PROXY/HTTPS_PROXY/NO_PROXY instead
-    client_cert: str = ""        # PEM certificate presented to targets that ask (mTLS)
-    client_key: str = ""         # its key
-
-
-@dataclass(frozen=True)
-class RetrySettings:
-    retries: int = 3
-    backoff: float = 1.0
-    max_backoff: float = 30.0
-    jitter: bool = False
-
-
-@dataclass(frozen=True)
-class BreakerSettings:
-    failure_threshold: int = 3
-    recovery_timeout: float = 300.0
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    listen: str = "0.0.0.0:9715"
-    web_config_file: str = ""   # exporter-toolkit web config: TLS and basic auth (webconfig)
-
-
-@dataclass(frozen=True)
-class MetricsSettings:
-    buckets: tuple[float, ...] = DEFAULT_BUCKETS
-    per_target_histograms: bool = True
-
-
 _SECTION_CHECKS = {
     "monitor": (MonitorSettings, {
         "concurrency": integer(1), "timeout": number(above=0), "interval": number(above=0),
@@ -250,8 +201,11 @@ def parse_config(text: str, filename: str = "<string>", base_dir: str | None = N
     raw_auth = raw.get("auth", {})
     if not isinstance(raw_auth, dict):
         raise doc.error(("auth",), "must be a table of [auth.NAME] tables")
-    auth = {name: parse_auth(doc, name, table, sections["monitor"])
-            for name, table in raw_auth.items()}
+    auth = {}
+    for name, table in raw_auth.items():
+        kind = auth_type(doc, name, table)
+        auth[name] = (parse_oauth2(doc, name, table, monitor) if kind == "oauth2" else
+                      parse_auth(doc, name, table, kind))
 
     raw_targets = raw.get("targets", [])
     if not isinstance(raw_targets, list):

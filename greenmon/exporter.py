@@ -21,13 +21,14 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from greenmon import __version__
 from greenmon.breaker import CLOSED, STATE_VALUES, BreakerState
-from greenmon.config import MonitorSettings
 from greenmon.errors import ERROR_CLASSES
 from greenmon.histogram import Histogram
 from greenmon.history import History
 from greenmon.result import MonitorResult
+from greenmon.settings import MonitorSettings
+from greenmon.targets import Target, is_label_name, is_target_label
 from greenmon.timing import Timing
-from greenmon.targets import Target, is_label_name, is_target_label, redact_url
+from greenmon.urls import redact_url
 
 log = logging.getLogger(__name__)
 

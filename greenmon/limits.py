@@ -1,4 +1,5 @@
-"""Process settings for thousands of checks in flight: open files and the garbage collector."""
+"""Process settings for thousands of checks in flight: open files, the garbage collector, and
+what urllib3 may log (the CLI and every worker process set them)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,9 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def quiet_urllib3() -> None:
+    """urllib3 logs each request line, query string included, at DEBUG: a ``?key=${KEY}``
+    would show. greenmon's own DEBUG lines say what each attempt did instead."""
+    logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLogger().level))

@@ -33,10 +33,10 @@ from urllib.parse import quote_plus, urlencode
 import gevent.event
 
 from greenmon.auth import Secret, parse_secret
+from greenmon.certfiles import ca_file, verification
 from greenmon.errors import TokenError
-from greenmon.schema import (Document, Path, boolean, ca_file, file_path, header_value, non_empty_string,
+from greenmon.schema import (Document, Path, boolean, file_path, header_value, non_empty_string,
                              number, string, string_table, type_name)
-from greenmon.tls import verification
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,14 @@ import time
 
 import backoff
 
-from greenmon.config import Config, MonitorSettings
+from greenmon.certfiles import verification
+from greenmon.config import Config
 from greenmon.errors import (AUTH, CONNECTION, CONTENT, Failure, TokenError, TransportError,
                              status_failure)
 from greenmon.expectations import check_json
 from greenmon.result import Attempt, Outcome
+from greenmon.settings import MonitorSettings
 from greenmon.targets import Target
-from greenmon.tls import verification
 from greenmon.transport import Request, Response, Transport
 
 log = logging.getLogger(__name__)

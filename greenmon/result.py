@@ -4,14 +4,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping, Protocol
 
+from greenmon.breaker import BreakerState
 from greenmon.errors import CONNECTION, Failure
 
-if TYPE_CHECKING:
-    from greenmon.breaker import BreakerState
-    from greenmon.targets import Target
-    from greenmon.tls import TLSFacts
+
+class Checked(Protocol):
+    """What a result tells of the target it is about (a config ``Target`` is one): a result
+    knows no config file."""
+
+    name: str
+    method: str
+    labels: Mapping[str, str]
+
+    @property
+    def display_url(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TLSFacts:
+    """The TLS session of a connection: its version and the server's (leaf) certificate."""
+
+    version: str | None
+    cert_not_after: float | None      # Unix time
+    cert_subject: str | None
+    cert_issuer: str | None
+
+    def to_dict(self) -> dict:
+        return {"version": self.version,
+                "cert_not_after": None if self.cert_not_after is None else iso_timestamp(self.cert_not_after),
+                "cert_subject": self.cert_subject, "cert_issuer": self.cert_issuer}
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +48,7 @@ class Attempt:
     body_bytes: int | None
     failure: Failure | None
     timings: Mapping[str, float | None] | None = None
-    tls: "TLSFacts | None" = None
+    tls: TLSFacts | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +90,7 @@ class MonitorResult:
     body_bytes: int | None
     labels: Mapping[str, str] = field(default_factory=dict)
     timings: Mapping[str, float | None] | None = None   # of the last attempt (None: not contacted)
-    tls: "TLSFacts | None" = None                       # of the last attempt, for HTTPS
+    tls: TLSFacts | None = None                       # of the last attempt, for HTTPS
     # Not part of the JSON form, for metrics: the class of each failure that was
     # retried, and the duration of every attempt.
     retried_classes: tuple[str, ...] = field(default=(), repr=False, compare=False)
@@ -93,7 +116,7 @@ class MonitorResult:
         }
 
 
-def checked_result(target: "Target", outcome: Outcome, state: "BreakerState",
+def checked_result(target: Checked, outcome: Outcome, state: BreakerState,
                    checked_at: float) -> MonitorResult:
     """A check that contacted the target: its last attempt decides."""
     last = outcome.last
@@ -109,7 +132,7 @@ def checked_result(target: "Target", outcome: Outcome, state: "BreakerState",
         attempt_latencies=tuple(a.latency_s for a in outcome.attempts if a.latency_s is not None))
 
 
-def internal_error_result(target: "Target", error: Exception, checked_at: float) -> MonitorResult:
+def internal_error_result(target: Checked, error: Exception, checked_at: float) -> MonitorResult:
     """greenmon itself failed to check the target: down, said plainly, never silently lost."""
     return MonitorResult(
         target=target.name, url=target.display_url, method=target.method, ok=False,
@@ -118,7 +141,7 @@ def internal_error_result(target: "Target", error: Exception, checked_at: float)
         breaker="closed", checked_at=checked_at, body_bytes=None, labels=target.labels)
 
 
-def skipped_result(target: "Target", state: "BreakerState", checked_at: float) -> MonitorResult:
+def skipped_result(target: Checked, state: BreakerState, checked_at: float) -> MonitorResult:
     """An open breaker: not contacted, down, with the failure that opened it."""
     failure = state.failure
     return MonitorResult(

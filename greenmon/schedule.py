@@ -16,7 +16,8 @@ import itertools
 import math
 from collections import defaultdict
 from typing import Iterable, NamedTuple, Sequence
-from urllib.parse import urlsplit
+
+from greenmon.urls import origin
 
 # An origin checked less often than this gets a new connection per check instead of keeping
 # one idle in between: below the 5 s idle timeout of Apache httpd and Node.js, so a kept
@@ -68,13 +69,8 @@ def sparse_origins(slots_by_url: Sequence[tuple[str, Slot]],
     the number of targets."""
     rate: dict[str, float] = defaultdict(float)
     for url, slot in slots_by_url:
-        rate[_origin(url)] += 1.0 / slot.interval
-    return {slot.name for url, slot in slots_by_url if rate[_origin(url)] * max_gap_s < 1.0}
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme.lower()}://{parts.netloc.rpartition('@')[2].lower()}"
+        rate[origin(url)] += 1.0 / slot.interval
+    return {slot.name for url, slot in slots_by_url if rate[origin(url)] * max_gap_s < 1.0}
 
 
 class Timetable:

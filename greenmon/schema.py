@@ -227,13 +227,6 @@ def optional_file(value: Any) -> str:
     return path
 
 
-def ca_file(value: Any) -> str:
-    """A file of PEM CA certificates ("" for none) that loads (greenmon.tls reads it; imported
-    here on first use, after gevent has patched ssl)."""
-    from greenmon.tls import ca_bundle
-    return ca_bundle(value)
-
-
 _LOCATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
 
 

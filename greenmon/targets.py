@@ -7,14 +7,16 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from greenmon.auth import AuthSource
+from greenmon.certfiles import ca_file, check_client_cert
 from greenmon.expectations import expect_json
-from greenmon.schema import (SECRET_MASK, ConfigError, Document, Path, boolean, ca_file, dotted,
+from greenmon.schema import (SECRET_MASK, ConfigError, Document, Path, boolean, dotted,
                              non_empty_string, number, open_fraction,
                              header_name, header_value, optional_file, string, string_table,
                              type_name)
+from greenmon.urls import redact_url
 
 DEFAULT_EXPECT_STATUS = ("2xx",)
 _METHOD = re.compile(r"[A-Z]+")
@@ -70,16 +72,6 @@ class Target:
     def shard_hash(self) -> int:
         """Stable across processes and versions (never Python's hash())."""
         return int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:8], "big")
-
-
-def redact_url(url: str) -> str:
-    if "@" not in url:
-        return url  # no user info, so no password (the common case, on every result)
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _url(value: Any) -> str:
@@ -147,7 +139,6 @@ def check_client_cert_pair(doc: Document, path: Path, cert: str | None, key: str
         missing = "client_key" if cert else "client_cert"
         raise doc.error(path + (missing,), "is required with "
                                            f"{'client_cert' if cert else 'client_key'}")
-    from greenmon.tls import check_client_cert
     problem = check_client_cert(cert, key)
     if problem:
         raise doc.error(path + ("client_key",), problem)

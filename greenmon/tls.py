@@ -17,31 +17,14 @@ bundle or client certificate) and the trust is loaded again: at a reload.
 from __future__ import annotations
 
 import functools
-import os
 import ssl
-from dataclasses import dataclass
 
 import certifi
 from urllib3.util.ssl_ import create_urllib3_context
 
 from greenmon import trace
-from greenmon.schema import optional_file
-
-
-@dataclass(frozen=True, slots=True)
-class TLSFacts:
-    """The TLS session of a connection: its version and the server's (leaf) certificate."""
-
-    version: str | None
-    cert_not_after: float | None      # Unix time
-    cert_subject: str | None
-    cert_issuer: str | None
-
-    def to_dict(self) -> dict:
-        from greenmon.result import iso_timestamp
-        return {"version": self.version,
-                "cert_not_after": None if self.cert_not_after is None else iso_timestamp(self.cert_not_after),
-                "cert_subject": self.cert_subject, "cert_issuer": self.cert_issuer}
+from greenmon.files import file_stamp
+from greenmon.result import TLSFacts
 
 
 def facts_of(sock) -> TLSFacts | None:
@@ -77,12 +60,6 @@ class TracedSSLSocket(ssl.SSLSocket):
 
 
 ClientCert = tuple[str, str]   # (certificate file, key file), PEM
-
-
-def verification(verify_tls: bool, ca_file: str) -> bool | str:
-    """The ``verify`` of a TrustStore context: False (no checks), True (default CAs) or a CA
-    file added to them."""
-    return ca_file if verify_tls and ca_file else verify_tls
 
 
 class TrustStore:
@@ -133,47 +110,6 @@ class TrustStore:
         return frozenset(verify if cert is None else (verify, cert) for verify, cert in self._contexts)
 
 
-def _stamp(path: str) -> tuple[int, int] | None:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_size
-
-
 def _stamps(verify: bool | str, cert: ClientCert | None) -> tuple:
     files = ((verify,) if isinstance(verify, str) else ()) + (cert or ())
-    return tuple(_stamp(path) for path in files)
-
-
-def ca_bundle(value) -> str:
-    """Config check: a file of PEM CA certificates ("" for none), read once per version of
-    the file (10,000 targets naming one bundle read it once)."""
-    path = optional_file(value)
-    if path:
-        problem = _bundle_problem(path, _stamp(path))
-        if problem:
-            raise ValueError(problem)
-    return path
-
-
-@functools.lru_cache(maxsize=64)
-def _bundle_problem(path: str, stamp: tuple[int, int] | None) -> str | None:
-    try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
-    except ssl.SSLError as error:
-        return f"{path} is not a PEM bundle of CA certificates ({error.reason or error})"
-    except OSError as error:
-        return f"cannot read {path} ({error.strerror or error})"
-    return None
-
-
-def check_client_cert(cert_file: str, key_file: str) -> str | None:
-    """What is wrong with a client certificate and key (None: they load as a pair)."""
-    try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert_file, key_file)
-    except ssl.SSLError as error:
-        return f"does not load with client_cert ({error.reason or error})"
-    except OSError as error:
-        return f"cannot read it ({error.strerror or error})"
-    return None
+    return tuple(file_stamp(path) for path in files)

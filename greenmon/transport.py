@@ -19,7 +19,6 @@ import http.cookiejar
 import socket
 from dataclasses import dataclass
 from typing import Iterable, Mapping
-from urllib.parse import urlsplit
 
 import gevent
 import gevent.socket
@@ -34,7 +33,9 @@ from requests.structures import CaseInsensitiveDict
 from greenmon import trace
 from greenmon.errors import (CONNECTION, DeadlineExceeded, Failure, TransportError,
                              classify_exception, timeout_failure)
-from greenmon.tls import TLSFacts, TrustStore, facts_of
+from greenmon.result import TLSFacts
+from greenmon.tls import TrustStore, facts_of
+from greenmon.urls import origin as url_origin
 
 MAX_REDIRECTS = 10
 CACHE_LIMIT = 100_000
@@ -259,8 +260,7 @@ class _CachingAdapter(HTTPAdapter):
         if origin is None:
             if len(self._origins) > CACHE_LIMIT:
                 self._origins.clear()
-            parts = urlsplit(url)
-            origin = self._origins[url] = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+            origin = self._origins[url] = url_origin(url)
         return origin
 
     def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):

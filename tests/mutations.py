@@ -1,6 +1,6 @@
 """Hand mutation check of greenmon's decision modules: does the suite fail when they break?
 
-Each mutant below is one small, plausible bug in errors, breaker, prober, targets, auth,
+Each mutant below is one small, plausible bug in errors, breaker, prober, targets, urls, certfiles, auth,
 exporter, oauth2 or discovery (the modules that decide what an operator is told), with the test files that should
 catch it. For each mutant this script applies it to a copy of the repository in a temporary
 directory, runs those test files there (``pytest -x``: the first failure kills the mutant),
@@ -129,7 +129,7 @@ MUTANTS = [
            "no re-read of the token after a 401/403", PROBER),
     Mutant("P7", "greenmon/prober.py", "(self._attempt if trial else self._attempt_with_retries)",
            "self._attempt_with_retries", "a half-open trial is retried", PROBER + BREAKER),
-    Mutant("P8", "greenmon/tls.py", "return ca_file if verify_tls and ca_file else verify_tls",
+    Mutant("P8", "greenmon/certfiles.py", "return ca_file if verify_tls and ca_file else verify_tls",
            "return verify_tls", "ca_file is ignored", PROBER),
     Mutant("P9", "greenmon/prober.py", "timeout=target.timeout or monitor.timeout",
            "timeout=monitor.timeout", "a target's own timeout is ignored", PROBER),
@@ -151,7 +151,7 @@ MUTANTS = [
            "port 0 is accepted", TARGETS),
     Mutant("T4", "greenmon/targets.py", ' and name not in RESERVED_LABELS', "",
            "labels may be called target, le or instance", TARGETS),
-    Mutant("T5", "greenmon/targets.py", "netloc = f\"{parts.username}:***@{parts.netloc.rpartition('@')[2]}\"",
+    Mutant("T5", "greenmon/urls.py", "netloc = f\"{parts.username}:***@{parts.netloc.rpartition('@')[2]}\"",
            "netloc = parts.netloc", "a URL's password is shown and exported", TARGETS + EXPORTER),
     Mutant("T6", "greenmon/targets.py", "if not 100 <= item <= 599:", "if not 100 <= item:",
            "expect_status accepts 600 and above", TARGETS),
@@ -174,7 +174,8 @@ MUTANTS = [
     # --- auth: where secrets come from, and when they are read again ---
     Mutant("A1", "greenmon/auth.py", "self._value = os.environ.get(self.where, self._value)", "pass",
            "a token from the environment is never read again", AUTH),
-    Mutant("A2", "greenmon/auth.py", "if stamp != self._file_stamp:", "if self._file_stamp is None:",
+    Mutant("A2", "greenmon/auth.py", "if stamp is not None and stamp == self._file_stamp:",
+           "if self._file_stamp is not None:",
            "a token file rotated on disk is not picked up", AUTH),
     Mutant("A3", "greenmon/auth.py", 'return self.origin != "inline"', "return True",
            "an inline secret counts as refreshable", AUTH + ("tests/test_prober.py",)),

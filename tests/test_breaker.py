@@ -11,7 +11,8 @@ import pytest
 
 from greenmon import statefile
 from greenmon.breaker import CLOSED, HALF_OPEN, OPEN, BreakerState, Gate, gate, record
-from greenmon.config import BreakerSettings, parse_config
+from greenmon.config import parse_config
+from greenmon.settings import BreakerSettings
 from greenmon.engine import Engine
 from greenmon.errors import Failure
 from support.configs import config_text

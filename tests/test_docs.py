@@ -18,7 +18,7 @@ from greenmon.discovery import file_sd, sources
 from greenmon.exporter import MetricsStore, build_registry
 from greenmon.result import MonitorResult
 from greenmon.targets import TARGET_CHECKS, Target
-from greenmon.tls import TLSFacts
+from greenmon.result import TLSFacts
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|(.*)$")

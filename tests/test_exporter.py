@@ -15,7 +15,8 @@ from prometheus_client import REGISTRY, generate_latest
 
 import greenmon
 from greenmon.breaker import BreakerState
-from greenmon.config import DEFAULT_BUCKETS, MonitorSettings, parse_config
+from greenmon.config import parse_config
+from greenmon.settings import DEFAULT_BUCKETS, MonitorSettings
 from greenmon.engine import Engine
 from greenmon.errors import ERROR_CLASSES
 from greenmon.exporter import MetricsStore, build_registry, store_for
@@ -233,7 +234,7 @@ def test_the_cached_exposition_follows_every_kind_of_change():
     """Scraped after each step, so each step formats only the families it changed: a
     family left out of a step's change set would keep its old text and fail the oracle."""
     from dataclasses import replace
-    from greenmon.tls import TLSFacts
+    from greenmon.result import TLSFacts
     store = store_with("a", "b")
     old_cert = TLSFacts("TLSv1.3", 1_900_000_000.0, "CN=a", "CN=ca")
     steps = [

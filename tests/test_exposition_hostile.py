@@ -34,12 +34,12 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest, write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 
-from greenmon.config import DEFAULT_BUCKETS, MonitorSettings
+from greenmon.settings import DEFAULT_BUCKETS, MonitorSettings
 from greenmon.exporter import MetricsStore, build_registry
 from greenmon.exposition import Exposition
 from greenmon.result import MonitorResult
 from greenmon.targets import RESERVED_LABELS, Target
-from greenmon.tls import TLSFacts
+from greenmon.result import TLSFacts
 from support.configs import config_text
 from support.helpers import run_cli
 from support.prom_helpers import find_binary, subprocess_env
@@ -399,10 +399,10 @@ def test_the_command_writes_and_pushes_hostile_values_that_parse(cli_outputs):
     up = {s.labels["target"]: s.value for s in found if s.name == "greenmon_up"}
     assert up == {name: 0.0 if name.startswith("refused") else 1.0 for name in labels}
     info = {s.labels["target"]: s.labels for s in found if s.name == "greenmon_target_info"}
-    names = {name for given in labels.values() for name in given}
-    for target, given in labels.items():
+    names = {name for written_labels in labels.values() for name in written_labels}
+    for target, written_labels in labels.items():
         assert {name: info[target][name] for name in names} == {
-            name: given.get(name, "") for name in names}
+            name: written_labels.get(name, "") for name in names}
 
 
 def test_promtool_takes_what_the_command_writes_and_pushes(cli_outputs):

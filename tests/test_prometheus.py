@@ -24,7 +24,7 @@ import trustme
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from greenmon.config import MonitorSettings
+from greenmon.settings import MonitorSettings
 from support.configs import config_text
 from support.helpers import wait_until
 from support.prom_helpers import (DEPLOY, NOT_YET, REPO, REQUIRE_ENV, SKIP_REASON, Budget, Processes,

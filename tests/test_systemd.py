@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from greenmon.cli import EXIT_USAGE, build_parser
-from greenmon.config import MonitorSettings
+from greenmon.settings import MonitorSettings
 from greenmon.limits import sockets_needed
 
 UNIT = Path(__file__).resolve().parents[1] / "deploy" / "systemd" / "greenmon.service"

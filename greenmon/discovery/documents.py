@@ -17,7 +17,6 @@ parsing (it parses again: only on the error path).
 from __future__ import annotations
 
 import json
-import os
 import re
 from json.decoder import JSONDecodeError, scanstring
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import yaml
 
 from greenmon.discovery.values import SourceError
+from greenmon.urls import redact_url
 
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024   # a fetched document larger than this is refused
 SLICE_DEPTH = 4                         # JSON containers decoded element by element, from the top
@@ -67,20 +67,10 @@ def read_file(path: str) -> bytes:
     return data
 
 
-def file_stamp(path: str) -> tuple | None:
-    """(mtime, size) of a file, None when it cannot be read: what says it changed."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_size
-
-
 def fetch(url: str, transport, *, timeout: float, verify: bool | str) -> bytes:
     """GET ``url`` through greenmon's transport: its total deadline, TLS verification and CA
     file, redirects as for checks, no compression (a body to inflate on the loop)."""
     from greenmon.errors import TransportError
-    from greenmon.targets import redact_url
     from greenmon.transport import Request
 
     shown = redact_url(url)

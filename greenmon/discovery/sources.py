@@ -18,14 +18,15 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
+from greenmon.certfiles import verification
 from greenmon.discovery import file_sd, openapi
-from greenmon.discovery.documents import (fetch, file_stamp, is_url, line_of, parse, read_file)
+from greenmon.discovery.documents import fetch, is_url, line_of, parse, read_file
 from greenmon.discovery.values import Discovered, Found, Skip, SourceError
+from greenmon.files import file_stamp
 from greenmon.schema import (ConfigError, Document, Path, dotted, header_name, header_value,
                              non_empty_string, number, string, type_name)
 from greenmon.targets import (TARGET_CHECKS, Target, check_label_name, check_method, check_regex,
                               check_url, fit_timeout, link_keys, redact_url)
-from greenmon.tls import verification
 
 SOURCE_KINDS = ("openapi", "file_sd")
 DEFAULT_REFRESH_S = {"openapi": 300.0, "file_sd": 30.0}

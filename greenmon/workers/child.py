@@ -25,10 +25,9 @@ import gevent.queue  # noqa: E402
 from gevent.fileobject import FileObjectPosix  # noqa: E402
 
 from greenmon.checks import Checks  # noqa: E402
-from greenmon.cli import quiet_urllib3  # noqa: E402
 from greenmon.cooperative import off_loop  # noqa: E402
 from greenmon.engine import Engine  # noqa: E402
-from greenmon.limits import tune_runtime  # noqa: E402
+from greenmon.limits import quiet_urllib3, tune_runtime  # noqa: E402
 from greenmon.timing import Timing  # noqa: E402
 from greenmon.transport import adopt_prepared_urls  # noqa: E402
 from greenmon.workers.messages import (DONE, EXIT, RUN, STATUS_EVERY_S, SWEEP, HalfOpen,  # noqa: E402
