@@ -39,6 +39,9 @@ from greenmon import trace
 MAX_LOOKUPS = 16          # lookups in flight at once: resolvers drop bursts of more
 MIN_TTL_S = 1.0
 MAX_TTL_S = 300.0
+# RFC 6761 6.3: localhost and the names under it are the loopback addresses, and are never
+# sent to a name server (one that refuses, or is down, must not make them fail).
+LOOPBACK = ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"))
 NEGATIVE_TTL_S = 5.0      # a name that did not resolve is asked again after this long
 MAX_ENTRIES = 65_536
 LOOKUP_TIMEOUT_S = 2.0    # c-ares' per-try timeout; it tries each server twice
@@ -132,6 +135,10 @@ class CachingResolver:
                 record.relabel(trace.CONNECT)   # no name to resolve: dns 0
             return self.fallback.getaddrinfo(host, port, family, type, proto, flags)
         key = (host.lower().rstrip("."), family)
+        if key[0] == "localhost" or key[0].endswith(".localhost"):
+            if record is not None:
+                record.relabel(trace.CONNECT)   # no name server asked: dns 0
+            return _addrinfo([a for a in LOOPBACK if family in (0, a[0])], port, type, proto)
         answer = self._answers.get(key)
         if answer is not None and answer.expires > self._clock():
             if record is not None:

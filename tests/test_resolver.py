@@ -53,6 +53,18 @@ def test_a_host_is_looked_up_once_for_many_targets(fresh_resolver):
     assert all(r.timings["dns"] == 0 and r.timings["connect"] > 0 for r in again)
 
 
+def test_localhost_is_the_loopback_and_no_name_server_is_asked(fresh_resolver):
+    """RFC 6761: a check of http://localhost/ never depends on a name server (here one that
+    says NXDOMAIN to everything, so an answer from it would fail the check)."""
+    with DNSServer({"": nxdomain()}) as dns, HTTPFarm({"/ok": CLOSING}) as farm:
+        config = parse_config(config_text(targets_on(farm, "localhost", 2) +
+                                          targets_on(farm, "api.localhost", 1, prefix="sub")), "<test>")
+        results = sweep_config(config)
+    assert all(r.ok for r in results), results
+    assert all(r.timings["dns"] == 0 for r in results)
+    assert (fresh_resolver.lookups, dns.asked("localhost"), dns.asked("api.localhost")) == (0, 0, 0)
+
+
 def test_an_answer_is_kept_for_its_ttl_and_asked_again_after(fresh_resolver):
     with DNSServer({"short.test": answer(ttl=1)}) as dns, HTTPFarm({"/ok": CLOSING}) as farm:
         config = parse_config(config_text(targets_on(farm, "short.test", 1)), "<test>")
