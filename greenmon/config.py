@@ -195,8 +195,7 @@ def parse_config(text: str, filename: str = "<string>", base_dir: str | None = N
         sections["monitor"] = dataclasses.replace(sections["monitor"], timeout=timeout)
         fitted.append(f"monitor.timeout {timeout:g} s")
     monitor = sections["monitor"]
-    check_client_cert_pair(doc, ("monitor",), sections["monitor"].client_cert,
-                           sections["monitor"].client_key)
+    check_client_cert_pair(doc, ("monitor",), monitor.client_cert, monitor.client_key)
 
     raw_auth = raw.get("auth", {})
     if not isinstance(raw_auth, dict):
