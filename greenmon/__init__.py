@@ -13,20 +13,21 @@ __version__ = "0.1.0"
 
 __all__ = ["ConfigError", "Config", "MonitorResult", "load_config", "sweep", "__version__"]
 
-_EXPORTS = {
-    "ConfigError": "greenmon.schema",
-    "Config": "greenmon.config",
-    "load_config": "greenmon.config",
-    "MonitorResult": "greenmon.result",
-    "sweep": "greenmon.engine",
+_EXPORTS = {   # public name: (module, its name there)
+    "ConfigError": ("greenmon.schema", "ConfigError"),
+    "Config": ("greenmon.config", "Config"),
+    "load_config": ("greenmon.discovery.loading", "loaded_config"),   # discovery sources loaded
+    "MonitorResult": ("greenmon.result", "MonitorResult"),
+    "sweep": ("greenmon.engine", "sweep"),
 }
 
 
 def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
+    export = _EXPORTS.get(name)
+    if export is None:
         raise AttributeError(f"module 'greenmon' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    module, attribute = export
+    return getattr(importlib.import_module(module), attribute)
 
 
 def __dir__():

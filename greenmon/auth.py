@@ -3,7 +3,9 @@
 A source is asked for its header on every check, so a token file rotated on
 disk is picked up at the next check; a file is re-read only when it changed.
 Secrets live only here and in the request headers: ``repr`` hides them.
-OAuth2 sources (tokens fetched from a token endpoint) live in ``oauth2``.
+An oauth2 source holds the settings of its token requests (parsed by
+``oauth2``); the tokens, fetched from its token endpoint, are the network's
+(``tokens``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import base64
 import logging
 import os
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from greenmon.files import file_stamp
 from greenmon.schema import Document, Path, file_path, header_name, header_value, string
@@ -83,8 +86,8 @@ class AuthSource:
     def refreshable(self) -> bool:
         return any(secret.refreshable for secret in self._secrets.values())
 
-    def header(self, transport=None) -> tuple[str, str]:
-        """The header to send (``transport``: for sources that fetch, oauth2; unused here)."""
+    def header(self) -> tuple[str, str]:
+        """The header to send, with the secret's current value."""
         if self.kind == "bearer":
             return self.header_name, f"Bearer {self._secrets['token'].get()}"
         if self.kind == "basic":
@@ -99,6 +102,27 @@ class AuthSource:
 
     def __repr__(self) -> str:
         return f"AuthSource({self.name!r}, {self.kind})"
+
+
+@dataclass(frozen=True, eq=False)
+class OAuth2Source:
+    """An [auth.NAME] entry of type oauth2: what to ask its token endpoint (oauth2.py parses
+    it; tokens.py fetches the tokens). Its identity is the source: a reload makes new ones,
+    and with them new tokens."""
+
+    name: str
+    token_url: str
+    client_id: str
+    secret: Secret = field(repr=False)
+    scopes: tuple[str, ...] = ()
+    params: Mapping[str, str] = field(default_factory=dict)
+    client_auth: str = "basic"
+    timeout: float = 10.0
+    verify: bool | str = True
+
+    kind = "oauth2"
+    header_name = "Authorization"
+    refreshable = True   # a refused token is dropped and another fetched
 
 
 _CHECKS = {

@@ -1,6 +1,7 @@
 """The certificate files a config names, checked at load time: CA bundles and client
-certificate pairs load with the standard ssl module (no handshake, nothing sent), and which
-trust a check asks for (``verification``). The contexts the checks use are tls.py's.
+certificate pairs load with the standard ssl module (no handshake, nothing sent). Which
+trust a check asks for is ``MonitorSettings.verification``; the contexts the checks use
+are tls.py's.
 """
 
 from __future__ import annotations
@@ -11,12 +12,6 @@ from typing import Any
 
 from greenmon.files import file_stamp
 from greenmon.schema import optional_file
-
-
-def verification(verify_tls: bool, ca_file: str) -> bool | str:
-    """The ``verify`` of a TrustStore context: False (no checks), True (default CAs) or a CA
-    file added to them."""
-    return ca_file if verify_tls and ca_file else verify_tls
 
 
 def ca_file(value: Any) -> str:

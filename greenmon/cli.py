@@ -14,6 +14,7 @@ import gevent
 
 from greenmon import __version__
 from greenmon.config import Config, config_path, load_config
+from greenmon.discovery.loading import discover
 from greenmon.limits import quiet_urllib3, tune_runtime
 from greenmon.report import FORMATS, ProgressLine, jsonl_line, write_json, write_table
 from greenmon.schema import ConfigError, listen_address, location_name
@@ -148,8 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 loader = farm.config
             else:
                 path = config_path(args.config)
-                loader = lambda discover=True: load_config(path, discover)  # noqa: E731
-            config = apply_overrides(loader(), args)
+                loader = lambda: load_config(path)  # noqa: E731
+            config = apply_overrides(discover(loader()), args)
             if args.check_config:
                 if config.server.web_config_file:   # the daemon would refuse to start with it
                     from greenmon import webconfig
@@ -160,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.once:
                 from greenmon.daemon import run_daemon
                 # A reload reads the file in a thread; the monitor loads its sources (on the loop).
-                return run_daemon(config, lambda: apply_overrides(loader(discover=False), args),
+                return run_daemon(config, lambda: apply_overrides(loader(), args),
                                   args.workers)
             out = stack.enter_context(_open_output(args.output))
             return run_once(config, args.format, out, textfile=args.textfile,

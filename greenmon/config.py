@@ -2,6 +2,8 @@
 
 Validation happens here, at load time; everything after loading can trust
 the values. Errors are ConfigError with file, line and key in the message.
+Parsing needs no network: the discovery entries become Sources, loaded
+later by ``discovery.loading`` (start-up, ``--once``) or ``discovery.live``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Mapping
 
 import tomllib
 
-from greenmon.auth import AuthSource, auth_type, parse_auth
+from greenmon.auth import AuthSource, OAuth2Source, auth_type, parse_auth
 from greenmon.certfiles import ca_file
 from greenmon.discovery import sources as discovery
 from greenmon.oauth2 import parse_oauth2
@@ -60,7 +62,7 @@ class Config:
     breaker: BreakerSettings = BreakerSettings()
     server: ServerSettings = ServerSettings()
     metrics: MetricsSettings = MetricsSettings()
-    auth: Mapping[str, AuthSource] = field(default_factory=dict)
+    auth: Mapping[str, AuthSource | OAuth2Source] = field(default_factory=dict)
     targets: tuple[Target, ...] = ()
     source: str = "<defaults>"
     # Discovery: the [[openapi]] and [[file_sd]] entries, the [[targets]] list as written, and
@@ -72,6 +74,9 @@ class Config:
     # The timeouts left unset that were fitted to a shorter interval ("monitor.timeout 5 s"),
     # as Prometheus fits scrape_timeout: --check-config says so.
     fitted_timeouts: tuple[str, ...] = ()
+    # The file as written: errors found after parsing (a source that cannot be loaded, names
+    # that clash once discovered) name their line too.
+    document: Document | None = field(default=None, compare=False, repr=False)
 
     @property
     def longest_timeout(self) -> float:
@@ -143,12 +148,10 @@ def config_path(explicit: str | None) -> str:
     return explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
 
 
-def load_config(path: str | os.PathLike, discover: bool = True) -> Config:
+def load_config(path: str | os.PathLike) -> Config:
     """Read and validate a config file; raises ConfigError naming file, line and key.
-
-    ``discover``: load every discovery source now (a source that cannot be loaded is a
-    ConfigError naming it). False leaves that to the caller (the daemon's reload, which
-    fetches on the event loop): ``targets`` then holds only [[targets]]."""
+    Its discovery sources are parsed, not loaded: ``targets`` holds only [[targets]] until
+    ``discovery.loading.discover`` (or the daemon's live discovery) merges theirs."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as handle:
@@ -159,11 +162,10 @@ def load_config(path: str | os.PathLike, discover: bool = True) -> Config:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
-    return parse_config(text, path, discover=discover)
+    return parse_config(text, path)
 
 
-def parse_config(text: str, filename: str = "<string>", base_dir: str | None = None,
-                 discover: bool = True) -> Config:
+def parse_config(text: str, filename: str = "<string>", base_dir: str | None = None) -> Config:
     """Validate TOML text; relative file paths in it are taken from ``base_dir``
     (default: the folder of ``filename``, as Prometheus does for its own config)."""
     try:
@@ -227,11 +229,8 @@ def parse_config(text: str, filename: str = "<string>", base_dir: str | None = N
     fitted += [f"{source.label}.timeout {source.defaults['timeout']:g} s"
                for source in sources if discovery.timeout_fitted(source, raw)]
     config = Config(auth=auth, targets=targets, source=filename, sources=sources,
-                    static_targets=targets, fitted_timeouts=tuple(fitted), **sections)
+                    static_targets=targets, fitted_timeouts=tuple(fitted), document=doc, **sections)
     if not sources and not config.enabled_targets:
         raise doc.error(("targets",), "no enabled targets: add at least one [[targets]] entry")
-    if sources and discover:
-        loaded = discovery.load_all(doc, sources, config.monitor.user_agent)
-        config = discovery.merge(config, loaded, doc)
     return config
 

@@ -149,5 +149,6 @@ name_prefix = "demo-api "
 labels = {{ tier = "demo" }}
 """
 
-    def config(self, discover: bool = True) -> Config:
-        return parse_config(self.config_text(), "<demo>", discover=discover)
+    def config(self) -> Config:
+        """The demo config, parsed: its OpenAPI source is loaded by the caller."""
+        return parse_config(self.config_text(), "<demo>")

@@ -12,7 +12,6 @@ import time
 
 import backoff
 
-from greenmon.certfiles import verification
 from greenmon.config import Config
 from greenmon.errors import (AUTH, CONNECTION, CONTENT, Failure, TokenError, TransportError,
                              status_failure)
@@ -20,6 +19,7 @@ from greenmon.expectations import check_json
 from greenmon.result import Attempt, Outcome
 from greenmon.settings import MonitorSettings
 from greenmon.targets import Target
+from greenmon.tokens import Credentials
 from greenmon.transport import Request, Response, Transport
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,7 @@ def _attempt(status: int | None, record, body_bytes: int | None,
 
 def verify_setting(target: Target, monitor: MonitorSettings) -> bool | str:
     """How a target's TLS is verified: False, True (default CAs) or a CA file added to them."""
-    verify_tls = monitor.verify_tls if target.verify_tls is None else target.verify_tls
-    ca_file = monitor.ca_file if target.ca_file is None else target.ca_file
-    return verification(verify_tls, ca_file)
+    return monitor.verification(target.verify_tls, target.ca_file)
 
 
 def client_cert(target: Target, monitor: MonitorSettings) -> tuple[str, str] | None:
@@ -121,6 +119,7 @@ class Prober:
     def __init__(self, transport: Transport, config: Config, clock=time.time):
         self._transport = transport
         self._clock = clock   # wall time, for the certificates' days left
+        self.credentials = Credentials(transport)
         self._monitor = config.monitor
         self._headers: dict = {}  # target name -> Transport.base_headers
         self._routes: dict = {}   # target name -> (proxies, client certificate)
@@ -158,7 +157,7 @@ class Prober:
                 and attempt.status_code is not None
                 and target.auth is not None and target.auth.refreshable):
             attempts.append(attempt)
-            target.auth.refresh(sent)
+            self.credentials.refresh(target.auth, sent)
             attempt, _ = self._send(target)
         attempts.append(attempt)
         if attempt.failure is not None:
@@ -194,7 +193,7 @@ class Prober:
         proxies, cert = self._routes[target.name]
         return Request(
             method=target.method, url=target.url, headers=headers, body=target.body,
-            auth=target.auth.header(self._transport) if target.auth is not None else None,
+            auth=self.credentials.header(target.auth) if target.auth is not None else None,
             timeout=target.timeout or monitor.timeout, verify=verify_setting(target, monitor),
             follow_redirects=monitor.follow_redirects, max_body_bytes=monitor.max_body_bytes,
             proxies=proxies, cert=cert,

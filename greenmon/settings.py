@@ -35,6 +35,14 @@ class MonitorSettings:
     client_cert: str = ""        # PEM certificate presented to targets that ask (mTLS)
     client_key: str = ""         # its key
 
+    def verification(self, verify_tls: bool | None = None, ca_file: str | None = None) -> bool | str:
+        """How TLS is verified by a check, a token request or a discovery fetch whose own
+        ``verify_tls`` and ``ca_file`` are these (None: not written, this section's apply):
+        False (no checks), True (the default CAs) or a CA file added to them."""
+        verify_tls = self.verify_tls if verify_tls is None else verify_tls
+        ca_file = self.ca_file if ca_file is None else ca_file
+        return ca_file if verify_tls and ca_file else verify_tls
+
 
 @dataclass(frozen=True)
 class RetrySettings:

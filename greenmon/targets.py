@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from greenmon.auth import AuthSource
+from greenmon.auth import AuthSource, OAuth2Source
 from greenmon.certfiles import ca_file, check_client_cert
 from greenmon.expectations import expect_json
 from greenmon.schema import (SECRET_MASK, ConfigError, Document, Path, boolean, dotted,
                              non_empty_string, number, open_fraction,
                              header_name, header_value, optional_file, string, string_table,
                              type_name)
-from greenmon.urls import redact_url
+from greenmon.urls import redact_url, unsendable
 
 DEFAULT_EXPECT_STATUS = ("2xx",)
 _METHOD = re.compile(r"[A-Z]+")
@@ -58,7 +57,7 @@ class Target:
     proxy_env: bool | None = None     # None: monitor.proxy_env
     client_cert: str | None = None    # None: monitor.client_cert (with client_key)
     client_key: str | None = None
-    auth: AuthSource | None = None
+    auth: AuthSource | OAuth2Source | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     enabled: bool = True
     shown_url: str | None = None      # the URL with its ${VAR} values masked, if it had any
@@ -74,7 +73,9 @@ class Target:
         return int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:8], "big")
 
 
-def _url(value: Any) -> str:
+def check_url(value: Any) -> str:
+    """Config check: an http(s) URL with a host that can be sent as written (else ValueError,
+    whose message shows the URL without its password)."""
     url = non_empty_string(value)
     try:
         parts = urlsplit(url)
@@ -89,30 +90,10 @@ def _url(value: Any) -> str:
         raise ValueError("port must be in 1-65535")
     if any(c in url for c in " \r\n\t\0"):
         raise ValueError("must not contain whitespace")
-    problem = _unsendable(url)
+    problem = unsendable(url)
     if problem:
         raise ValueError(f"{problem}: {redact_url(url)!r}")
     return url
-
-
-def _unsendable(url: str) -> str | None:
-    """What requests would refuse at send time (its own URL preparation: host labels, IDNA)."""
-    prepare_url, refused = _url_preparation()
-    try:
-        prepare_url(url)
-    except refused as error:
-        return f"is not a usable URL ({type(error).__name__})"
-    return None
-
-
-@functools.cache
-def _url_preparation():
-    """The transport's URL preparation and what it raises, imported on first use (gevent must
-    patch first), once: an import statement costs microseconds on every one of 10,000 targets."""
-    from requests.exceptions import RequestException
-
-    from greenmon.transport import prepare_url
-    return prepare_url, (RequestException, ValueError)
 
 
 def proxy_url(value: Any) -> str:
@@ -227,7 +208,7 @@ def _regex(value: Any) -> re.Pattern | None:
 
 _CHECKS = {
     "name": non_empty_string,
-    "url": _url,
+    "url": check_url,
     "method": _method,
     "headers": string_table(header_name, header_value),
     "body": string,
@@ -252,7 +233,7 @@ _CHECKS = {
 }
 
 
-def parse_target(doc: Document, raw: Any, index: int, auth: Mapping[str, AuthSource],
+def parse_target(doc: Document, raw: Any, index: int, auth: Mapping[str, AuthSource | OAuth2Source],
                  shown: tuple[str, list[str]] | None = None) -> Target:
     """``shown``: the URL with its ${VAR} values masked, and those values (config.py)."""
     path: Path = ("targets", index)
@@ -279,7 +260,6 @@ def parse_target(doc: Document, raw: Any, index: int, auth: Mapping[str, AuthSou
 
 # The checks other config tables reuse (discovery entries and what their sources yield).
 TARGET_CHECKS = _CHECKS
-check_url = _url
 check_method = _method
 check_regex = _regex
 check_label_name = _label_name

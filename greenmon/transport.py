@@ -31,8 +31,8 @@ from requests.utils import select_proxy
 from requests.structures import CaseInsensitiveDict
 
 from greenmon import trace
-from greenmon.errors import (CONNECTION, DeadlineExceeded, Failure, TransportError,
-                             classify_exception, timeout_failure)
+from greenmon.classify import classify_exception
+from greenmon.errors import CONNECTION, DeadlineExceeded, Failure, TransportError, timeout_failure
 from greenmon.result import TLSFacts
 from greenmon.tls import TrustStore, facts_of
 from greenmon.urls import origin as url_origin
@@ -84,7 +84,7 @@ _prepared_urls: dict[str, tuple[str, str | None]] = {}
 
 def prepare_url(url: str) -> tuple[str, str | None]:
     """requests' own URL preparation (IDNA, quoting, user:password as basic auth), once per URL:
-    config validation calls it first (it raises what requests would), checks then reuse it."""
+    a target's first check prepares it before it is timed (base_headers), later ones reuse it."""
     prepared = _prepared_urls.get(url)
     if prepared is None:
         if len(_prepared_urls) >= CACHE_LIMIT:
@@ -383,8 +383,13 @@ class Transport:
                      close: bool = False) -> CaseInsensitiveDict:
         """Every header of a target's requests but its auth source's: built once, never modified
         (targets without headers of their own share the session's). ``close``: ask for the
-        connection to be closed after the response, not kept idle for the next check."""
-        url_auth = prepare_url(url)[1]
+        connection to be closed after the response, not kept idle for the next check. The URL
+        is prepared here, before any attempt is timed; one that cannot be (the config refuses
+        those) fails each attempt in ``send``, classified, rather than the check."""
+        try:
+            url_auth = prepare_url(url)[1]
+        except (requests.RequestException, ValueError):
+            url_auth = None
         if not headers and url_auth is None:
             return self._closing_headers if close else self.session.headers
         merged = (self._closing_headers if close else self.session.headers).copy()

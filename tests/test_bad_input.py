@@ -16,6 +16,7 @@ import json
 import pytest
 
 from greenmon.config import load_config
+from greenmon.discovery.loading import discover
 from support.daemon_helpers import running_monitor, value
 from support.helpers import run_cli, wait_until
 from support.prom_helpers import describe_run, find_binary, run_tool
@@ -132,7 +133,7 @@ def test_a_file_sd_key_that_turns_bad_live_keeps_the_targets_and_the_scrape_vali
         path = tmp_path / "greenmon.toml"
         path.write_text('[monitor]\ninterval = 0.3\n[retry]\nretries = 0\n'
                         '[[file_sd]]\nfiles = ["sd.json"]\n', encoding="utf-8")
-        with running_monitor(load_config(path), loader=lambda: load_config(path, discover=False)) as running:
+        with running_monitor(discover(load_config(path)), loader=lambda: load_config(path)) as running:
             wait_until(lambda: value(running.metrics(), "greenmon_up", target="a") == 1, 30,
                        message="a checked")
             sd.write_text(json.dumps([{"targets": [farm.url("/a")], "labels": {"name": "a", "team": "x"}},

@@ -15,6 +15,7 @@ import pytest
 
 import greenmon
 from greenmon.config import Config, load_config, parse_config
+from greenmon.discovery.loading import discover
 from greenmon.schema import ConfigError
 
 from support.helpers import run_cli
@@ -587,8 +588,8 @@ def test_an_unset_timeout_fits_a_shorter_interval(text, monitor_timeout, timeout
 
 def test_discovered_targets_get_the_fitted_timeout_of_their_entry(tmp_path):
     (tmp_path / "sd.json").write_text('[{"targets": ["127.0.0.1:9"]}]', encoding="utf-8")
-    config = parse_config('[[file_sd]]\nfiles = ["sd.json"]\ninterval = 2\n', "<test>",
-                          base_dir=str(tmp_path))
+    config = discover(parse_config('[[file_sd]]\nfiles = ["sd.json"]\ninterval = 2\n', "<test>",
+                                   base_dir=str(tmp_path)))
     assert [t.timeout for t in config.targets] == [2.0]
     assert config.fitted_timeouts == ("file_sd[0].timeout 2 s",)
 

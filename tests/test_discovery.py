@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from greenmon.config import load_config, parse_config
+from greenmon.discovery.loading import discover
 from greenmon.discovery import documents
 from greenmon.discovery.values import SourceError
 from greenmon.engine import sweep
@@ -125,7 +126,7 @@ def test_an_openapi_document_served_over_http_yields_checked_targets(tmp_path, f
             labels = {{ team = "identity" }}
             timeout = 2.0
             """)
-        config = load_config(path)
+        config = discover(load_config(path))
         targets = by_name(config)
         assert set(targets) == {"users " + name for name in GET_TARGETS}
         for name, path_and_query in GET_TARGETS.items():
@@ -154,14 +155,14 @@ def test_an_openapi_document_read_from_a_file_needs_base_url_for_a_relative_serv
             spec = "api/openapi.{form}"
             base_url = "{farm.url('/v1')}"
             """)
-        config = load_config(path)   # spec relative to the config's folder
+        config = discover(load_config(path))   # spec relative to the config's folder
         assert {t.name: t.url for t in config.targets} == {
             name: farm.url(p) for name, p in GET_TARGETS.items()}
         assert all(r.ok for r in sweep(config.targets, config))
         write(tmp_path / "greenmon.toml", f'[[openapi]]\nspec = "api/openapi.{form}"\n')
         with pytest.raises(ConfigError, match=r"greenmon.toml:2: openapi\[0\]\.spec: cannot load .*"
                                               r"openapi\.\w+: the server URL '/v1' is relative"):
-            load_config(path)
+            discover(load_config(path))
 
 
 def test_server_variables_take_their_defaults_and_an_absolute_server_wins(tmp_path):
@@ -170,13 +171,13 @@ def test_server_variables_take_their_defaults_and_an_absolute_server_wins(tmp_pa
                     "variables": {"port": {"default": str(farm.port)}, "base": {"default": "v1"}}},
                    {"url": "http://127.0.0.1:9/ignored"}]
         farm.routes.update(served_routes(api_document(servers)))
-        config = parse_config(f'[[openapi]]\nspec = "{farm.url("/docs/openapi.json")}"\n'
-                              'include_paths = "^/health$"\n', "<test>")
+        config = discover(parse_config(f'[[openapi]]\nspec = "{farm.url("/docs/openapi.json")}"\n'
+                                       'include_paths = "^/health$"\n', "<test>"))
         assert [t.url for t in config.targets] == [farm.url("/v1/health")]
         # No servers at all: "/" on the document's own host.
         farm.routes.update(served_routes(api_document(servers=[])))
-        config = parse_config(f'[[openapi]]\nspec = "{farm.url("/docs/openapi.json")}"\n'
-                              'include_paths = "^/health$"\n', "<test>")
+        config = discover(parse_config(f'[[openapi]]\nspec = "{farm.url("/docs/openapi.json")}"\n'
+                                       'include_paths = "^/health$"\n', "<test>"))
         assert [t.url for t in config.targets] == [farm.url("/health")]
 
 
@@ -194,7 +195,7 @@ FILTERS = [
 @pytest.mark.parametrize("lines, expected", FILTERS, ids=[f"filter-{i}" for i in range(len(FILTERS))])
 def test_methods_paths_and_tags_choose_the_operations(tmp_path, lines, expected):
     write(tmp_path / "api.json", json.dumps(api_document(servers=[{"url": "http://127.0.0.1:9/v1"}])))
-    config = parse_config(f'[[openapi]]\nspec = "api.json"\n{lines}\n', str(tmp_path / "g.toml"))
+    config = discover(parse_config(f'[[openapi]]\nspec = "api.json"\n{lines}\n', str(tmp_path / "g.toml")))
     assert {t.name for t in config.targets} == expected
 
 
@@ -229,7 +230,7 @@ def test_operation_parameters_override_the_path_and_refs_loop_is_a_skip(tmp_path
         "/b/{y}": {"get": {}},
     }, "x": {"$ref": "#/x"}}
     write(tmp_path / "api.json", json.dumps(document))
-    config = parse_config('[[openapi]]\nspec = "api.json"\n', str(tmp_path / "g.toml"))
+    config = discover(parse_config('[[openapi]]\nspec = "api.json"\n', str(tmp_path / "g.toml")))
     assert [t.url for t in config.targets] == ["http://127.0.0.1:9/a/op"]
     skipped = {s.operation: s.reason for s in next(iter(config.discovered.values())).skipped}
     assert "loops" in skipped["GET /loop"]
@@ -257,7 +258,7 @@ def test_file_sd_json_and_yaml_with_labels_and_entry_defaults(tmp_path):
             labels = { tier = "sd", team = "default" }
             expect_status = [200]
             """)
-        config = load_config(path)
+        config = discover(load_config(path))
         results = sweep(config.targets, config)
     targets = by_name(config)
     assert list(targets) == [farm.url("/c"), farm.url("/a"), f"http://{host}/", "bee"]   # files sorted
@@ -272,7 +273,7 @@ def test_file_sd_json_and_yaml_with_labels_and_entry_defaults(tmp_path):
 
 def test_a_config_with_only_discovered_targets_is_valid(tmp_path):
     write(tmp_path / "sd.yml", "- targets: ['127.0.0.1:9']\n")
-    config = parse_config('[[file_sd]]\nfiles = ["sd.yml"]\n', str(tmp_path / "g.toml"))
+    config = discover(parse_config('[[file_sd]]\nfiles = ["sd.yml"]\n', str(tmp_path / "g.toml")))
     assert [t.name for t in config.enabled_targets] == ["http://127.0.0.1:9/"]
     assert config.static_targets == ()
 
@@ -281,11 +282,11 @@ def test_a_wildcard_that_matches_nothing_is_an_empty_source(tmp_path):
     (tmp_path / "sd").mkdir()
     text = ('[[targets]]\nname = "static"\nurl = "http://127.0.0.1:9/"\n\n'
             '[[file_sd]]\nfiles = ["sd/*.json"]\n')
-    config = parse_config(text, str(tmp_path / "g.toml"))
+    config = discover(parse_config(text, str(tmp_path / "g.toml")))
     assert [t.name for t in config.targets] == ["static"]
     # Alone, it leaves nothing to check: that is an error naming the source.
     with pytest.raises(ConfigError, match=r"no enabled targets: .*file_sd\[0\]"):
-        parse_config('[[file_sd]]\nfiles = ["sd/*.json"]\n', str(tmp_path / "g.toml"))
+        discover(parse_config('[[file_sd]]\nfiles = ["sd/*.json"]\n', str(tmp_path / "g.toml")))
 
 
 def test_file_keys_of_an_entry_are_taken_from_the_configs_folder(tmp_path, ca, monkeypatch):
@@ -296,8 +297,8 @@ def test_file_keys_of_an_entry_are_taken_from_the_configs_folder(tmp_path, ca, m
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     (tmp_path / "sd.yml").write_text("- targets: ['127.0.0.1:9']\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path.parent)   # not the config's folder
-    config = parse_config('[[file_sd]]\nfiles = ["sd.yml"]\nclient_cert = "client.pem"\n'
-                          'client_key = "client.key"\nca_file = "ca.pem"\n', str(tmp_path / "g.toml"))
+    config = discover(parse_config('[[file_sd]]\nfiles = ["sd.yml"]\nclient_cert = "client.pem"\n'
+                                   'client_key = "client.key"\nca_file = "ca.pem"\n', str(tmp_path / "g.toml")))
     (target,) = config.targets
     assert (target.client_cert, target.client_key, target.ca_file) == (
         str(tmp_path / "client.pem"), str(tmp_path / "client.key"), str(tmp_path / "ca.pem"))
@@ -365,7 +366,7 @@ def test_bad_discovery_input_is_a_config_error_naming_source_file_and_line(tmp_p
     for name, text in files.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError) as raised:
-        parse_config(entry + "\n", str(tmp_path / "g.toml"))
+        discover(parse_config(entry + "\n", str(tmp_path / "g.toml")))
     message = str(raised.value)
     for pattern in patterns:
         assert re.search(pattern, message), message

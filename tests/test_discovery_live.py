@@ -17,6 +17,7 @@ import time
 import gevent
 
 from greenmon.config import load_config, parse_config
+from greenmon.discovery.loading import discover
 
 from support.configs import config_text
 from support.daemon_helpers import Daemon, running_monitor, value
@@ -47,8 +48,8 @@ def test_a_changed_file_is_applied_live_and_a_broken_one_keeps_the_last_good_tar
         path = tmp_path / "greenmon.toml"
         path.write_text(DAEMON + '[[file_sd]]\nfiles = ["sd.json"]\nlabels = { tier = "sd" }\n',
                         encoding="utf-8")
-        config = load_config(path)
-        with running_monitor(config, loader=lambda: load_config(path, discover=False)) as running:
+        config = discover(load_config(path))
+        with running_monitor(config, loader=lambda: load_config(path)) as running:
             monitor = running.monitor
             wait_until(lambda: farm.hits("/b") >= 1 and "a" in monitor.engine.breakers
                        and monitor.engine.breakers["a"].state == "open", 5,
@@ -94,7 +95,7 @@ def test_a_name_clash_at_runtime_keeps_the_running_targets(tmp_path):
         path = tmp_path / "greenmon.toml"
         path.write_text(DAEMON + f'[[targets]]\nname = "a"\nurl = "{farm.url("/a")}"\n\n'
                         '[[file_sd]]\nfiles = ["sd.json"]\n', encoding="utf-8")
-        with running_monitor(load_config(path)) as running:
+        with running_monitor(discover(load_config(path))) as running:
             wait_until(lambda: farm.hits("/b") >= 1, 5, message="b checked")
             write_sd(sd, {"a": farm.url("/b"), "b": farm.url("/b")})   # "a" is [[targets]]' name
             wait_until(lambda: discovery(running.metrics(), "file_sd[0]") == (1, 1), 6,
@@ -111,8 +112,8 @@ def test_an_openapi_document_is_fetched_again_at_its_refresh_interval():
             {"openapi": "3.0.0", "paths": served["paths"]})
 
     with HTTPFarm({"/openapi.json": spec, "/one": reply(), "/two": reply()}) as farm:
-        config = parse_config(f'{DAEMON}[[openapi]]\nspec = "{farm.url("/openapi.json")}"\n'
-                              'refresh_interval = 0.5\n', "<test>")
+        config = discover(parse_config(f'{DAEMON}[[openapi]]\nspec = "{farm.url("/openapi.json")}"\n'
+                                       'refresh_interval = 0.5\n', "<test>"))
         with running_monitor(config) as running:
             wait_until(lambda: farm.hits("/one") >= 1, 5, message="GET /one checked")
             served["paths"] = {"/one": {"get": {}}, "/two": {"get": {}}}
@@ -137,8 +138,8 @@ def test_a_10mb_document_of_5000_operations_loads_without_holding_the_loop(tmp_p
     spec = tmp_path / "api.json"
     spec.write_text(json.dumps({"openapi": "3.0.3", "servers": [{"url": "http://127.0.0.1:9"}],
                                 "paths": {"/small": {"get": {}}}}), encoding="utf-8")
-    config = parse_config('[monitor]\ninterval = 60.0\n\n[[openapi]]\nspec = "api.json"\n',
-                          str(tmp_path / "g.toml"))
+    config = discover(parse_config('[monitor]\ninterval = 60.0\n\n[[openapi]]\nspec = "api.json"\n',
+                                   str(tmp_path / "g.toml")))
     text = huge_document()
     assert len(text) >= 10_000_000
     gaps = []

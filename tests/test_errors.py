@@ -15,8 +15,9 @@ import time
 
 import pytest
 
+from greenmon.classify import classify_exception
 from greenmon.errors import (AUTH, CONNECTION, CONTENT, ERROR_CLASSES, HTTP, TIMEOUT, Failure,
-                             classify_exception, status_failure, timeout_failure)
+                             status_failure, timeout_failure)
 from support.helpers import check_one
 from support.servers import (BacklogFull, HTTPFarm, RawServer, closed_port, never_answer, redirect, reply,
                              reset_after_head, send_raw, streamed, tls_server_context, trickle)
@@ -255,7 +256,7 @@ def test_classify_a_real_tls_handshake_error():
     incoming.write(NON_TLS_SERVER_REPLY)
     with pytest.raises(ssl.SSLError) as caught:
         client.do_handshake()
-    assert isinstance(caught.value.reason, str)  # what trips errors._chain
+    assert isinstance(caught.value.reason, str)  # what trips classify._chain
     failure = classify_exception(caught.value, 1.0)
     assert (failure.error_class, failure.detail, failure.retryable) == (CONNECTION, "tls", False)
 

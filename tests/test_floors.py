@@ -3,8 +3,9 @@
 The transport relies on requests' ``HTTPAdapter.get_connection_with_tls_context``
 and ``build_connection_pool_key_attributes`` (older requests skip both, silently:
 ``ca_file`` and the pools would change meaning), urllib3's connection classes,
-pycares' getaddrinfo TTLs, cryptography's UTC dates and PyYAML's libyaml parser (its
-events, composed in Python by discovery). ``.ci/run`` installs
+pycares' getaddrinfo TTLs, cryptography's UTC dates, PyYAML's libyaml parser (its
+events, composed in Python by discovery) and idna's strict IDNA 2008 encoding (the
+config's check of a host, which urllib3 encodes the same way). ``.ci/run`` installs
 every declared floor in a fresh virtual environment and runs this file there
 with GREENMON_FLOORS=1, which also checks that the installed versions are the
 floors. In the ordinary run it checks the same behaviour with what is installed.
@@ -19,9 +20,11 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import requests
 import trustme
 
 from greenmon.config import parse_config
+from greenmon.urls import unsendable
 from support.configs import config_text
 from support.helpers import check_one
 from support.servers import HTTPFarm, reply, tls_server_context
@@ -42,7 +45,7 @@ def declared_floors() -> dict[str, str]:
 
 def test_every_dependency_declares_a_floor():
     assert set(declared_floors()) == {"gevent", "requests", "urllib3", "backoff", "prometheus-client",
-                                      "pycares", "cryptography", "bcrypt", "PyYAML"}
+                                      "pycares", "cryptography", "bcrypt", "PyYAML", "idna"}
 
 
 @pytest.mark.skipif(os.environ.get("GREENMON_FLOORS") != "1", reason="only in the floors run of .ci/run")
@@ -110,3 +113,17 @@ def test_a_web_config_with_a_bcrypt_user_loads_and_checks(tmp_path):
     header = "Basic " + base64.b64encode(b"prometheus:s3cret").decode()
     assert auth.allows(header)
     assert not auth.allows("Basic " + base64.b64encode(b"prometheus:wrong").decode())
+
+
+@pytest.mark.parametrize("host", ["b\u00fccher.example", "\u2603.example", "\ufb01.example", "\u00e9..",
+                                  "a\u200db.example", "%41.example", ".example", "*.example"])
+def test_the_configs_host_check_agrees_with_what_requests_prepares(host):
+    """The config refuses a host without loading requests (urls.unsendable); with these
+    versions of requests, urllib3 and idna it refuses exactly what requests does."""
+    url = f"http://{host}/health"
+    try:
+        requests.PreparedRequest().prepare_url(url, None)
+        refused = False
+    except (requests.RequestException, ValueError):
+        refused = True
+    assert (unsendable(url) is not None) == refused, url

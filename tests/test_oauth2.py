@@ -109,6 +109,8 @@ def server():
 
 def swept(config, sweeps: int = 1, clock=None, step: float = 0.0) -> list:
     engine = Engine(config)
+    if clock is not None:
+        engine.prober.credentials.clock = clock   # the clock of the token clients
     results = []
     try:
         for _ in range(sweeps):
@@ -149,7 +151,6 @@ def test_a_short_lived_token_is_renewed_before_it_expires_not_per_check(server):
     """A 10 s token and checks every second for 30 s: four token requests for 300 checks."""
     config = api_config(server, 10, server.url("/token"))
     clock = FakeClock()
-    config.auth["api"]._clock = clock
     sweeps = swept(config, sweeps=30, clock=clock, step=1.0)
     assert all(r.ok for results in sweeps for r in results)
     # Fetched at 0, renewed at 9 s and 18 s and 27 s (a tenth of the lifetime early).
@@ -220,7 +221,7 @@ def test_a_token_endpoint_that_fails_fails_the_checks_as_auth_token(server, kind
             server.tokens.answer = "no-token"
         config = api_config(server, 3, token_url, extra=extra)
         if kind == "wrong-secret":
-            config.auth["api"]._secret._value = "not-the-secret"
+            config.auth["api"].secret._value = "not-the-secret"
         caplog.set_level(logging.DEBUG)
         started = time.monotonic()
         (results,) = swept(config)

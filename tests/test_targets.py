@@ -10,12 +10,17 @@ ones the line the error must point at carries a ``# <-`` marker (support.invalid
 from __future__ import annotations
 
 import hashlib
+from urllib.parse import urlsplit
 
 import pytest
+import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from greenmon.config import parse_config
 from greenmon.schema import ConfigError
-from greenmon.targets import Target, redact_url
+from greenmon.targets import Target, check_url, redact_url
+from greenmon.urls import unsendable
 from support.configs import config_text
 from support.invalid_configs import MARKER, assert_refused_at_marked_line, invalid_case
 
@@ -342,6 +347,30 @@ def test_unusable_host_is_refused_at_load(url):
     message = str(raised.value)
     assert message.startswith(f"{FILENAME}:") and "targets[1].url: " in message, message
     assert "is not a usable URL" in message and message.endswith("(target 'users-api')"), message
+
+
+# The config layer decides without requests (it loads no network library), by requests' own
+# rule for hosts; this holds it to what requests really does with the same URL.
+HOST_PARTS = st.sampled_from(["a", "xn--", "-", "*", ".", "..", "0", "\u2603", "\u00e9", "\u00df",
+                              "\u0627", "\u200d", "\u3002", "\ufb01", "\u00c9", "A", "z9", "_", "%", "%41", "~", "#", "?"])
+
+
+@given(st.lists(HOST_PARTS, min_size=1, max_size=6).map("".join))
+def test_a_host_is_refused_exactly_when_requests_would_refuse_it(host):
+    url = f"http://{host}:8080/health"
+    try:
+        requests.PreparedRequest().prepare_url(url, None)
+        refused = False
+    except (requests.RequestException, ValueError):
+        refused = True
+    try:
+        check_url(url)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert not (accepted and refused), f"{url}: the config accepts what requests refuses"
+    if not refused and urlsplit(url).hostname:
+        assert unsendable(url) is None, f"{url}: the config refuses what requests sends"
 
 
 # --- Defaults and the values given ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Discovery documents: read from a file or fetched over HTTP(S), parsed as JSON or YAML.
+"""Discovery documents: read from a file (fetched over HTTP(S) by ``loading``), parsed as JSON or YAML.
 
 Parsing runs in a thread (``cooperative.off_loop``) in the daemon, and is cut
 so that the thread lets go of the GIL often: a 10 MB document parsed by one
@@ -24,11 +24,9 @@ from typing import Any
 import yaml
 
 from greenmon.discovery.values import SourceError
-from greenmon.urls import redact_url
 
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024   # a fetched document larger than this is refused
 SLICE_DEPTH = 4                         # JSON containers decoded element by element, from the top
-ACCEPT = "application/json, application/yaml;q=0.9, text/yaml;q=0.9, */*;q=0.5"
 
 _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
@@ -65,28 +63,6 @@ def read_file(path: str) -> bytes:
     if len(data) > MAX_DOCUMENT_BYTES:
         raise SourceError(f"{path}: larger than {MAX_DOCUMENT_BYTES} bytes")
     return data
-
-
-def fetch(url: str, transport, *, timeout: float, verify: bool | str) -> bytes:
-    """GET ``url`` through greenmon's transport: its total deadline, TLS verification and CA
-    file, redirects as for checks, no compression (a body to inflate on the loop)."""
-    from greenmon.errors import TransportError
-    from greenmon.transport import Request
-
-    shown = redact_url(url)
-    headers = transport.base_headers(url, {"Accept": ACCEPT, "Accept-Encoding": "identity"})
-    request = Request(method="GET", url=url, headers=headers, body="", timeout=timeout,
-                      verify=verify, follow_redirects=True, max_body_bytes=MAX_DOCUMENT_BYTES)
-    try:
-        response = transport.send(request)
-    except TransportError as error:
-        failure = error.failure
-        raise SourceError(f"{shown}: {failure.error_class}/{failure.detail}: {failure.message}") from None
-    if not 200 <= response.status_code < 300:
-        raise SourceError(f"{shown}: HTTP {response.status_code} {response.reason}".rstrip())
-    if response.body_too_large:
-        raise SourceError(f"{shown}: larger than {MAX_DOCUMENT_BYTES} bytes")
-    return response.body
 
 
 # --- parsing -----------------------------------------------------------------------------------

@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import gevent
 
+from greenmon.config import Config
 from greenmon.cooperative import off_loop
+from greenmon.discovery.loading import cannot_load, discovery_transport, fetch_source
 from greenmon.discovery.sources import Source, merge
 from greenmon.discovery.values import Discovered, SourceError
 from greenmon.schema import ConfigError
-
-if TYPE_CHECKING:
-    from greenmon.config import Config
+from greenmon.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Discovery:
         self._monitor = monitor
         self._clock = clock
         self._states: dict[str, _State] = {}
-        self._transport = None
+        self._transport: Transport | None = None
         self.loads = 0      # successful loads since start (tests, logs)
 
     @property
@@ -72,21 +72,18 @@ class Discovery:
         if stamp is None and source.watches:   # a fetched document has no stamp
             stamp = off_loop(source.stamp)
         if source.fetches:
-            transport = self._transport_for(source)
-            data = source.fetch(transport)
+            data = fetch_source(source, self._transport_for(source))
         else:
             data = off_loop(source.read)
         return off_loop(source.discover, data, stamp)
 
-    def _transport_for(self, source: Source):
+    def _transport_for(self, source: Source) -> Transport:
         if self._transport is None:
-            from greenmon.transport import Transport
-            self._transport = Transport(pool_size=4, hosts=4,
-                                        user_agent=self._monitor.config.monitor.user_agent)
+            self._transport = discovery_transport(self._monitor.config.monitor.user_agent)
         off_loop(self._transport.load_trust, [(source.verify, None)])
         return self._transport
 
-    def complete(self, config: "Config") -> "Config":
+    def complete(self, config: Config) -> Config:
         """A config read again (SIGHUP) without its sources loaded: each source kept from the
         running config keeps its last load, a new or changed one is loaded now (ConfigError if
         it cannot be, as at start-up), and the targets are merged."""
@@ -100,8 +97,7 @@ class Discovery:
                 try:
                     load = self.load(source)
                 except SourceError as error:
-                    raise ConfigError(f"{config.source}: {source.label}.{source.field_name}: "
-                                      f"cannot load {error}") from None
+                    raise cannot_load(config, source, error) from None
             discovered[source.key] = load
         return off_loop(merge, config, discovered)
 

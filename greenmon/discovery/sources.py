@@ -1,11 +1,12 @@
-"""The ``[[openapi]]`` and ``[[file_sd]]`` entries: validated at load time, loaded, merged with ``[[targets]]``.
+"""The ``[[openapi]]`` and ``[[file_sd]]`` entries: validated at load time, their documents discovered, merged with ``[[targets]]``.
 
 An entry carries its source's own keys and, as defaults for every target it
 yields, any target key but ``name`` and ``url`` (and ``method`` for OpenAPI,
-whose operations say it). ``load`` reads a source once (the start-up and
-``--once`` path: a failure is a config error naming it); ``merge`` builds
-the targets of every source and puts them after ``[[targets]]``, refusing
-names that clash, with each other or with ``[[targets]]``.
+whose operations say it). A Source reads its files and turns a document into
+what it found (``discover``); fetching a document over HTTP is the network's
+(``loading``). ``merge`` builds the targets of every source and puts them
+after ``[[targets]]``, refusing names that clash, with each other or with
+``[[targets]]``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
-from greenmon.certfiles import verification
 from greenmon.discovery import file_sd, openapi
-from greenmon.discovery.documents import fetch, is_url, line_of, parse, read_file
+from greenmon.discovery.documents import is_url, line_of, parse, read_file
 from greenmon.discovery.values import Discovered, Found, Skip, SourceError
 from greenmon.files import file_stamp
 from greenmon.schema import (ConfigError, Document, Path, dotted, header_name, header_value,
@@ -129,9 +129,6 @@ class OpenAPISource(Source):
 
     def read(self) -> bytes:
         return read_file(self.spec)
-
-    def fetch(self, transport) -> bytes:
-        return fetch(self.spec, transport, timeout=self.timeout, verify=self.verify)
 
     def discover(self, data: bytes, stamp: Any = None) -> Discovered:
         """The document's operations (CPU work: the daemon runs it in a thread)."""
@@ -244,12 +241,10 @@ def _parse_entry(doc: Document, kind: str, index: int, entry: Any, auth: Mapping
                          monitor.timeout, monitor.interval, "the targets it yields")
     if fitted is not None:
         values["timeout"] = fitted
-    verify_tls = values.get("verify_tls", monitor.verify_tls)
-    ca_file = values.get("ca_file", monitor.ca_file)
     common = dict(index=index, key=json.dumps([kind, index, entry], sort_keys=True, default=repr),
                   refresh_interval=mine.pop("refresh_interval", DEFAULT_REFRESH_S[kind]),
                   defaults=values, timeout=timeout,
-                  verify=verification(verify_tls, ca_file))
+                  verify=monitor.verification(values.get("verify_tls"), values.get("ca_file")))
     if kind == "file_sd":
         if "files" not in mine:
             raise doc.error(path, "files is required (paths or globs of file_sd files)")
@@ -294,34 +289,6 @@ def resolve_paths(raw: dict, base_dir: str) -> None:
                 entry["files"] = [absolute(item) for item in entry["files"]]
 
 
-def load(source: Source, transport=None) -> Discovered:
-    """Read and discover a source now (start-up and --once; blocking). SourceError if it cannot."""
-    stamp = source.stamp()
-    data = source.fetch(transport) if source.fetches else source.read()
-    return source.discover(data, stamp)
-
-
-def load_all(doc: Document, sources: tuple[Source, ...], user_agent: str) -> dict[str, Discovered]:
-    """Every source, loaded once; the first that cannot be is a config error naming it."""
-    transport = None
-    try:
-        discovered = {}
-        for source in sources:
-            if source.fetches and transport is None:
-                from greenmon.transport import Transport   # the network module: only when needed
-                transport = Transport(pool_size=4, user_agent=user_agent, hosts=4)
-            if source.fetches:
-                transport.load_trust([(source.verify, None)])
-            try:
-                discovered[source.key] = load(source, transport)
-            except SourceError as error:
-                raise doc.error(source.path + (source.field_name,), f"cannot load {error}") from None
-        return discovered
-    finally:
-        if transport is not None:
-            transport.close()
-
-
 def build_targets(source: Source, discovered: Discovered) -> list[Target]:
     """The source's targets: what it found, with the entry's target keys as defaults."""
     defaults = source.defaults
@@ -340,12 +307,12 @@ def build_targets(source: Source, discovered: Discovered) -> list[Target]:
     return out
 
 
-def merge(config, discovered: Mapping[str, Discovered], doc: Document | None = None):
+def merge(config, discovered: Mapping[str, Discovered]):
     """``config`` with the targets of ``[[targets]]`` then of every source (its ``discovered``
     load), its shard kept; ConfigError when two targets have one name or none is enabled.
     CPU work at 10,000 targets: the daemon runs it in a thread."""
     def line(path: Path) -> str:   # for an error message only: it builds the line locator
-        number = doc.locator.line_of(path) if doc is not None else None
+        number = config.document.locator.line_of(path) if config.document is not None else None
         return f" (line {number})" if number else ""
 
     def owner(found_where: Any) -> str:
