@@ -18,7 +18,7 @@ import time  # noqa: E402
 
 from greenmon.config import load_config  # noqa: E402
 from greenmon.engine import Engine  # noqa: E402
-from greenmon.exporter import store_for  # noqa: E402
+from greenmon.store import store_for  # noqa: E402
 from greenmon.limits import tune_runtime  # noqa: E402
 
 

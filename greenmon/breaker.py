@@ -14,8 +14,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
-from greenmon.settings import BreakerSettings
 from greenmon.errors import Failure
+from greenmon.settings import BreakerSettings
 
 CLOSED = "closed"
 OPEN = "open"

@@ -18,6 +18,7 @@ from greenmon.discovery.loading import discover
 from greenmon.limits import quiet_urllib3, tune_runtime
 from greenmon.report import FORMATS, ProgressLine, jsonl_line, write_json, write_table
 from greenmon.schema import ConfigError, listen_address, location_name
+from greenmon.store import store_for
 from greenmon.summary import summarize
 
 EXIT_UP, EXIT_DOWN, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -248,7 +249,6 @@ def run_once(config: Config, output_format: str, out: IO[str], *, textfile: str 
         engine = Engine(config)
     store = None
     if textfile or pushgateway:
-        from greenmon.exporter import store_for  # prometheus_client: only when it is needed
         store = store_for(config, config.enabled_targets)
         engine.listeners.append(store.observe)
     progress = ProgressLine(len(config.enabled_targets))
@@ -296,7 +296,7 @@ def publish_metrics(store, textfile: str | None, pushgateway: str | None) -> Non
     """--textfile and --pushgateway: a failure is reported on stderr; the sweep's exit code stands."""
     from prometheus_client import push_to_gateway, write_to_textfile
 
-    from greenmon.exporter import build_registry
+    from greenmon.metrics import build_registry  # prometheus_client: only when it is needed
 
     registry = build_registry(store)
     if textfile:

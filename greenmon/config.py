@@ -27,7 +27,8 @@ from greenmon.schema import (SECRET_MASK, ConfigError, Document, boolean, bucket
                              optional_file)
 from greenmon.settings import (BreakerSettings, MetricsSettings, MonitorSettings, RetrySettings,
                                ServerSettings)
-from greenmon.targets import Target, check_client_cert_pair, fit_timeout, parse_target, proxy_url
+from greenmon.targets import (Target, check_client_cert_pair, first_clash, fit_timeout, parse_target,
+                              proxy_url)
 
 DEFAULT_CONFIG_PATH = "greenmon.toml"
 CONFIG_ENV = "GREENMON_CONFIG"
@@ -219,18 +220,16 @@ def parse_config(text: str, filename: str = "<string>", base_dir: str | None = N
             targets[i] = dataclasses.replace(target, timeout=timeout)
             fitted.append(f"targets[{i}].timeout {timeout:g} s ({target.name!r})")
     targets = tuple(targets)
-    seen: dict[str, int] = {}
-    for i, target in enumerate(targets):
-        if target.name in seen:
-            raise doc.error(("targets", i, "name"),
-                            f"duplicate target name {target.name!r} (also targets[{seen[target.name]}])")
-        seen[target.name] = i
+    clash = first_clash((target.name, i) for i, target in enumerate(targets))
+    if clash is not None:
+        name, first, second = clash
+        raise doc.error(("targets", second, "name"), f"duplicate target name {name!r} (also targets[{first}])")
     sources = discovery.parse_sources(doc, raw, auth, monitor)
     fitted += [f"{source.label}.timeout {source.defaults['timeout']:g} s"
                for source in sources if discovery.timeout_fitted(source, raw)]
     config = Config(auth=auth, targets=targets, source=filename, sources=sources,
                     static_targets=targets, fitted_timeouts=tuple(fitted), document=doc, **sections)
     if not sources and not config.enabled_targets:
-        raise doc.error(("targets",), "no enabled targets: add at least one [[targets]] entry")
+        raise discovery.no_enabled_targets(doc, filename, sources)
     return config
 

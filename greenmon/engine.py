@@ -2,7 +2,7 @@
 
 The engine and the daemon's scheduler are the only places that spawn
 greenlets. Each result is handed to the registered listeners as soon as its
-check ends (jsonl output, the exporter); a sweep returns the whole list in
+check ends (jsonl output, the metrics store); a sweep returns the whole list in
 target order.
 """
 
@@ -18,9 +18,9 @@ import gevent.pool
 
 from greenmon import resolver, statefile
 from greenmon.breaker import HALF_OPEN, BreakerState, Gate, gate, record
+from greenmon.check import Checker, trust_settings
 from greenmon.config import Config
 from greenmon.limits import fit_concurrency
-from greenmon.prober import Prober, trust_settings
 from greenmon.result import MonitorResult, checked_result, internal_error_result, skipped_result
 from greenmon.targets import Target
 from greenmon.transport import Transport
@@ -44,7 +44,7 @@ def require_gevent_patching() -> None:
 
 
 class Engine:
-    """Holds what outlives one sweep: the HTTP session, the prober and the breaker table."""
+    """Holds what outlives one sweep: the HTTP session, the checker and the breaker table."""
 
     def __init__(self, config: Config, *, transport: Transport | None = None,
                  clock: Callable[[], float] = time.time, listeners: Iterable[Listener] = (),
@@ -60,7 +60,7 @@ class Engine:
             transport = transport_for(config, self.concurrency)
             transport.load_trust(trust_settings(config))
         self.transport = transport
-        self.prober = Prober(self.transport, config, clock=clock)
+        self.checker = Checker(self.transport, config, clock=clock)
         self.clock = clock
         self.listeners: list[Listener] = list(listeners)
         # Told when a breaker goes half-open for a trial (results tell every other change).
@@ -80,7 +80,7 @@ class Engine:
         checks = []
         for target in targets:
             self._pool.wait_available()
-            if self.prober.stopping:
+            if self.checker.stopping:
                 break  # stop(): no new checks, not even the one that waited for a slot
             checks.append(self._pool.spawn(self.check, target))
         self._pool.join()
@@ -97,7 +97,7 @@ class Engine:
     def stop(self) -> None:
         """Shut down: no new checks or retries; checks still running after their deadline
         (plus STOP_GRACE_S) are killed."""
-        self.prober.stopping = True
+        self.checker.stopping = True
         grace = self.config.longest_timeout + STOP_GRACE_S
         if self._pool is not None and not self._pool.join(timeout=grace):
             self._pool.kill(timeout=1)
@@ -136,7 +136,7 @@ class Engine:
             self.breakers[target.name] = half_open
             for listener in self.breaker_listeners:
                 listener(target.name, half_open)
-        outcome = self.prober.check(target, trial=trial)
+        outcome = self.checker.check(target, trial=trial)
         before, state = state, record(state, outcome.last.failure, self.clock(), settings, trial=trial)
         self.breakers[target.name] = state
         if state != before:

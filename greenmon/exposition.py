@@ -20,7 +20,7 @@ Whatever a config or a discovery source holds, the text parses: every label
 name is ``[a-zA-Z_][a-zA-Z0-9_]*`` and every label value escaped and valid
 UTF-8. Target labels are the only names that are not greenmon's own, and
 MetricsStore.set_targets checks them, and makes the target's strings valid
-UTF-8, once per target (``exporter.exported_target``); a line only escapes
+UTF-8, once per target (``store.exported_target``); a line only escapes
 (``_escape``: backslash, double quote, newline, as the format asks). The
 encode of a target's text and of the tail turns a lone surrogate that got
 here some other way into U+FFFD, as set_targets does, instead of raising
@@ -39,8 +39,9 @@ import gevent.lock
 from prometheus_client.utils import floatToGoString
 
 from greenmon.cooperative import Slices
-from greenmon.exporter import (ALL_FAMILIES, DURATION, TARGET_FAMILIES, MetricsStore, Sample,
-                               global_samples, target_samples)
+from greenmon.metrics import (ALL_TARGET_METRICS, TARGET_METRICS, MetricRow, changed_metrics,
+                              global_samples, target_samples)
+from greenmon.store import MetricsStore, Sample
 
 BLOCK = 256        # targets per joined piece: about 50 KB of text
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"   # the text format written here
@@ -49,7 +50,7 @@ GZIP_LEVEL = 1
 
 def _as_replacement(error: UnicodeError) -> tuple[bytes, int]:
     """The ``errors`` handler of the exposition's encodes: U+FFFD for each character UTF-8
-    cannot carry (a lone surrogate), as exporter.utf8_text does; as bytes, because the
+    cannot carry (a lone surrogate), as store.utf8_text does; as bytes, because the
     UTF-8 encoder takes only ASCII text from a handler."""
     if isinstance(error, UnicodeEncodeError):
         return "\ufffd".encode() * (error.end - error.start), error.end
@@ -92,11 +93,9 @@ def sample_line(sample: Sample) -> str:
     return f"{name} {_number(value)}\n"
 
 
-def family_header(name: str, help_text: str, kind: str) -> bytes:
-    if kind == "counter":
-        name += "_total"
-    help_text = help_text.replace("\\", r"\\").replace("\n", r"\n")
-    return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n".encode()
+def family_header(row: MetricRow) -> bytes:
+    help_text = row.help.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {row.name} {help_text}\n# TYPE {row.name} {row.kind}\n".encode()
 
 
 def gzip_pieces(pieces: Iterable[bytes], level: int = GZIP_LEVEL) -> bytes:
@@ -143,7 +142,7 @@ class Exposition:
         # target -> its text, and where each family's part of it starts and ends
         self._texts: dict[str, tuple[bytes, array]] = {}
         self._layout: int | None = None
-        self._headers = [family_header(*spec) for spec in TARGET_FAMILIES]
+        self._headers = [family_header(row) for row in TARGET_METRICS]
         self._lock = gevent.lock.Semaphore()   # one render at a time; the next finds little to do
 
     def render(self) -> Text:
@@ -154,29 +153,26 @@ class Exposition:
             if self._layout != store.layout:   # targets, labels or buckets changed: all anew
                 self._layout = store.layout
                 self._texts = {}
-                stale = dict.fromkeys(store.series, ALL_FAMILIES)
+                stale = dict.fromkeys(store.series, 0)   # no text kept: every metric anew
             else:
                 stale = store.changed
             store.changed = {}   # what changes from here on is formatted by the next scrape
-            for name, families in slices.each(list(stale.items())):
+            for name, events in slices.each(list(stale.items())):
                 series = store.series.get(name)
                 if series is None:
                     continue
                 old, ends = self._texts.get(name, (None, None))
-                if old is None:
-                    families = ALL_FAMILIES
-                found = target_samples(store, series, store.info_labels, families)
+                metrics = ALL_TARGET_METRICS if old is None else changed_metrics(events)
+                found = target_samples(store, series, metrics)
                 pieces = [old[ends[index]:ends[index + 1]] if samples is None else
                           utf8("".join(map(sample_line, samples)))
                           for index, samples in enumerate(found)]
                 self._texts[name] = (b"".join(pieces), array("I", accumulate(map(len, pieces), initial=0)))
             texts = [self._texts[name] for name in store.series if name in self._texts]
-            headers = list(self._headers)
-            if not store.per_target_histograms:
-                headers[DURATION] = None
-            tail = b"".join(family_header(*spec)
-                            + utf8("".join(map(sample_line, found)))
-                            for spec, found in global_samples(store))
+            headers = [header if row.shown(store) else None
+                       for header, row in zip(self._headers, TARGET_METRICS)]
+            tail = b"".join(family_header(row) + utf8("".join(map(sample_line, found)))
+                            for row, found in global_samples(store))
             size = (sum(len(h) for h in headers if h is not None) + len(tail)
                     + sum([len(text) for text, _ in texts]))
             return Text(headers, texts, tail, size)

@@ -1,6 +1,6 @@
 """A bucketed histogram as plain numbers: observed on the hot path, merged across processes.
 
-The exporter turns it into a Prometheus histogram at scrape time; worker
+The metric table turns it into a Prometheus histogram at scrape time; worker
 processes send the counts they gathered since their last message, and the
 parent adds them up (``merge``).
 """

@@ -53,7 +53,7 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """All attempts of one check, as the prober made them."""
+    """All attempts of one check, as the checker made them."""
 
     attempts: tuple[Attempt, ...]
     elapsed_s: float

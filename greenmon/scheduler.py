@@ -1,7 +1,7 @@
 """The daemon's runner: starts each target's check when the timetable says it is due.
 
 It only gates and spawns: what a check does is the engine's, when it is due
-is the timetable's (``schedule``). A check still running when its target is
+is the timetable's (``timetable``). A check still running when its target is
 due again is not started twice: the due turn is skipped and counted (an
 overrun). It records how late each check starts against its due time (schedule lag,
 ``timing.Timing``).
@@ -24,7 +24,7 @@ import gevent
 import gevent.event
 import gevent.pool
 
-from greenmon.schedule import Due, Slot, Timetable
+from greenmon.timetable import Due, Slot, Timetable
 from greenmon.timing import Timing
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class Scheduler:
     def stop(self) -> None:
         """No new checks or retries; the checks in flight end or hit their deadline."""
         self.stopping = True
-        self.engine.prober.stopping = True
+        self.engine.checker.stopping = True
         self._wake.set()
 
     def drain(self, grace: float) -> None:

@@ -1,6 +1,6 @@
 """The settings of each config section, with their defaults named next to them.
 
-Plain frozen values on the model floor: the breaker, the prober and the exporter read
+Plain frozen values on the model floor: the breaker, the checker and the metrics store read
 them without knowing the config file (config.py validates and builds them).
 """
 

@@ -15,10 +15,10 @@ import hashlib
 from html import escape
 from urllib.parse import urlencode
 
-from greenmon.exporter import TargetSeries
 from greenmon.histogram import Histogram
 from greenmon.history import SKIPPED
 from greenmon.result import iso_timestamp
+from greenmon.store import TargetSeries
 from greenmon.summary import percentile
 
 STYLE = """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 from urllib.parse import urlsplit
 
 from greenmon.auth import AuthSource, OAuth2Source
@@ -96,6 +96,17 @@ def check_url(value: Any) -> str:
     return url
 
 
+def first_clash(named: Iterable[tuple[str, Any]]) -> tuple[str, Any, Any] | None:
+    """The first name given twice, with where it came from first and second; None when every
+    name is unique (target names must be: a name is a target's identity everywhere)."""
+    seen: dict[str, Any] = {}
+    for name, where in named:
+        if name in seen:
+            return name, seen[name], where
+        seen[name] = where
+    return None
+
+
 def proxy_url(value: Any) -> str:
     """A proxy: http:// or https://, a host and a port ("" for none)."""
     url = string(value)
@@ -169,7 +180,7 @@ def is_label_name(name: object) -> bool:
 
 def is_target_label(name: object) -> bool:
     """A label a target may carry: a label name, none of greenmon's own (RESERVED_LABELS).
-    The exposition applies it again (exporter.exported_target)."""
+    The exposition applies it again (store.exported_target)."""
     return is_label_name(name) and name not in RESERVED_LABELS
 
 

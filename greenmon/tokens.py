@@ -15,7 +15,7 @@ one repeat fetches another.
 Token requests go through the checks' transport, so they obey its total
 deadline, TLS verification and CA file: the source's settings
 (``oauth2.OAuth2Source``). Tokens live in the process that fetched them
-(``Credentials``, one per prober): a worker process fetches its own, and a
+(``Credentials``, one per Checker): a worker process fetches its own, and a
 reload, whose sources are new, fetches new ones. The client secret and the
 token are never logged, put in a message or in a result.
 """

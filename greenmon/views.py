@@ -13,8 +13,8 @@ from typing import Callable, Generic, TypeVar
 
 from greenmon import statuspage
 from greenmon.cooperative import Slices
-from greenmon.exporter import MetricsStore, TargetSeries
 from greenmon.report import json_frame, result_json
+from greenmon.store import MetricsStore, TargetSeries
 from greenmon.summary import summarize
 
 T = TypeVar("T")

@@ -42,7 +42,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def make_app(monitor):
+def make_app(daemon):
     def respond(environ, start_response, status: str, content_type: str, pieces, extra=()):
         """``pieces``: the body as an iterable of bytes (a list, or exposition.Text) with len()
         of the whole (Text knows its size; a list is summed)."""
@@ -64,14 +64,14 @@ def make_app(monitor):
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
             return text(environ, start_response, "405 Method Not Allowed", b"GET only\n",
                         [("Allow", "GET, HEAD")])
-        if (path != "/healthz" and monitor.auth.required
-                and not monitor.auth.allows(environ.get("HTTP_AUTHORIZATION"))):
+        if (path != "/healthz" and daemon.auth.required
+                and not daemon.auth.allows(environ.get("HTTP_AUTHORIZATION"))):
             return text(environ, start_response, "401 Unauthorized", b"unauthorized\n", [UNAUTHORIZED])
         if path == "/metrics":
             return respond(environ, start_response, "200 OK", CONTENT_TYPE,
-                           monitor.exposition.render())
+                           daemon.exposition.render())
         if path == "/healthz":
-            if monitor.healthy():
+            if daemon.healthy():
                 return text(environ, start_response, "200 OK", b"ok\n")
             return text(environ, start_response, "503 Service Unavailable",
                         b"checks are not starting on schedule\n")
@@ -80,18 +80,18 @@ def make_app(monitor):
             if not name:
                 return text(environ, start_response, "400 Bad Request",
                             b"which target? /api/history?target=NAME\n")
-            document = monitor.views.history_document(name)
+            document = daemon.views.history_document(name)
             if document is None:
                 return text(environ, start_response, "404 Not Found", b"no such target\n")
             return respond(environ, start_response, "200 OK", "application/json", [document])
         if path == "/api/results":
             return respond(environ, start_response, "200 OK", "application/json",
-                           monitor.views.results_document(), [DATA_POLICY])
+                           daemon.views.results_document(), [DATA_POLICY])
         if path == "/":
             params = parse_qs(environ.get("QUERY_STRING", ""))
             page = params.get("page", ["1"])[0]
             return respond(environ, start_response, "200 OK", "text/html; charset=utf-8",
-                           monitor.views.status_page(interval_s=monitor.config.monitor.interval,
+                           daemon.views.status_page(interval_s=daemon.config.monitor.interval,
                                                      now=time.time(), query=params.get("q", [""])[0],
                                                      page=int(page) if page.isdigit() else 1),
                            [PAGE_POLICY])
@@ -121,14 +121,14 @@ class _Handler(WSGIHandler):
 
 
 class _CurrentContext:
-    """The server's TLS context as the monitor holds it now: a reload's new certificate
+    """The server's TLS context as the daemon holds it now: a reload's new certificate
     serves the next connection (gevent only needs ``wrap_socket``)."""
 
-    def __init__(self, monitor):
-        self._monitor = monitor
+    def __init__(self, daemon):
+        self._daemon = daemon
 
     def wrap_socket(self, sock, **kwargs):
-        return self._monitor.web.ssl_context.wrap_socket(sock, **kwargs)
+        return self._daemon.web.ssl_context.wrap_socket(sock, **kwargs)
 
 
 class _Server(WSGIServer):
@@ -150,9 +150,9 @@ class WebServer:
     """Slow or hostile clients cannot hold more than MAX_CONNECTIONS sockets (the checks' open
     files stay theirs) nor write tracebacks to the log (client errors are DEBUG)."""
 
-    def __init__(self, monitor, listen: str):
-        tls = {"ssl_context": _CurrentContext(monitor)} if monitor.web.tls else {}
-        self.server = _Server(parse_listen(listen), make_app(monitor), log=None,
+    def __init__(self, daemon, listen: str):
+        tls = {"ssl_context": _CurrentContext(daemon)} if daemon.web.tls else {}
+        self.server = _Server(parse_listen(listen), make_app(daemon), log=None,
                               error_log=LoggingLogAdapter(log, logging.DEBUG),
                               handler_class=_Handler, spawn=Pool(MAX_CONNECTIONS), **tls)
 

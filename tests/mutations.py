@@ -1,7 +1,7 @@
 """Hand mutation check of greenmon's decision modules: does the suite fail when they break?
 
 Each mutant below is one small, plausible bug in errors, breaker, prober, targets, urls, certfiles, auth,
-exporter, oauth2 or discovery (the modules that decide what an operator is told), with the test files that should
+store, metric table, oauth2 or discovery (the modules that decide what an operator is told), with the test files that should
 catch it. For each mutant this script applies it to a copy of the repository in a temporary
 directory, runs those test files there (``pytest -x``: the first failure kills the mutant),
 and puts the copy's module back. The checkout is never written: greenmon/ here stays as it
@@ -39,13 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("greenmon", "tests", "deploy", "benchmarks", "README.md", "setup.cfg", "setup.py")
 PER_RUN_TIMEOUT_S = 900.0
 
-ERRORS = ("tests/test_errors.py", "tests/test_prober.py")
+ERRORS = ("tests/test_errors.py", "tests/test_check.py")
 BREAKER = ("tests/test_breaker.py", "tests/test_engine.py")
-PROBER = ("tests/test_prober.py", "tests/test_errors.py", "tests/test_auth.py")
+CHECK = ("tests/test_check.py", "tests/test_errors.py", "tests/test_auth.py")
 TARGETS = ("tests/test_targets.py", "tests/test_config.py", "tests/test_fuzz_config.py",
-           "tests/test_schedule.py", "tests/test_secrets.py")
+           "tests/test_timetable.py", "tests/test_secrets.py")
 AUTH = ("tests/test_auth.py", "tests/test_secrets.py")
-EXPORTER = ("tests/test_exporter.py", "tests/test_web.py")
+EXPORTER = ("tests/test_metrics.py", "tests/test_web.py")
 OAUTH2 = ("tests/test_oauth2.py",)
 DISCOVERY = ("tests/test_discovery.py",)
 
@@ -104,49 +104,43 @@ MUTANTS = [
     Mutant("B6", "greenmon/breaker.py", "return BreakerState(OPEN, failures, now, failure)",
            "return BreakerState(OPEN, failures, state.opened_at or now, failure)",
            "a failed trial does not restart the recovery timeout (a trial at every turn)", BREAKER),
-    # --- prober: attempts, retries, verdicts ---
-    Mutant("P1", "greenmon/prober.py", "max_tries=retry.retries + 1", "max_tries=retry.retries",
-           "one retry fewer than configured", PROBER),
-    Mutant("P2", "greenmon/prober.py", "return self.stopping or not error.attempt.failure.retryable",
+    # --- one check: attempts, retries, the judges ---
+    Mutant("P1", "greenmon/check.py", "max_tries=retry.retries + 1", "max_tries=retry.retries",
+           "one retry fewer than configured", CHECK),
+    Mutant("P2", "greenmon/check.py", "return self.stopping or not error.attempt.failure.retryable",
            "return not error.attempt.failure.retryable", "retries go on after a stop (SIGTERM)",
-           PROBER + ("tests/test_faults.py",)),
-    Mutant("P3", "greenmon/prober.py",
-           "    if response.status_code not in target.expect_status:\n"
-           "        return status_failure(response.status_code, response.reason)\n"
-           "    if response.body_too_large:\n"
-           '        return Failure(CONTENT, "body_too_large", "body larger than max_body_bytes")\n',
-           "    if response.body_too_large:\n"
-           '        return Failure(CONTENT, "body_too_large", "body larger than max_body_bytes")\n'
-           "    if response.status_code not in target.expect_status:\n"
-           "        return status_failure(response.status_code, response.reason)\n",
-           "a large 503 page is body_too_large (content, not retried)", PROBER),
-    Mutant("P4", "greenmon/prober.py", "target.reject_body is not None and target.reject_body.search(text)",
-           "False", "reject_body is ignored", PROBER),
-    Mutant("P5", "greenmon/prober.py", "not target.expect_body.search(text)",
-           "not target.expect_body.match(text)", "expect_body must match at the start of the body",
-           PROBER),
-    Mutant("P6", "greenmon/prober.py", "            self.credentials.refresh(target.auth, sent)\n", "",
-           "no re-read of the token after a 401/403", PROBER),
-    Mutant("P7", "greenmon/prober.py", "(self._attempt if trial else self._attempt_with_retries)",
-           "self._attempt_with_retries", "a half-open trial is retried", PROBER + BREAKER),
+           CHECK + ("tests/test_faults.py",)),
+    Mutant("P3", "greenmon/judges.py",
+           '    ("expect_status", _status),\n    ("max_body_bytes", _body_size),\n',
+           '    ("max_body_bytes", _body_size),\n    ("expect_status", _status),\n',
+           "a large 503 page is body_too_large (content, not retried)", CHECK),
+    Mutant("P4", "greenmon/judges.py", "if expect.reject_body is None or not expect.reject_body.search(seen.text):",
+           "if True:", "reject_body is ignored", CHECK),
+    Mutant("P5", "greenmon/judges.py", "expect.body.search(seen.text)",
+           "expect.body.match(seen.text)", "expect_body must match at the start of the body",
+           CHECK),
+    Mutant("P6", "greenmon/check.py", "            self.credentials.refresh(step.auth, sent)\n", "",
+           "no re-read of the token after a 401/403", CHECK),
+    Mutant("P7", "greenmon/check.py", "send = self._attempt if trial else self._attempt_with_retries",
+           "send = self._attempt_with_retries", "a half-open trial is retried", CHECK + BREAKER),
     Mutant("P8", "greenmon/settings.py", "return ca_file if verify_tls and ca_file else verify_tls",
-           "return verify_tls", "ca_file is ignored", PROBER),
-    Mutant("P9", "greenmon/prober.py", "timeout=target.timeout or monitor.timeout",
-           "timeout=monitor.timeout", "a target's own timeout is ignored", PROBER),
-    Mutant("P10", "greenmon/prober.py", "jitter=backoff.full_jitter if retry.jitter else None",
-           "jitter=None", "jitter = true is ignored", PROBER),
-    Mutant("P11", "greenmon/prober.py", "factor=retry.backoff, max_value=retry.max_backoff",
-           "factor=retry.backoff", "max_backoff is ignored", PROBER),
-    Mutant("P12", "greenmon/prober.py", "and target.auth is not None and target.auth.refreshable",
-           "and target.auth is not None", "an inline token is tried twice on every 401", PROBER),
-    Mutant("P13", "greenmon/prober.py", "follow_redirects=monitor.follow_redirects",
-           "follow_redirects=True", "follow_redirects = false is ignored", PROBER),
+           "return verify_tls", "ca_file is ignored", CHECK),
+    Mutant("P9", "greenmon/check.py", "timeout=target.timeout or monitor.timeout",
+           "timeout=monitor.timeout", "a target's own timeout is ignored", CHECK),
+    Mutant("P10", "greenmon/check.py", "jitter=backoff.full_jitter if retry.jitter else None",
+           "jitter=None", "jitter = true is ignored", CHECK),
+    Mutant("P11", "greenmon/check.py", "factor=retry.backoff, max_value=retry.max_backoff",
+           "factor=retry.backoff", "max_backoff is ignored", CHECK),
+    Mutant("P12", "greenmon/check.py", "and step.auth is not None and step.auth.refreshable",
+           "and step.auth is not None", "an inline token is tried twice on every 401", CHECK),
+    Mutant("P13", "greenmon/check.py", "follow_redirects=monitor.follow_redirects",
+           "follow_redirects=True", "follow_redirects = false is ignored", CHECK),
     # --- targets: what is refused at load, status matching, names ---
     Mutant("T1", "greenmon/targets.py", "problem = unsendable(url)", "problem = None",
            "a URL requests cannot send is accepted at load", TARGETS),
     Mutant("T2", "greenmon/targets.py", "return status in self.codes or status // 100 in self.classes",
            "return status in self.codes", 'status classes ("2xx") match nothing',
-           TARGETS + ("tests/test_prober.py",)),
+           TARGETS + ("tests/test_check.py",)),
     Mutant("T3", "greenmon/targets.py", "    if port == 0:\n", "    if False:\n",
            "port 0 is accepted", TARGETS),
     Mutant("T4", "greenmon/targets.py", ' and name not in RESERVED_LABELS', "",
@@ -181,7 +175,7 @@ MUTANTS = [
            "if self._file_stamp is not None:",
            "a token file rotated on disk is not picked up", AUTH),
     Mutant("A3", "greenmon/auth.py", 'return self.origin != "inline"', "return True",
-           "an inline secret counts as refreshable", AUTH + ("tests/test_prober.py",)),
+           "an inline secret counts as refreshable", AUTH + ("tests/test_check.py",)),
     Mutant("A4", "greenmon/auth.py", "if len(given) != 1:", "if len(given) < 1:",
            "token and token_file both given: one is silently ignored", AUTH + ("tests/test_config.py",)),
     Mutant("A5", "greenmon/auth.py", "        header_value(secret.get())\n", "        secret.get()\n",
@@ -190,31 +184,31 @@ MUTANTS = [
     Mutant("A6", "greenmon/auth.py", "            self._file_stamp = None\n            self._reload_file_if_changed()",
            "            self._reload_file_if_changed()",
            "after a 401, a token file is re-read only if its size or time changed", AUTH),
-    # --- exporter: what Prometheus is told ---
-    Mutant("X1", "greenmon/exporter.py", "        if result.skipped:   # not contacted",
+    # --- the store and the metric table: what Prometheus is told ---
+    Mutant("X1", "greenmon/store.py", "        if result.skipped:   # not contacted",
            "        if False:   # not contacted", "a skipped check (open breaker) counts as a check", EXPORTER),
-    Mutant("X2", "greenmon/exporter.py", "series.retries[_CLASS_INDEX[error_class]] += 1", "pass",
+    Mutant("X2", "greenmon/store.py", "series.retries[_CLASS_INDEX[error_class]] += 1", "pass",
            "retries are not counted", EXPORTER),
-    Mutant("X3", "greenmon/exporter.py", "for latency in result.attempt_latencies:",
+    Mutant("X3", "greenmon/store.py", "for latency in result.attempt_latencies:",
            "for latency in result.attempt_latencies[-1:]:",
            "only the last attempt of a check is timed", EXPORTER),
-    Mutant("X4", "greenmon/exporter.py", '("greenmon_up", by_target, 1 if last.ok else 0)',
-           '("greenmon_up", by_target, 1)', "greenmon_up is always 1", EXPORTER),
-    Mutant("X5", "greenmon/exporter.py",
-           'return [] if last is None else [("greenmon_up", by_target, 1 if last.ok else 0)]',
-           'return [("greenmon_up", by_target, 1 if last is not None and last.ok else 0)]',
+    Mutant("X4", "greenmon/metrics.py", '("greenmon_up", series.by_target, 1 if last.ok else 0)',
+           '("greenmon_up", series.by_target, 1)', "greenmon_up is always 1", EXPORTER),
+    Mutant("X5", "greenmon/metrics.py",
+           'return [] if last is None else [("greenmon_up", series.by_target, 1 if last.ok else 0)]',
+           'return [("greenmon_up", series.by_target, 1 if last is not None and last.ok else 0)]',
            "greenmon_up 0 before the first check (a false down at every start)", EXPORTER),
-    Mutant("X6", "greenmon/exporter.py", "            series.breaker = state.state\n", "            pass\n",
+    Mutant("X6", "greenmon/store.py", "            series.breaker = state.state\n", "            pass\n",
            "a half-open trial does not show while it runs", EXPORTER + BREAKER),
-    Mutant("X7", "greenmon/exporter.py", "series.errors[_CLASS_INDEX[result.error_class]] += 1",
+    Mutant("X7", "greenmon/store.py", "series.errors[_CLASS_INDEX[result.error_class]] += 1",
            "series.errors[0] += 1", "every failure counted as a timeout", EXPORTER),
-    Mutant("X8", "greenmon/exporter.py", "info.update(target=target.name, url=target.display_url,",
+    Mutant("X8", "greenmon/metrics.py", "info.update(target=target.name, url=target.display_url,",
            "info.update(target=target.name, url=target.url,",
            "greenmon_target_info exports the URL's password", EXPORTER + ("tests/test_secrets.py",)),
-    Mutant("X9", "greenmon/exporter.py", "            series = old.get(target.name)\n",
+    Mutant("X9", "greenmon/store.py", "            series = old.get(target.name)\n",
            "            series = None\n", "a reload resets every target's counters",
            EXPORTER + ("tests/test_daemon.py",)),
-    Mutant("X10", "greenmon/exporter.py", 'return "+Inf" if bound == float("inf")',
+    Mutant("X10", "greenmon/metrics.py", 'return "+Inf" if bound == float("inf")',
            'return "Inf" if bound == float("inf")', "the +Inf bucket is written as Inf", EXPORTER),
     # --- oauth2 and discovery: tokens, and what sources yield ---
     Mutant("O1", "greenmon/tokens.py", "min(MAX_MARGIN_S, expires_in * MARGIN_FRACTION)", "MAX_MARGIN_S",
@@ -225,7 +219,7 @@ MUTANTS = [
            "        if token is not None and (sent is None or sent[1] == token[0]):",
            "        if token is not None:",
            "each 401 of a replaced token drops the new one (a token request per refused check)", OAUTH2),
-    Mutant("O4", "greenmon/prober.py", "                and attempt.status_code is not None\n", "",
+    Mutant("O4", "greenmon/check.py", "                and attempt.status_code is not None\n", "",
            "a token that could not be had is asked for again at once", OAUTH2),
     Mutant("D1", "greenmon/discovery/openapi.py",
            "            parameters[(parameter[\"name\"], parameter[\"in\"])] = parameter   # the operation's wins",
@@ -234,8 +228,9 @@ MUTANTS = [
     Mutant("D2", "greenmon/discovery/file_sd.py", 'return "http://" + entry + ("" if "/" in entry else "/")',
            'return "https://" + entry + ("" if "/" in entry else "/")',
            "a bare host:port is checked over HTTPS", DISCOVERY),
-    Mutant("D3", "greenmon/discovery/sources.py", "            if other is not None:", "            if False:",
-           "two sources that name one target: one silently replaces the other", DISCOVERY),
+    Mutant("D3", "greenmon/targets.py", "        if name in seen:\n", "        if False:\n",
+           "two targets (or two sources) that name one target: one silently replaces the other",
+           DISCOVERY + ("tests/test_config.py",)),
     Mutant("D4", "greenmon/discovery/live.py", "        state.stamp = stamp\n", "",
            "a broken file_sd file is counted as a new failure every second", ("tests/test_discovery_live.py",)),
 ]

@@ -17,7 +17,7 @@ import pytest
 
 from greenmon.config import load_config
 from greenmon.discovery.loading import discover
-from support.daemon_helpers import running_monitor, value
+from support.daemon_helpers import running_daemon, value
 from support.helpers import run_cli, wait_until
 from support.prom_helpers import describe_run, find_binary, run_tool
 from support.servers import HTTPFarm, reply
@@ -133,7 +133,7 @@ def test_a_file_sd_key_that_turns_bad_live_keeps_the_targets_and_the_scrape_vali
         path = tmp_path / "greenmon.toml"
         path.write_text('[monitor]\ninterval = 0.3\n[retry]\nretries = 0\n'
                         '[[file_sd]]\nfiles = ["sd.json"]\n', encoding="utf-8")
-        with running_monitor(discover(load_config(path)), loader=lambda: load_config(path)) as running:
+        with running_daemon(discover(load_config(path)), loader=lambda: load_config(path)) as running:
             wait_until(lambda: value(running.metrics(), "greenmon_up", target="a") == 1, 30,
                        message="a checked")
             sd.write_text(json.dumps([{"targets": [farm.url("/a")], "labels": {"name": "a", "team": "x"}},
@@ -144,7 +144,7 @@ def test_a_file_sd_key_that_turns_bad_live_keeps_the_targets_and_the_scrape_vali
             hits = farm.hits("/a")
             wait_until(lambda: farm.hits("/a") > hits, 30, message="a still checked")
             text = running.metrics()
-    assert list(running.monitor.store.series) == ["a"]
+    assert list(running.daemon.store.series) == ["a"]
     assert farm.hits("/b") == 0
     assert value(text, "greenmon_discovered_targets", source="file_sd[0]") == 1
     assert "team\n" not in text

@@ -19,7 +19,7 @@ import shutil
 import pytest
 
 from support.configs import config_text
-from support.daemon_helpers import Daemon, value
+from support.daemon_helpers import DaemonProcess, value
 from support.servers import HTTPFarm, delayed, reply
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
@@ -70,7 +70,7 @@ def daemon(tmp_path_factory):
                    {"name": "delta-slow", "url": farm.url("/slow")}]
         path = workdir / "greenmon.toml"
         path.write_text(config_text(targets, interval=0.5, timeout=0.5), encoding="utf-8")
-        with Daemon(path, workdir) as running:
+        with DaemonProcess(path, workdir) as running:
             running.wait_ready()
             running.wait_metric(lambda t: all((value(t, "greenmon_slo_checks_total", target=n, result="good")
                                                or 0) + (value(t, "greenmon_slo_checks_total", target=n,

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from support.configs import config_text
-from support.daemon_helpers import Daemon, samples, select, targets_in, value
+from support.daemon_helpers import DaemonProcess, samples, select, targets_in, value
 from support.helpers import run_cli, wait_until
 from support.servers import HTTPFarm, RawServer, closed_port, never_answer, reply
 
@@ -37,7 +37,7 @@ def up(name: str):
 
 def test_daemon_serves_metrics_and_stops_on_sigterm(farm, write_config, tmp_path):
     path = write_config(config_text([{"name": "a", "url": farm.url("/a")}], timeout=0.5, interval=0.5))
-    with Daemon(path, tmp_path) as daemon:
+    with DaemonProcess(path, tmp_path) as daemon:
         daemon.wait_ready()
         text = daemon.wait_metric(up("a"), message="greenmon_up{target=a} 1")
         assert value(text, "greenmon_targets") == 1
@@ -55,7 +55,7 @@ def test_stop_signal_exits_0_while_a_check_hangs(sig, write_config, tmp_path):
     with RawServer(never_answer) as hang:
         path = write_config(config_text([{"name": "hang", "url": hang.url("/")}],
                                         timeout=CHECK_TIMEOUT_S, retries=2, interval=CHECK_TIMEOUT_S))
-        with Daemon(path, tmp_path) as daemon:
+        with DaemonProcess(path, tmp_path) as daemon:
             daemon.wait_ready()
             daemon.wait_metric(lambda t: value(t, "greenmon_inflight_checks") == 1,
                                message="the hanging check in flight")
@@ -87,7 +87,7 @@ def test_a_busy_listen_address_is_a_clean_error(farm, write_config):
 
 def test_sighup_reloads_a_rewritten_config(farm, write_config, tmp_path):
     path = write_config(config_text([{"name": "a", "url": farm.url("/a")}], timeout=0.5, interval=0.5))
-    with Daemon(path, tmp_path) as daemon:
+    with DaemonProcess(path, tmp_path) as daemon:
         daemon.wait_ready()
         daemon.wait_metric(up("a"), message="a up")
         assert farm.hits("/b") == 0
@@ -103,7 +103,7 @@ def test_sighup_reloads_a_rewritten_config(farm, write_config, tmp_path):
 
 def test_sighup_with_an_invalid_config_keeps_the_old_targets(farm, write_config, tmp_path):
     path = write_config(config_text([{"name": "a", "url": farm.url("/a")}], timeout=0.5, interval=0.5))
-    with Daemon(path, tmp_path) as daemon:
+    with DaemonProcess(path, tmp_path) as daemon:
         daemon.wait_ready()
         daemon.wait_metric(up("a"), message="a up")
         write_config('[monitor]\ninterval = 0.3\n\n[[targets]]\nname = "b"\nurl = 42\n')

@@ -423,7 +423,7 @@ def test_a_document_that_is_not_utf8_is_refused():
 
 def test_the_discovery_families_are_the_text_prometheus_client_writes():
     from support.daemon_helpers import value
-    from test_exporter import scrape, store_with
+    from test_metrics import scrape, store_with
 
     store = store_with("a")
     store.discovery = {"openapi[0]": (12, 0), "file_sd[0]": (3, 2)}

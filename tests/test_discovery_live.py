@@ -1,9 +1,9 @@
 """Live discovery in the daemon: changes applied without a restart, failures keep the last good
 targets (README, "Targets from where they live").
 
-A Monitor runs in this process (``running_monitor``) against file_sd files
+A Daemon runs in this process (``running_daemon``) against file_sd files
 and an OpenAPI document served by a local farm; one test runs the real
-command (``Daemon``) with SIGHUP. Waits are bounded polls: a file change is
+command (``DaemonProcess``) with SIGHUP. Waits are bounded polls: a file change is
 seen within FILE_POLL_S (1 s) and a source is read again at its
 refresh_interval.
 """
@@ -20,7 +20,7 @@ from greenmon.config import load_config, parse_config
 from greenmon.discovery.loading import discover
 
 from support.configs import config_text
-from support.daemon_helpers import Daemon, running_monitor, value
+from support.daemon_helpers import DaemonProcess, running_daemon, value
 from support.helpers import wait_until
 from support.servers import HTTPFarm, reply
 from test_scheduler import GENEROUS_HOLD_S, Ticker, frozen_gc
@@ -49,8 +49,8 @@ def test_a_changed_file_is_applied_live_and_a_broken_one_keeps_the_last_good_tar
         path.write_text(DAEMON + '[[file_sd]]\nfiles = ["sd.json"]\nlabels = { tier = "sd" }\n',
                         encoding="utf-8")
         config = discover(load_config(path))
-        with running_monitor(config, loader=lambda: load_config(path)) as running:
-            monitor = running.monitor
+        with running_daemon(config, loader=lambda: load_config(path)) as running:
+            monitor = running.daemon
             wait_until(lambda: farm.hits("/b") >= 1 and "a" in monitor.engine.breakers
                        and monitor.engine.breakers["a"].state == "open", 5,
                        message="b checked, a's breaker open")
@@ -95,13 +95,13 @@ def test_a_name_clash_at_runtime_keeps_the_running_targets(tmp_path):
         path = tmp_path / "greenmon.toml"
         path.write_text(DAEMON + f'[[targets]]\nname = "a"\nurl = "{farm.url("/a")}"\n\n'
                         '[[file_sd]]\nfiles = ["sd.json"]\n', encoding="utf-8")
-        with running_monitor(discover(load_config(path))) as running:
+        with running_daemon(discover(load_config(path))) as running:
             wait_until(lambda: farm.hits("/b") >= 1, 5, message="b checked")
             write_sd(sd, {"a": farm.url("/b"), "b": farm.url("/b")})   # "a" is [[targets]]' name
             wait_until(lambda: discovery(running.metrics(), "file_sd[0]") == (1, 1), 6,
                        message="the clash counted as a failed load")
-            assert list(running.monitor.store.series) == ["a", "b"]
-            assert running.monitor.config.targets[0].url == farm.url("/a")
+            assert list(running.daemon.store.series) == ["a", "b"]
+            assert running.daemon.config.targets[0].url == farm.url("/a")
 
 
 def test_an_openapi_document_is_fetched_again_at_its_refresh_interval():
@@ -114,11 +114,11 @@ def test_an_openapi_document_is_fetched_again_at_its_refresh_interval():
     with HTTPFarm({"/openapi.json": spec, "/one": reply(), "/two": reply()}) as farm:
         config = discover(parse_config(f'{DAEMON}[[openapi]]\nspec = "{farm.url("/openapi.json")}"\n'
                                        'refresh_interval = 0.5\n', "<test>"))
-        with running_monitor(config) as running:
+        with running_daemon(config) as running:
             wait_until(lambda: farm.hits("/one") >= 1, 5, message="GET /one checked")
             served["paths"] = {"/one": {"get": {}}, "/two": {"get": {}}}
             wait_until(lambda: farm.hits("/two") >= 1, 5, message="the new operation checked")
-            assert set(running.monitor.store.series) == {"GET /one", "GET /two"}
+            assert set(running.daemon.store.series) == {"GET /one", "GET /two"}
             served["status"] = "503 Service Unavailable"
             wait_until(lambda: discovery(running.metrics(), "openapi[0]")[1] >= 1, 5,
                        message="the failed fetch counted")
@@ -150,17 +150,17 @@ def test_a_10mb_document_of_5000_operations_loads_without_holding_the_loop(tmp_p
             gevent.sleep(0.005)
             gaps.append(time.monotonic() - started)
 
-    with running_monitor(config) as running, frozen_gc():
+    with running_daemon(config) as running, frozen_gc():
         watcher = gevent.spawn(watch_wall_clock)
         try:
             with Ticker() as ticker:
                 spec.write_text(text, encoding="utf-8")
-                wait_until(lambda: len(running.monitor.store.series) == 5_000, 120, interval=0.2,
+                wait_until(lambda: len(running.daemon.store.series) == 5_000, 120, interval=0.2,
                            message="5,000 targets from the new document")
         finally:
             watcher.kill()
-        assert "GET /r4999/{id}" in running.monitor.store.series
-        assert running.monitor.config.targets[-1].url == "http://127.0.0.1:9/r4999/4999"
+        assert "GET /r4999/{id}" in running.daemon.store.series
+        assert running.daemon.config.targets[-1].url == "http://127.0.0.1:9/r4999/4999"
     assert ticker.longest < GENEROUS_HOLD_S, ticker.longest
     # Wall time too: a parse of the whole document in one C call would hold it for seconds (YAML)
     # or a tenth of one (JSON); a busy machine may add to this, not that much.
@@ -173,7 +173,7 @@ def test_the_daemon_discovers_live_and_a_sighup_keeps_the_sources(tmp_path, writ
         write_sd(sd, {"a": farm.url("/a")})
         path = write_config(config_text([], extra='[[file_sd]]\nfiles = ["sd.json"]\n', timeout=0.5,
                                         interval=0.5))
-        with Daemon(path, tmp_path) as daemon:
+        with DaemonProcess(path, tmp_path) as daemon:
             daemon.wait_ready()
             daemon.wait_metric(lambda t: value(t, "greenmon_up", target="a") == 1, message="a up")
             write_sd(sd, {"a": farm.url("/a"), "b": farm.url("/b")})
@@ -198,7 +198,7 @@ def test_with_worker_processes_a_discovered_change_reaches_the_workers(tmp_path,
         sd.write_text(f"- targets: ['{farm.url('/a')}', '{farm.url('/b')}']\n", encoding="utf-8")
         path = write_config(config_text([], extra='[[file_sd]]\nfiles = ["sd.yaml"]\n', timeout=0.5,
                                         interval=0.5))
-        with Daemon(path, tmp_path, "--workers", "2") as daemon:
+        with DaemonProcess(path, tmp_path, "--workers", "2") as daemon:
             daemon.wait_ready()
             daemon.wait_metric(lambda t: value(t, "greenmon_up", target=farm.url("/b")) == 1, 6,
                                message="b up")

@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from greenmon import __version__, auth, config, oauth2, webconfig
 from greenmon.cli import build_parser
 from greenmon.discovery import file_sd, sources
-from greenmon.exporter import MetricsStore, build_registry
+from greenmon.metrics import GLOBAL_METRICS, TARGET_METRICS, build_registry
+from greenmon.store import MetricsStore
 from greenmon.result import MonitorResult
 from greenmon.targets import TARGET_CHECKS, Target
 from greenmon.result import TLSFacts
@@ -155,6 +156,23 @@ def documented_metrics() -> dict[str, tuple[str, str]]:
     doc = tables(DOCS / "metrics.md")
     return {name: (cells[0], cells[1]) for heading, rows in doc.items()
             for name, cells in rows if name.startswith("greenmon_")}
+
+
+def test_the_metric_table_and_the_metrics_page_agree():
+    """Every row of the metric table is on docs/metrics.md with its type and labels, and the
+    page lists nothing the table does not define."""
+    rows: dict[str, tuple[str, set[str]]] = {}
+    for row in TARGET_METRICS + GLOBAL_METRICS:   # the duration histogram is in both
+        kind, labels = rows.get(row.name, (row.kind, set()))
+        assert kind == row.kind, row.name
+        rows[row.name] = (kind, labels | set(row.labels))
+    documented = documented_metrics()
+    assert set(documented) == set(rows)
+    for name, (kind, labels) in rows.items():
+        doc_kind, doc_labels = documented[name]
+        named = {label.strip() for label in doc_labels.split(",")}
+        assert doc_kind == kind, name
+        assert {label for label in named if re.fullmatch(r"[a-z_]+", label)} == labels, name
 
 
 def test_every_exported_metric_is_documented_with_its_type_and_labels():

@@ -35,7 +35,8 @@ from prometheus_client import generate_latest, write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 
 from greenmon.settings import DEFAULT_BUCKETS, MonitorSettings
-from greenmon.exporter import MetricsStore, build_registry
+from greenmon.metrics import build_registry
+from greenmon.store import MetricsStore
 from greenmon.exposition import Exposition
 from greenmon.result import MonitorResult
 from greenmon.targets import RESERVED_LABELS, Target

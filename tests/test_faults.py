@@ -26,7 +26,7 @@ from greenmon.breaker import OPEN, BreakerState
 from greenmon.config import parse_config
 from greenmon.errors import Failure
 from support.configs import config_text
-from support.daemon_helpers import Daemon, running_monitor, value
+from support.daemon_helpers import DaemonProcess, running_daemon, value
 from support.helpers import run_cli, wait_until
 from support.load_helpers import FarmProcess
 from support.servers import HTTPFarm, reply
@@ -54,10 +54,10 @@ def test_farm_killed_mid_sweep_then_restarted():
                               "<test>")
         config = config.replace("monitor", interval=0.2)
         served = {t.name for t in config.enabled_targets if not t.name.startswith("hang")}
-        with running_monitor(config) as running:
+        with running_daemon(config) as running:
             seen: list = []
-            running.monitor.engine.listeners.append(seen.append)
-            monitor, store = running.monitor, running.monitor.store
+            running.daemon.engine.listeners.append(seen.append)
+            monitor, store = running.daemon, running.daemon.store
 
             def up_now():
                 latest = {r.target: r for r in store.latest_results()}
@@ -87,7 +87,7 @@ def test_farm_killed_mid_sweep_then_restarted():
             wait_until(up_now, 15, message="every served target up again after the restart")
             after_restart = seen[seen_at_restart:]
             metrics_after = running.metrics()
-            assert not running.greenlet.dead, "Monitor.run ended"
+            assert not running.greenlet.dead, "Daemon.run ended"
 
     # Failures were classified: only the classes of a vanished server, never "other". Checks in
     # flight at the kill may have had their answer already; every check started later failed.
@@ -233,7 +233,7 @@ def test_sigterm_during_10k_daemon_sweep_exits_promptly_with_state_intact(slow_f
     seed_state_file(state)
     config = tmp_path / "greenmon.toml"
     config.write_text(big_config_text(slow_farm, state), encoding="utf-8")
-    with Daemon(config, tmp_path) as daemon:
+    with DaemonProcess(config, tmp_path) as daemon:
         _, took, code = terminate_mid_sweep(daemon.process)
     assert code == 0, daemon.stderr()[-2000:]   # a stop is graceful: exit 0
     assert took <= TERM_BOUND_S, f"exit {took:.2f}s after SIGTERM"
@@ -282,7 +282,7 @@ def test_daemon_starts_from_a_truncated_state_file(tmp_path, write_config):
         state.write_bytes(data[:len(data) // 2])
         config = write_config(config_text([{"name": "api", "url": farm.url("/up")}], timeout=0.5, interval=0.5,
                                           monitor={"state_file": str(state)}))
-        with Daemon(config, tmp_path) as daemon:
+        with DaemonProcess(config, tmp_path) as daemon:
             daemon.wait_ready()
             daemon.wait_metric(lambda t: value(t, "greenmon_up", target="api") == 1,
                                message="api checked and up")

@@ -69,13 +69,13 @@ def test_https_with_a_ca_file_checks_and_records_its_phases(tmp_path):
 
 def test_the_daemon_schedules_checks_and_serves_gzipped_metrics():
     """The gevent seams the daemon uses (the loop's clock, idle, the thread pool) at the floor."""
-    from support.daemon_helpers import running_monitor, value
+    from support.daemon_helpers import running_daemon, value
     from support.helpers import wait_until
 
     with HTTPFarm({"/ok": reply()}) as farm:
         config = parse_config(config_text([{"name": "ok", "url": farm.url("/ok")}], timeout=0.2, interval=0.2),
                               "<test>")
-        with running_monitor(config) as running:
+        with running_daemon(config) as running:
             wait_until(lambda: farm.hits("/ok") >= 3, 5, message="three checks")
             response = running.get("/metrics", headers={"Accept-Encoding": "gzip"})
     assert response.headers["Content-Encoding"] == "gzip"

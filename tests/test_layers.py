@@ -128,7 +128,7 @@ def test_the_rules_see_a_breach():
 
 def test_the_check_finds_what_it_looks_for():
     """The readers above are not blind: known imports of each kind are seen."""
-    assert "greenmon.transport" in GRAPH["greenmon.prober"]                 # at the top
+    assert "greenmon.transport" in GRAPH["greenmon.check"]                 # at the top
     assert "greenmon.workers.parent" in GRAPH["greenmon.cli"]              # inside a function
     assert "greenmon.engine" in GRAPH["greenmon.scheduler"]                # under TYPE_CHECKING
     assert "greenmon.discovery.values" in GRAPH["greenmon.discovery.sources"]

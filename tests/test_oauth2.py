@@ -25,7 +25,7 @@ from greenmon.engine import Engine
 from greenmon.report import result_json
 
 from support.configs import config_text, toml_value
-from support.daemon_helpers import running_monitor
+from support.daemon_helpers import running_daemon
 from support.helpers import FakeClock, run_cli, wait_until
 from support.servers import HTTPFarm, RawServer, closed_port, never_answer, tls_server_context
 
@@ -110,7 +110,7 @@ def server():
 def swept(config, sweeps: int = 1, clock=None, step: float = 0.0) -> list:
     engine = Engine(config)
     if clock is not None:
-        engine.prober.credentials.clock = clock   # the clock of the token clients
+        engine.checker.credentials.clock = clock   # the clock of the token clients
     results = []
     try:
         for _ in range(sweeps):
@@ -263,14 +263,14 @@ def test_the_daemon_renews_a_short_lived_token_and_no_secret_leaves(server, capl
     server.tokens.lifetime = 1.5
     config = api_config(server, 5, server.url("/token")).replace("monitor", interval=0.2, timeout=0.2)
     caplog.set_level(logging.DEBUG)
-    with running_monitor(config) as running:
+    with running_daemon(config) as running:
         wait_until(lambda: server.tokens.requests >= 3, 10, message="three tokens")
         checks = sum(len(server.requests[f"/api/{i}"]) for i in range(5))
         text = running.metrics() + running.get("/api/results").text + running.get("/").text
     assert checks > 3 * 5 * 2   # many checks per token
     assert all(headers.get("Authorization", "").startswith(f"Bearer tok-{server.tokens.core}-")
                for i in range(5) for _, headers in server.requests[f"/api/{i}"])
-    assert all(r.ok for r in running.monitor.store.latest_results())
+    assert all(r.ok for r in running.daemon.store.latest_results())
     for leak in (SECRET_CORE, server.tokens.core):
         assert leak not in text and leak not in caplog.text
 

@@ -15,14 +15,14 @@ import pytest
 
 from greenmon.config import parse_config
 from greenmon.errors import CONNECTION, CONTENT, TIMEOUT
-from greenmon.exporter import store_for
+from greenmon.store import store_for
 from greenmon.schema import ConfigError
 from greenmon.trace import PHASES
 from support.configs import config_text
 from support.daemon_helpers import value
 from support.helpers import check_one, sweep_config
 from support.servers import HTTPFarm, RawServer, closed_port, delayed, reply, tls_server_context
-from test_exporter import scrape
+from test_metrics import scrape
 
 WAIT_S = 0.3
 

@@ -17,19 +17,19 @@ import pytest
 import requests
 
 from support.configs import config_text
-from support.daemon_helpers import running_monitor, value
+from support.daemon_helpers import running_daemon, value
 from support.helpers import wait_until
 from support.servers import HTTPFarm, RawServer, never_answer, reply
 from greenmon.breaker import BreakerState
 from greenmon.config import parse_config
 from greenmon.engine import Engine
 from greenmon.result import MonitorResult
-from greenmon.schedule import Slot
+from greenmon.timetable import Slot
 
 WALL_MINUS_MONOTONIC = time.time() - time.monotonic()
 
 
-def monitor_config(targets: list[dict], *, interval: float, **kwargs):
+def daemon_config(targets: list[dict], *, interval: float, **kwargs):
     return parse_config(config_text(targets, **kwargs), "<test>").replace("monitor", interval=interval)
 
 
@@ -58,12 +58,12 @@ def test_targets_with_one_interval_start_in_distinct_slices_at_their_offsets():
     interval, slices = 2.0, 8
     names = names_in_distinct_slices(slices, interval, slices)
     with HTTPFarm({f"/{n}": reply() for n in names}) as farm:
-        config = monitor_config([{"name": n, "url": farm.url(f"/{n}")} for n in names],
+        config = daemon_config([{"name": n, "url": farm.url(f"/{n}")} for n in names],
                                 interval=interval, timeout=1.0)
-        with running_monitor(config) as running:
+        with running_daemon(config) as running:
             wait_until(lambda: all(farm.hits(f"/{n}") >= 1 for n in names), 3 * interval,
                        message="the first check of every target (within its first interval)")
-            assert running.monitor.healthy()
+            assert running.daemon.healthy()
         first_hits = {n: farm.hit_times(f"/{n}")[0] + WALL_MINUS_MONOTONIC for n in names}
     landed = {int((first_hits[n] % interval) / interval * slices) for n in names}
     # Not all at once: the checks start in (nearly) as many slices as there are targets...
@@ -77,11 +77,11 @@ def test_each_target_is_checked_at_its_own_interval():
     """Counted between turns of the slow target (ratios), not inside a wall-clock window: a
     loaded machine slows every schedule alike."""
     with HTTPFarm({"/fast": reply(), "/slow": reply(), "/default": reply()}) as farm:
-        config = monitor_config([{"name": "fast", "url": farm.url("/fast"), "interval": 0.2},
+        config = daemon_config([{"name": "fast", "url": farm.url("/fast"), "interval": 0.2},
                                  {"name": "slow", "url": farm.url("/slow"), "interval": 1.2},
                                  {"name": "default", "url": farm.url("/default")}],
                                 interval=0.6, timeout=0.2)
-        with running_monitor(config):
+        with running_daemon(config):
             slow = wait_until(lambda: (lambda times: times if len(times) >= 5 else None)(farm.hit_times("/slow")),
                               60, message="five checks of the slow target")
         first, last = slow[0], slow[4]
@@ -114,21 +114,21 @@ def test_reload_keeps_the_phase_and_the_breaker_of_targets_that_stay():
                    "/added": reply()}) as farm:
         kept = {"name": "kept", "url": farm.url("/kept")}
         down = {"name": "down", "url": farm.url("/down")}
-        before = monitor_config([kept, down], interval=interval, timeout=0.5, extra=opens_at_once)
-        after = monitor_config([kept, down, {"name": "added", "url": farm.url("/added")}],
+        before = daemon_config([kept, down], interval=interval, timeout=0.5, extra=opens_at_once)
+        after = daemon_config([kept, down, {"name": "added", "url": farm.url("/added")}],
                                interval=interval, timeout=0.5, extra=opens_at_once)
         configs = [before]
-        with running_monitor(before, loader=lambda: configs[-1]) as running:
+        with running_daemon(before, loader=lambda: configs[-1]) as running:
             wait_until(lambda: farm.hits("/kept") >= 2 and farm.hits("/down") >= 1, 4 * interval,
                        message="two checks of kept, one of down")
-            assert running.monitor.engine.breakers["down"].state == "open"
+            assert running.daemon.engine.breakers["down"].state == "open"
             configs.append(after)
-            assert running.monitor.reload() is True
+            assert running.daemon.reload() is True
             reloaded_at = time.monotonic()
             wait_until(lambda: farm.hits("/added") >= 1 and
                        sum(t > reloaded_at for t in farm.hit_times("/kept")) >= 2, 5 * interval,
                        message="the added target checked, and kept twice after the reload")
-            assert running.monitor.engine.breakers["down"].state == "open"
+            assert running.daemon.engine.breakers["down"].state == "open"
             text = running.metrics()
         hits = [t + WALL_MINUS_MONOTONIC for t in farm.hit_times("/kept")]
     offset = Slot.of("kept", interval).offset
@@ -148,25 +148,25 @@ def test_healthz_turns_503_while_due_checks_cannot_start_and_200_when_they_do():
     # concurrency 1: while the hanging target's check (two attempts of 1 s) holds the only slot,
     # the other target's due check waits; after interval + longest timeout (1.2 s) it is late.
     with RawServer(never_answer) as hang, HTTPFarm({"/ok": reply()}) as farm:
-        config = monitor_config([{"name": "hang", "url": hang.url("/")},
+        config = daemon_config([{"name": "hang", "url": hang.url("/")},
                                  {"name": "ok", "url": farm.url("/ok")}],
                                 interval=0.2, timeout=1.0, retries=1, backoff=0.05)
         config = config.replace("monitor", concurrency=1)
-        with running_monitor(config) as running:
+        with running_daemon(config) as running:
             wait_until(lambda: running.get("/healthz").status_code == 503, 6, interval=0.05,
                        message="/healthz 503 while ok's due check waits")
             wait_until(lambda: running.get("/healthz").status_code == 200, 6, interval=0.05,
                        message="/healthz 200 again once checks start")
-            assert running.monitor.store.timing.schedule_lag.quantile(1.0) >= 1.0
+            assert running.daemon.store.timing.schedule_lag.quantile(1.0) >= 1.0
 
 
 def test_healthz_is_503_after_the_scheduler_stopped():
     with HTTPFarm({"/ok": reply()}) as farm:
-        config = monitor_config([{"name": "ok", "url": farm.url("/ok")}], interval=0.2, timeout=0.2)
-        with running_monitor(config) as running:
+        config = daemon_config([{"name": "ok", "url": farm.url("/ok")}], interval=0.2, timeout=0.2)
+        with running_daemon(config) as running:
             wait_until(lambda: farm.hits("/ok") >= 1, 3, message="a check")
             assert running.get("/healthz").status_code == 200
-            running.monitor.stop()
+            running.daemon.stop()
             running.greenlet.join(timeout=3)
             wait_until(lambda: running.get("/healthz").status_code == 503, 3,
                        message="/healthz 503 once due checks stop starting")
@@ -196,17 +196,17 @@ def test_a_reload_loads_new_trust_stores_before_the_new_targets_are_checked(tmp_
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     with HTTPFarm({"/ok": reply()}) as farm:
-        before = monitor_config([{"name": "plain", "url": farm.url("/ok")}], interval=0.5, timeout=0.5)
-        after = monitor_config([{"name": "plain", "url": farm.url("/ok")},
+        before = daemon_config([{"name": "plain", "url": farm.url("/ok")}], interval=0.5, timeout=0.5)
+        after = daemon_config([{"name": "plain", "url": farm.url("/ok")},
                                 {"name": "tls", "url": "https://127.0.0.1:9/", "ca_file": str(ca_file)}],
                                interval=0.5, timeout=0.5)
         configs = [before]
-        with running_monitor(before, loader=lambda: configs[-1]) as running:
-            assert running.monitor.engine.transport.adapter.trust.loaded() == frozenset()
+        with running_daemon(before, loader=lambda: configs[-1]) as running:
+            assert running.daemon.engine.transport.adapter.trust.loaded() == frozenset()
             configs.append(after)
-            assert running.monitor.reload() is True
-            assert str(ca_file) in running.monitor.engine.transport.adapter.trust.loaded()
-            assert "tls" in running.monitor.checks.scheduler.targets
+            assert running.daemon.reload() is True
+            assert str(ca_file) in running.daemon.engine.transport.adapter.trust.loaded()
+            assert "tls" in running.daemon.checks.scheduler.targets
 
 
 # --- greenmon's own work does not hold the loop -------------------------------------------------
@@ -242,7 +242,7 @@ def big_store_monitor(count: int):
     """A served monitor (never started) whose store holds ``count`` targets with a result each."""
     targets = [{"name": f"target-{i}", "url": f"http://127.0.0.{i % 50 + 1}:9/{i}", "labels": {"team": "x"}}
                for i in range(count)]
-    return monitor_config(targets, interval=60.0)
+    return daemon_config(targets, interval=60.0)
 
 
 def fill(store, names, checked_at: float) -> None:
@@ -277,8 +277,8 @@ def frozen_gc():
 def test_serving_a_large_store_never_holds_the_loop(path, gzipped, count):
     config = big_store_monitor(count)
     names = [t.name for t in config.enabled_targets]
-    with running_monitor(config, start=False) as idle, frozen_gc():
-        store = idle.monitor.store
+    with running_daemon(config, start=False) as idle, frozen_gc():
+        store = idle.daemon.store
         fill(store, names, time.time())
         gevent.sleep(0.05)
         headers = {"Accept-Encoding": "gzip" if gzipped else "identity"}
@@ -302,8 +302,8 @@ def test_serving_a_large_store_never_holds_the_loop(path, gzipped, count):
 
 def test_the_gzipped_metrics_are_the_plain_metrics():
     config = big_store_monitor(300)
-    with running_monitor(config, start=False) as idle:
-        fill(idle.monitor.store, [t.name for t in config.enabled_targets], time.time())
+    with running_daemon(config, start=False) as idle:
+        fill(idle.daemon.store, [t.name for t in config.enabled_targets], time.time())
         plain = requests.get(idle.url("/metrics"), headers={"Accept-Encoding": "identity"}, timeout=10)
         zipped = requests.get(idle.url("/metrics"), headers={"Accept-Encoding": "gzip"}, stream=True,
                               timeout=10)
@@ -317,34 +317,34 @@ def test_a_reload_of_10k_targets_never_holds_the_loop():
     small = big_store_monitor(10)
     large = big_store_monitor(10_000)
     configs = [small]
-    with running_monitor(small, loader=lambda: configs[-1]) as running, frozen_gc():
+    with running_daemon(small, loader=lambda: configs[-1]) as running, frozen_gc():
         configs.append(large)
         with Ticker() as ticker:
-            assert running.monitor.reload() is True
-        assert len(running.monitor.store.series) == 10_000
+            assert running.daemon.reload() is True
+        assert len(running.daemon.store.series) == 10_000
         assert ticker.longest < GENEROUS_HOLD_S, ticker.longest
 
 
 # --- The state file is written on a cadence, not per check ---------------------------------------
 
 def test_the_daemon_writes_the_state_file_when_breakers_change_and_at_stop(tmp_path, monkeypatch):
-    import greenmon.monitor
-    monkeypatch.setattr(greenmon.monitor, "STATE_SAVE_EVERY_S", 0.3)
+    import greenmon.daemon
+    monkeypatch.setattr(greenmon.daemon, "STATE_SAVE_EVERY_S", 0.3)
     state = tmp_path / "state.json"
     opens_at_once = "[breaker]\nfailure_threshold = 1\nrecovery_timeout = 300\n"
     with HTTPFarm({"/down": reply("500 Internal Server Error"), "/ok": reply()}) as farm:
-        config = monitor_config([{"name": "down", "url": farm.url("/down")},
+        config = daemon_config([{"name": "down", "url": farm.url("/down")},
                                  {"name": "ok", "url": farm.url("/ok")}],
                                 interval=0.2, timeout=0.2, extra=opens_at_once)
         config = config.replace("monitor", state_file=str(state))
-        with running_monitor(config) as running:
+        with running_daemon(config) as running:
             wait_until(state.exists, 3, message="the state file written after down's breaker opened")
             written = state.stat().st_mtime_ns
             checks = farm.hits("/ok")
             wait_until(lambda: farm.hits("/ok") >= checks + 5, 30, message="more checks of ok")
             # Nothing changed in the breaker table since: the file was not written again.
             assert state.stat().st_mtime_ns == written
-            assert running.monitor.engine.breakers["down"].state == "open"
+            assert running.daemon.engine.breakers["down"].state == "open"
     from greenmon import statefile
     assert statefile.load(str(state))["down"].state == "open"
     assert "ok" not in statefile.load(str(state))   # closed breakers are not stored
@@ -357,10 +357,10 @@ def test_the_daemon_writes_the_state_file_when_breakers_change_and_at_stop(tmp_p
 def test_a_target_checked_seldom_closes_its_connection_and_a_busy_origin_keeps_one():
     with HTTPFarm({"/busy": reply(), "/seldom": reply()}) as busy_farm, \
             HTTPFarm({"/seldom": reply()}) as seldom_farm:
-        config = monitor_config([{"name": "busy", "url": busy_farm.url("/busy"), "interval": 0.5},
+        config = daemon_config([{"name": "busy", "url": busy_farm.url("/busy"), "interval": 0.5},
                                  {"name": "seldom", "url": seldom_farm.url("/seldom"), "interval": 5.0}],
                                 interval=0.5, timeout=0.5)
-        with running_monitor(config):
+        with running_daemon(config):
             wait_until(lambda: seldom_farm.hits("/seldom") >= 1 and busy_farm.hits("/busy") >= 2, 8,
                        message="a check of seldom, two of busy")
         seldom = [headers for _, headers in seldom_farm.requests["/seldom"]]

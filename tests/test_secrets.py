@@ -28,7 +28,7 @@ from greenmon.engine import Engine
 from greenmon.schema import ConfigError
 from greenmon.transport import Transport
 from support.configs import config_text, toml_value
-from support.daemon_helpers import Daemon, running_monitor, value
+from support.daemon_helpers import DaemonProcess, running_daemon, value
 from support.servers import HTTPFarm, RawServer, closed_port, reply, require_header, send_raw
 
 USERNAME = "ops"
@@ -208,7 +208,7 @@ def test_status_page_api_and_metrics_in_process_hold_no_secret(caplog):
     with SecretFarm() as farm:
         config = parse_config(config_text(farm.targets(), extra=AUTH_TABLES, **SETTINGS),
                               "secrets.toml").replace("monitor", interval=0.2)
-        with running_monitor(config) as running:
+        with running_daemon(config) as running:
             running.wait_sweeps(2, timeout=15)
             pages = {path: running.get(path).text for path in ("/", "/metrics", "/api/results", "/healthz")}
     assert_checks_really_ran({r["target"]: r for r in json.loads(pages["/api/results"])["results"]})
@@ -268,7 +268,7 @@ def test_daemon_endpoints_logs_and_state_file_hold_no_secret(tmp_path):
                                     monitor={"state_file": str(state)},
                                     breaker={"failure_threshold": 1, "recovery_timeout": 0.5}, **SETTINGS),
                         encoding="utf-8")
-        with Daemon(path, tmp_path, "--log-level", "debug") as daemon:
+        with DaemonProcess(path, tmp_path, "--log-level", "debug") as daemon:
             daemon.wait_ready()
             # Two rounds of breaker trials: failures, open breakers and half-open trials all logged.
             daemon.wait_metric(lambda t: value(t, "greenmon_sweeps_total") >= 6, timeout=20,

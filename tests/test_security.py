@@ -4,8 +4,8 @@
   ``webauth``, ``web``): TLS, bcrypt basic-auth users compared in constant
   time and checked off the event loop, mutual TLS towards the scraper, bad
   web configs named by file, line and key, reloads that keep a running config
-  when the new one is broken. In process (a Monitor and its WebServer, as
-  ``daemon_helpers.running_monitor`` serves them) and as the real command.
+  when the new one is broken. In process (a Daemon and its WebServer, as
+  ``daemon_helpers.running_daemon`` serves them) and as the real command.
 - Targets reached through a forward proxy (``proxy_server.ForwardProxy``,
   which counts requests and CONNECTs): ``proxy``, ``proxy_env`` with
   NO_PROXY, proxy failures as ``connection``/``proxy``, the deadline over the
@@ -53,8 +53,8 @@ from greenmon.engine import Engine
 from greenmon.schema import ConfigError
 from greenmon.webconfig import WebConfig
 from support.configs import config_text
-from support.daemon_helpers import HTTP_TIMEOUT_S, Daemon, running_monitor, select, value
-from support.daemon_helpers import monitor_config as daemon_config   # this file's own wraps it
+from support.daemon_helpers import HTTP_TIMEOUT_S, DaemonProcess, running_daemon, select, value
+from support.daemon_helpers import daemon_config as base_daemon_config   # this file's own wraps it
 from support.helpers import check_one, run_cli, sweep_config, wait_until
 from support.proxy_server import ForwardProxy
 from support.servers import HTTPFarm, RawServer, closed_port, reply, tls_handshake, tls_server_context
@@ -103,8 +103,8 @@ def web_yaml(*, cert: str | None = None, key: str | None = None, client_auth: st
     return "\n".join(lines) + "\n"
 
 
-def monitor_config(targets: list[dict], **kwargs):
-    return daemon_config(targets, interval=INTERVAL_S, timeout=TIMEOUT_S, **kwargs)
+def daemon_config(targets: list[dict], **kwargs):
+    return base_daemon_config(targets, interval=INTERVAL_S, timeout=TIMEOUT_S, **kwargs)
 
 
 # --- TLS material ----------------------------------------------------------------------------------
@@ -160,18 +160,18 @@ def tls_web_config(tls: TLSFiles, folder: Path, **keys) -> WebConfig:
     return webconfig.load(str(path))
 
 
-# --- A served Monitor with a web config --------------------------------------------------------------
+# --- A served Daemon with a web config --------------------------------------------------------------
 
 class Served:
-    """A Monitor sweeping in a greenlet and its WebServer on 127.0.0.1 (HTTPS with a TLS config)."""
+    """A Daemon sweeping in a greenlet and its WebServer on 127.0.0.1 (HTTPS with a TLS config)."""
 
-    def __init__(self, monitor, server, ca_pem: str | None):
-        self.monitor = monitor
+    def __init__(self, daemon, server, ca_pem: str | None):
+        self.daemon = daemon
         self.server = server
         self.ca_pem = ca_pem   # the CA the server's certificate is checked against
 
     def url(self, path: str, scheme: str | None = None) -> str:
-        scheme = scheme or ("https" if self.monitor.web.tls else "http")
+        scheme = scheme or ("https" if self.daemon.web.tls else "http")
         return f"{scheme}://127.0.0.1:{self.server.port}{path}"
 
     def get(self, path: str, authorization: str | None = None, **kwargs) -> requests.Response:
@@ -180,26 +180,26 @@ class Served:
 
 @contextlib.contextmanager
 def served(config, web: WebConfig, *, loader=None, ca_pem: str | None = None):
-    """running_monitor with a web config: Monitor(config, web=web) + WebServer, always stopped."""
-    from greenmon.monitor import Monitor
+    """running_daemon with a web config: Daemon(config, web=web) + WebServer, always stopped."""
+    from greenmon.daemon import Daemon
     from greenmon.web import WebServer
 
-    monitor = Monitor(config, loader=loader, web=web)
-    server = WebServer(monitor, "127.0.0.1:0")
+    daemon = Daemon(config, loader=loader, web=web)
+    server = WebServer(daemon, "127.0.0.1:0")
     server.start()
-    greenlet = gevent.spawn(monitor.run)
+    greenlet = gevent.spawn(daemon.run)
     try:
-        yield Served(monitor, server, ca_pem)
+        yield Served(daemon, server, ca_pem)
     finally:
-        monitor.stop()
+        daemon.stop()
         try:
             greenlet.join(timeout=8)
             if not greenlet.dead:
                 greenlet.kill(block=True, timeout=1)
-                raise AssertionError("Monitor.run did not return within 8 s of stop()")
+                raise AssertionError("Daemon.run did not return within 8 s of stop()")
         finally:
             server.stop()
-            monitor.engine.close()
+            daemon.engine.close()
 
 
 @pytest.fixture(scope="module")
@@ -213,9 +213,9 @@ def guarded(tls, ok_farm, tmp_path_factory):
     """One TLS + basic-auth monitor for the table of requests below (module-wide: nothing
     these tests do changes it)."""
     web = tls_web_config(tls, tmp_path_factory.mktemp("web"), users={USER: hashed(PASSWORD)})
-    config = monitor_config([{"name": "ok", "url": ok_farm.url("/ok")}])
+    config = daemon_config([{"name": "ok", "url": ok_farm.url("/ok")}])
     with served(config, web, ca_pem=tls.ca_pem) as running:
-        wait_until(lambda: running.monitor.store.sweeps >= 1, 5, message="first sweep")
+        wait_until(lambda: running.daemon.store.sweeps >= 1, 5, message="first sweep")
         yield running
 
 
@@ -274,7 +274,7 @@ def test_head_requests_need_credentials_too(guarded):
 def test_credentials_are_never_logged(ok_farm, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     wrong = "wrong-" + secrets.token_hex(8)
-    config = monitor_config([{"name": "ok", "url": ok_farm.url("/ok")}])
+    config = daemon_config([{"name": "ok", "url": ok_farm.url("/ok")}])
     with served(config, WebConfig(users={USER: hashed(PASSWORD).encode()})) as running:
         assert running.get("/metrics", basic(USER, wrong)).status_code == 401
         assert running.get("/metrics", basic("intruder-" + wrong, wrong)).status_code == 401
@@ -308,7 +308,7 @@ def test_the_cached_path_uses_the_constant_time_comparison_and_skips_bcrypt(ok_f
 
     monkeypatch.setattr(webauth, "compare", spy_compare)
     monkeypatch.setattr(webauth, "_checks_out", spy_bcrypt)
-    config = monitor_config([{"name": "ok", "url": ok_farm.url("/ok")}])
+    config = daemon_config([{"name": "ok", "url": ok_farm.url("/ok")}])
     user_hash = hashed(PASSWORD)
     with served(config, WebConfig(users={USER: user_hash.encode()})) as running:
         assert running.get("/metrics", basic(USER, PASSWORD)).status_code == 200
@@ -332,7 +332,7 @@ def test_the_cached_path_uses_the_constant_time_comparison_and_skips_bcrypt(ok_f
 
 def test_a_first_bcrypt_check_at_cost_12_does_not_hold_the_event_loop(ok_farm):
     password = "slow-" + secrets.token_hex(6)
-    config = monitor_config([{"name": "ok", "url": ok_farm.url("/ok")}])
+    config = daemon_config([{"name": "ok", "url": ok_farm.url("/ok")}])
     with served(config, WebConfig(users={USER: hashed(password, cost=12).encode()})) as running:
         gaps: list[float] = []
         done = gevent.event.Event()
@@ -365,7 +365,7 @@ def test_a_first_bcrypt_check_at_cost_12_does_not_hold_the_event_loop(ok_farm):
 def test_tls_is_served_and_plain_http_to_the_tls_port_is_not(tls, ok_farm, tmp_path, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     web = tls_web_config(tls, tmp_path, users={USER: hashed(PASSWORD)})
-    config = monitor_config([{"name": "ok", "url": ok_farm.url("/ok")}])
+    config = daemon_config([{"name": "ok", "url": ok_farm.url("/ok")}])
     with served(config, web, ca_pem=tls.ca_pem) as running:
         response = running.get("/metrics", basic(USER, PASSWORD))
         assert response.status_code == 200
@@ -392,7 +392,7 @@ def test_tls_is_served_and_plain_http_to_the_tls_port_is_not(tls, ok_farm, tmp_p
 
 
 def test_tls_without_users_needs_no_credential_but_a_trusted_certificate(tls, ok_farm, tmp_path):
-    config = monitor_config([{"name": "ok", "url": ok_farm.url("/ok")}])
+    config = daemon_config([{"name": "ok", "url": ok_farm.url("/ok")}])
     with served(config, tls_web_config(tls, tmp_path), ca_pem=tls.ca_pem) as running:
         assert running.get("/metrics").status_code == 200
         with pytest.raises(requests.exceptions.SSLError):   # a client that trusts another CA
@@ -406,7 +406,7 @@ def test_tls_without_users_needs_no_credential_but_a_trusted_certificate(tls, ok
 def test_mutual_tls_towards_the_scraper(tls, ok_farm, tmp_path, capfd, client_auth, without_cert_ok):
     web = tls_web_config(tls, tmp_path, client_auth=client_auth, client_ca=tls.client_ca_pem,
                          users={USER: hashed(PASSWORD)})
-    config = monitor_config([{"name": "ok", "url": ok_farm.url("/ok")}])
+    config = daemon_config([{"name": "ok", "url": ok_farm.url("/ok")}])
     credential = basic(USER, PASSWORD)
     with served(config, web, ca_pem=tls.ca_pem) as running:
         assert running.get("/metrics", credential, cert=(tls.client_cert, tls.client_key)).status_code == 200
@@ -428,7 +428,7 @@ def test_silent_clients_cannot_hold_the_tls_server(tls, ok_farm, tmp_path, monke
     from greenmon import web
     monkeypatch.setattr(web, "MAX_CONNECTIONS", 4)
     monkeypatch.setattr(web, "CLIENT_TIMEOUT_S", 0.5)
-    config = monitor_config([{"name": "ok", "url": ok_farm.url("/ok")}])
+    config = daemon_config([{"name": "ok", "url": ok_farm.url("/ok")}])
     with served(config, tls_web_config(tls, tmp_path), ca_pem=tls.ca_pem) as running:
         silent = [socket.create_connection(("127.0.0.1", running.server.port), timeout=5)
                   for _ in range(4)]
@@ -581,7 +581,7 @@ def test_a_reload_keeps_the_running_web_config_when_the_new_one_is_broken(tls, o
     path = tmp_path / "web.yml"
     path.write_text(web_yaml(cert=tls.server_cert, key=tls.server_key, users={USER: hashed(first)}),
                     encoding="utf-8")
-    config = monitor_config([{"name": "ok", "url": ok_farm.url("/ok")}]).replace(
+    config = daemon_config([{"name": "ok", "url": ok_farm.url("/ok")}]).replace(
         "server", web_config_file=str(path))
     with served(config, webconfig.load(str(path)), loader=lambda: config, ca_pem=tls.ca_pem) as running:
         assert running.get("/metrics", basic(USER, first)).status_code == 200
@@ -589,9 +589,9 @@ def test_a_reload_keeps_the_running_web_config_when_the_new_one_is_broken(tls, o
         for broken in (f"basic_auth_users:\n  {USER}: {first}\n",
                        f"tls_server_config:\n  cert_file: {tls.server_cert}\n  key_file: {tls.other_key}\n"):
             path.write_text(broken, encoding="utf-8")
-            running_web = running.monitor.web
-            assert running.monitor.reload() is False
-            assert running.monitor.web is running_web
+            running_web = running.daemon.web
+            assert running.daemon.reload() is False
+            assert running.daemon.web is running_web
             assert running.get("/metrics", basic(USER, first)).status_code == 200
 
         # A valid one: new users at once, and a certificate from another CA for new connections.
@@ -602,7 +602,7 @@ def test_a_reload_keeps_the_running_web_config_when_the_new_one_is_broken(tls, o
         new_ca.cert_pem.write_to_path(str(tmp_path / "new-ca.pem"))
         path.write_text(web_yaml(cert="new.crt", key="new.key",
                                  users={USER: hashed(second), "grafana": hashed(third)}), encoding="utf-8")
-        assert running.monitor.reload() is True
+        assert running.daemon.reload() is True
         running.ca_pem = str(tmp_path / "new-ca.pem")
         assert running.get("/metrics", basic(USER, first)).status_code == 401
         assert running.get("/metrics", basic(USER, second)).status_code == 200
@@ -611,7 +611,7 @@ def test_a_reload_keeps_the_running_web_config_when_the_new_one_is_broken(tls, o
             fetch(running.url("/healthz"), verify=tls.ca_pem)
 
 
-class TLSDaemon(Daemon):
+class TLSDaemon(DaemonProcess):
     """The real command with a web config: HTTPS, checked against ``ca_pem``, with a credential."""
 
     def __init__(self, config_path, workdir, *extra_args, ca_pem: str, authorization: str | None):
@@ -955,14 +955,14 @@ def test_a_reload_takes_a_rotated_ca_bundle(tmp_path):
     with HTTPFarm({"/ok": reply()}, ssl_context=tls_server_context(new_ca, "127.0.0.1")) as farm:
         targets = [{"name": "tls", "url": farm.url("/ok"), "ca_file": str(ca_file)}]
         def load():   # a breaker that stays closed: the check after the reload is made
-            return monitor_config(targets, extra="[breaker]\nfailure_threshold = 1000\n")
+            return daemon_config(targets, extra="[breaker]\nfailure_threshold = 1000\n")
 
-        with running_monitor(load(), loader=load) as running:
-            series = running.monitor.store.series
+        with running_daemon(load(), loader=load) as running:
+            series = running.daemon.store.series
             wait_until(lambda: series["tls"].last is not None, 5.0, message="a first check")
             assert (series["tls"].last.error_class, series["tls"].last.detail) == ("connection", "tls")
             new_ca.cert_pem.write_to_path(str(ca_file))   # rotated in place
-            assert running.monitor.reload() is True
+            assert running.daemon.reload() is True
             wait_until(lambda: series["tls"].last.ok, 5.0, message="a check trusting the new CA")
 
 
@@ -1014,7 +1014,7 @@ def test_a_url_secret_is_sent_and_masked_in_results_metrics_api_and_status_page(
         config = parse_config(config_text(secret_targets(farm), timeout=TIMEOUT_S), "greenmon.toml")
         shown = masked(farm)
         results = sweep_config(config)
-        with running_monitor(config.replace("monitor", interval=INTERVAL_S)) as running:
+        with running_daemon(config.replace("monitor", interval=INTERVAL_S)) as running:
             running.wait_sweeps(1)
             pages = {path: running.get(path) for path in ("/", "/metrics", "/api/results")}
     # The requests carried the value.
@@ -1084,7 +1084,7 @@ def test_the_daemon_at_debug_level_never_logs_a_url_secret(monkeypatch, tmp_path
         path.write_text(config_text(secret_targets(farm), interval=0.5, timeout=0.5),
                         encoding="utf-8")
         name = f"GET {masked(farm)['/broken']}"
-        with Daemon(path, tmp_path, "--log-level", "debug", "--workers", workers) as daemon:
+        with DaemonProcess(path, tmp_path, "--log-level", "debug", "--workers", workers) as daemon:
             daemon.wait_ready(timeout=15)
             daemon.wait_metric(lambda t: (value(t, "greenmon_checks_total", target=name) or 0) >= 2,
                                timeout=15, message="two checks of the failing target")
@@ -1116,8 +1116,8 @@ def _policy(header: str) -> dict[str, str]:
 
 
 def test_status_page_and_api_send_nosniff_and_a_csp_that_hashes_the_pages_style_and_script(ok_farm):
-    config = monitor_config([{"name": "ok", "url": ok_farm.url("/ok")}])
-    with running_monitor(config) as running:
+    config = daemon_config([{"name": "ok", "url": ok_farm.url("/ok")}])
+    with running_daemon(config) as running:
         running.wait_sweeps(1)
         page, api = running.get("/"), running.get("/api/results")
     for response in (page, api):

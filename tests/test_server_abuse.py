@@ -2,7 +2,7 @@
 and slow requests get an error or are dropped, and none of it stops the sweeps or keeps
 /metrics from answering everyone else quickly.
 
-Most tests serve an in-process Monitor (daemon_helpers.running_monitor) on 127.0.0.1:0 and
+Most tests serve an in-process Daemon (daemon_helpers.running_daemon) on 127.0.0.1:0 and
 talk to it over raw sockets; the last ones run the real daemon, to read its log and to
 give it a small open-file limit.
 """
@@ -20,7 +20,7 @@ import pytest
 from greenmon.config import parse_config
 
 from support.configs import config_text
-from support.daemon_helpers import Daemon, running_monitor, value
+from support.daemon_helpers import DaemonProcess, running_daemon, value
 from support.helpers import wait_until
 from support.load_helpers import huge_header_request, raw_request, slow_client
 from support.servers import HTTPFarm, reply
@@ -38,7 +38,7 @@ def served():
     with HTTPFarm({"/ok": reply(body=b"fine")}) as farm:
         config = parse_config(config_text([{"name": f"ok-{i}", "url": farm.url(f"/ok?i={i}")} for i in range(5)],
                                           timeout=1.0), "<test>").replace("monitor", interval=INTERVAL_S)
-        with running_monitor(config) as running:
+        with running_daemon(config) as running:
             running.wait_sweeps(1)
             yield running
 
@@ -97,7 +97,7 @@ OVERSIZED = {
 
 @pytest.mark.parametrize("name", sorted(OVERSIZED))
 def test_oversized_or_garbage_request_gets_an_error_and_sweeps_go_on(served, name):
-    before = served.monitor.store.sweeps
+    before = served.daemon.store.sweeps
     response, took = raw_request(served.server.port, OVERSIZED[name])
     status = status_of(response)
     assert status is None or 400 <= status < 500, response[:200]   # refused, or dropped
@@ -111,7 +111,7 @@ def test_64kib_header_request_is_refused_with_400_or_431(served):
 
 
 def test_twenty_huge_header_requests_at_once_do_not_stall_sweeps(served):
-    before = served.monitor.store.sweeps
+    before = served.daemon.store.sweeps
     requests_ = [gevent.spawn(huge_header_request, served.server.port, 1 << 20) for _ in range(20)]
     gevent.joinall(requests_, timeout=60)
     assert all(g.successful() for g in requests_)
@@ -135,16 +135,16 @@ def test_50_slow_clients_do_not_stall_metrics_or_sweeps(served):
                for _ in range(SLOW_CLIENTS)]
     try:
         wait_until(lambda: len(sent) >= SLOW_CLIENTS, 30, message="every slow client connected")
-        before = served.monitor.store.sweeps
+        before = served.daemon.store.sweeps
         latencies = []
-        while (len(latencies) < 20 or served.monitor.store.sweeps - before < 10) \
+        while (len(latencies) < 20 or served.daemon.store.sweeps - before < 10) \
                 and not any(c.dead for c in clients):
             started = time.monotonic()
             text = served.metrics()
             latencies.append(time.monotonic() - started)
             assert value(text, "greenmon_up", target="ok-0") == 1
             gevent.sleep(0.1)
-        during = served.monitor.store.sweeps - before
+        during = served.daemon.store.sweeps - before
         # Measured beside the slow clients: none had finished dripping (or been dropped).
         dripping = not any(c.dead for c in clients)
     finally:
@@ -159,7 +159,7 @@ def test_50_silent_connections_do_not_stall_metrics_or_sweeps(served):
     sockets = [socket.create_connection(("127.0.0.1", served.server.port), timeout=5)
                for _ in range(SLOW_CLIENTS)]
     try:
-        before = served.monitor.store.sweeps
+        before = served.daemon.store.sweeps
         gevent.sleep(1.0)
         # Before greenmon drops them (10 s of silence): sweeps held up by them would come only then.
         assert_still_serving(served, before, more=5, within=SILENT_DROPPED_S - 1.0 - FAST_S - 1.0)
@@ -185,7 +185,7 @@ def daemon_config(farm, write_config):
 @pytest.fixture
 def abused_daemon(farm, write_config, tmp_path):
     """The real daemon after every oversized and garbage request above, and a 404; then stopped."""
-    with Daemon(daemon_config(farm, write_config), tmp_path) as daemon:
+    with DaemonProcess(daemon_config(farm, write_config), tmp_path) as daemon:
         daemon.wait_ready()
         daemon.wait_metric(lambda t: value(t, "greenmon_up", target="ok-0") == 1, message="ok-0 up")
         for name in sorted(OVERSIZED):
@@ -210,7 +210,7 @@ def test_abusive_requests_leave_no_traceback_in_the_daemons_log(abused_daemon):
     assert "Traceback" not in daemon.stderr(), daemon.stderr()[-3000:]
 
 
-class LimitedDaemon(Daemon):
+class LimitedDaemon(DaemonProcess):
     """The daemon started with a small open-file limit (soft and hard)."""
 
     def __init__(self, *args, nofile: int, **kwargs):

@@ -16,10 +16,10 @@ from greenmon.history import History
 from greenmon.result import MonitorResult
 from greenmon.schema import ConfigError
 from support.configs import config_text
-from support.daemon_helpers import running_monitor, value
+from support.daemon_helpers import running_daemon, value
 from support.helpers import wait_until
 from support.servers import HTTPFarm, closed_port, reply
-from test_exporter import result, scrape, store_with
+from test_metrics import result, scrape, store_with
 
 OPENS_AT_ONCE = "[breaker]\nfailure_threshold = 1\nrecovery_timeout = 300\n"
 
@@ -41,8 +41,8 @@ def test_the_sli_counts_every_scheduled_check_a_skipped_one_as_bad():
 def test_the_sli_keeps_counting_while_a_real_breaker_is_open():
     config = parse_config(config_text([{"name": "down", "url": f"http://127.0.0.1:{closed_port()}/"}],
                                       extra=OPENS_AT_ONCE), "<test>").replace("monitor", interval=0.1)
-    with running_monitor(config) as running:
-        wait_until(lambda: running.monitor.store.series["down"].bad >= 5, 5,
+    with running_daemon(config) as running:
+        wait_until(lambda: running.daemon.store.series["down"].bad >= 5, 5,
                    message="five bad turns of the down target")
         text = running.metrics()
     assert value(text, "greenmon_breaker_state", target="down") == 1
@@ -56,7 +56,7 @@ def test_the_objective_is_exported_per_target():
                           '[[targets]]\nname = "a"\nurl = "http://127.0.0.1:9/"\n\n'
                           '[[targets]]\nname = "b"\nurl = "http://127.0.0.1:9/"\nslo_availability = 0.9995\n',
                           "greenmon.toml")
-    from greenmon.exporter import store_for
+    from greenmon.store import store_for
     found = scrape(store_for(config, config.enabled_targets))
     assert value(found, "greenmon_slo_objective", target="a") == 0.99
     assert value(found, "greenmon_slo_objective", target="b") == 0.9995
@@ -69,7 +69,7 @@ def test_the_error_budget_window_is_exported_per_target():
                           '[[targets]]\nname = "a"\nurl = "http://127.0.0.1:9/"\n\n'
                           '[[targets]]\nname = "b"\nurl = "http://127.0.0.1:9/"\nslo_window_days = 7\n',
                           "greenmon.toml")
-    from greenmon.exporter import store_for
+    from greenmon.store import store_for
     found = scrape(store_for(config, config.enabled_targets))
     assert value(found, "greenmon_slo_window_seconds", target="a") == 28 * 86400
     assert value(found, "greenmon_slo_window_seconds", target="b") == 7 * 86400
@@ -128,8 +128,8 @@ def test_api_history_serves_a_targets_outcomes_and_refuses_the_rest():
         config = parse_config(config_text([{"name": "ok", "url": farm.url("/ok")},
                                            {"name": "bad", "url": farm.url("/bad")}]),
                               "<test>").replace("monitor", interval=0.1)
-        with running_monitor(config) as running:
-            wait_until(lambda: len(running.monitor.store.series["bad"].history) >= 3, 5,
+        with running_daemon(config) as running:
+            wait_until(lambda: len(running.daemon.store.series["bad"].history) >= 3, 5,
                        message="three outcomes of bad")
             good = running.get("/api/history?target=ok")
             bad = running.get("/api/history", params={"target": "bad"})

@@ -1,4 +1,4 @@
-"""The status page at /: what a person sees of a real Monitor served on 127.0.0.1 (statuspage
+"""The status page at /: what a person sees of a real Daemon served on 127.0.0.1 (statuspage
 writes the HTML; views picks the rows, orders them and keeps them per target).
 
 Rows by state, failures and burning budgets first, a strip of outcomes and a latency sparkline
@@ -17,7 +17,7 @@ import pytest
 
 from greenmon.views import PAGE_ROWS
 from support.configs import BREAKER_OPENS_AT_ONCE
-from support.daemon_helpers import monitor_config, running_monitor
+from support.daemon_helpers import daemon_config, running_daemon
 from support.helpers import wait_until
 from support.servers import HTTPFarm, reply
 
@@ -30,7 +30,7 @@ def farm():
 
 
 def outcomes(running, name: str) -> int:
-    series = running.monitor.store.series.get(name)
+    series = running.daemon.store.series.get(name)
     return 0 if series is None else len(series.history)
 
 
@@ -56,8 +56,8 @@ def test_status_page_lists_failures_first_with_breaker_state(farm):
                {"name": "mmm-healthy", "url": farm.url("/ok")},
                {"name": "zzz-broken", "url": farm.url("/broken")}]
     # A deadline no loaded machine reaches: a healthy target that failed would sort first.
-    config = monitor_config(targets, timeout=10.0, extra=BREAKER_OPENS_AT_ONCE)
-    with running_monitor(config) as running:
+    config = daemon_config(targets, timeout=10.0, extra=BREAKER_OPENS_AT_ONCE)
+    with running_daemon(config) as running:
         running.wait_sweeps(1)
         response = running.get("/")
     assert response.status_code == 200
@@ -74,8 +74,8 @@ def test_status_page_lists_failures_first_with_breaker_state(farm):
 
 
 def test_status_page_has_no_external_assets(farm):
-    config = monitor_config([{"name": "ok", "url": farm.url("/ok")}])
-    with running_monitor(config) as running:
+    config = daemon_config([{"name": "ok", "url": farm.url("/ok")}])
+    with running_daemon(config) as running:
         running.wait_sweeps(1)
         html = running.get("/").text
     assert re.search(r"<html", html, re.I)
@@ -87,8 +87,8 @@ def test_status_page_has_no_external_assets(farm):
 
 def test_status_page_escapes_target_names(farm):
     name = "<b>evil</b> & co"
-    config = monitor_config([{"name": name, "url": farm.url("/broken")}])
-    with running_monitor(config) as running:
+    config = daemon_config([{"name": name, "url": farm.url("/broken")}])
+    with running_daemon(config) as running:
         running.wait_sweeps(1)
         html = running.get("/").text
     assert "&lt;b&gt;evil&lt;/b&gt; &amp; co" in html
@@ -96,9 +96,9 @@ def test_status_page_escapes_target_names(farm):
 
 
 def test_targets_never_checked_are_pending():
-    config = monitor_config([{"name": "first", "url": "http://127.0.0.1:9/a"},
+    config = daemon_config([{"name": "first", "url": "http://127.0.0.1:9/a"},
                              {"name": "second", "url": "http://127.0.0.1:9/b"}])
-    with running_monitor(config, start=False) as idle:
+    with running_daemon(config, start=False) as idle:
         html = idle.get("/").text
     rows = _rows(html)
     assert {name: _state(row) for name, row in rows.items()} == {"first": "PENDING", "second": "PENDING"}
@@ -109,8 +109,8 @@ def test_targets_never_checked_are_pending():
 
 def test_a_check_skipped_by_an_open_breaker_shows_as_skipped():
     with HTTPFarm({"/broken": reply("500 Internal Server Error")}) as farm:
-        config = monitor_config([{"name": "down", "url": farm.url("/broken")}], extra=BREAKER_OPENS_AT_ONCE)
-        with running_monitor(config) as running:
+        config = daemon_config([{"name": "down", "url": farm.url("/broken")}], extra=BREAKER_OPENS_AT_ONCE)
+        with running_daemon(config) as running:
             wait_until(lambda: outcomes(running, "down") >= 2, 5, message="a failure, then a skip")
             html = running.get("/").text
     row = _rows(html)["down"]
@@ -128,12 +128,12 @@ def test_a_row_follows_its_targets_result():
     def switch(environ):
         return (reply() if up["now"] else reply("500 Internal Server Error"))(environ)
     with HTTPFarm({"/switch": switch}) as farm:
-        config = monitor_config([{"name": "flips", "url": farm.url("/switch")}])
-        with running_monitor(config) as running:
+        config = daemon_config([{"name": "flips", "url": farm.url("/switch")}])
+        with running_daemon(config) as running:
             running.wait_sweeps(1)
             before = _rows(running.get("/").text)["flips"]
             up["now"] = False
-            wait_until(lambda: not running.monitor.store.series["flips"].last.ok, 5, message="a failed check")
+            wait_until(lambda: not running.daemon.store.series["flips"].last.ok, 5, message="a failed check")
             after = _rows(running.get("/").text)["flips"]
     assert _state(before) == "UP" and "http / 500" not in before
     assert _state(after) == "DOWN" and "http / 500" in after
@@ -147,10 +147,10 @@ def test_targets_burning_their_budget_faster_come_first():
         return (reply() if count["n"] % 2 else reply("503 Service Unavailable"))(environ)
     routes = {"/ok": reply(), "/sometimes": every_other, "/never": reply("503 Service Unavailable")}
     with HTTPFarm(routes) as farm:
-        config = monitor_config([{"name": "healthy", "url": farm.url("/ok")},
+        config = daemon_config([{"name": "healthy", "url": farm.url("/ok")},
                                  {"name": "sometimes", "url": farm.url("/sometimes")},
                                  {"name": "never", "url": farm.url("/never")}], interval=0.1)
-        with running_monitor(config) as running:
+        with running_daemon(config) as running:
             wait_until(lambda: min(outcomes(running, name) for name in ("healthy", "sometimes", "never")) >= 4,
                        5, message="four outcomes of each")
             html = running.get("/").text
@@ -159,10 +159,10 @@ def test_targets_burning_their_budget_faster_come_first():
 
 def test_the_status_page_has_a_strip_and_a_sparkline_per_target_burning_first():
     with HTTPFarm({"/ok": reply(), "/bad": reply("503 Service Unavailable")}) as farm:
-        config = monitor_config([{"name": "aaa-ok", "url": farm.url("/ok")},
+        config = daemon_config([{"name": "aaa-ok", "url": farm.url("/ok")},
                                  {"name": "zzz-bad", "url": farm.url("/bad")}], interval=0.1)
-        with running_monitor(config) as running:
-            wait_until(lambda: len(running.monitor.store.series["zzz-bad"].history) >= 3, 5,
+        with running_daemon(config) as running:
+            wait_until(lambda: len(running.daemon.store.series["zzz-bad"].history) >= 3, 5,
                        message="three outcomes")
             html = running.get("/").text
             filtered = running.get("/?q=aaa").text
@@ -174,8 +174,8 @@ def test_the_status_page_has_a_strip_and_a_sparkline_per_target_burning_first():
 
 
 def test_a_thousand_targets_page_in_pages():
-    config = monitor_config([{"name": f"t{i:05d}", "url": f"http://127.0.0.1:9/{i}"} for i in range(1_000)])
-    with running_monitor(config, start=False) as idle:
+    config = daemon_config([{"name": f"t{i:05d}", "url": f"http://127.0.0.1:9/{i}"} for i in range(1_000)])
+    with running_daemon(config, start=False) as idle:
         first = idle.get("/").text
         last = idle.get("/?page=5").text
     assert first.count("<tr data-search") == PAGE_ROWS
@@ -185,8 +185,8 @@ def test_a_thousand_targets_page_in_pages():
 
 def test_a_hostile_url_is_escaped_in_the_row_and_its_search_text(farm):
     url = farm.url("/ok?x='\"><svg/onload=alert(1)>")
-    config = monitor_config([{"name": "api", "url": url}])
-    with running_monitor(config) as running:
+    config = daemon_config([{"name": "api", "url": url}])
+    with running_daemon(config) as running:
         running.wait_sweeps(1)
         html = running.get("/").text
     assert "<svg/onload" not in html and "\"><svg" not in html
@@ -196,8 +196,8 @@ def test_a_hostile_url_is_escaped_in_the_row_and_its_search_text(farm):
 
 def test_the_query_is_escaped_where_the_page_shows_it_again(farm):
     query = '"><script>alert(1)</script>'
-    config = monitor_config([{"name": "ok", "url": farm.url("/ok")}])
-    with running_monitor(config, start=False) as idle:
+    config = daemon_config([{"name": "ok", "url": farm.url("/ok")}])
+    with running_daemon(config, start=False) as idle:
         html = idle.get("/", params={"q": query}).text
     assert "<script>alert(1)" not in html
     assert f'value="{htmllib.escape(query)}"' in html
@@ -206,9 +206,9 @@ def test_the_query_is_escaped_where_the_page_shows_it_again(farm):
 # --- The filter and the pages ---------------------------------------------------------------------
 
 def test_the_filter_matches_the_url_too_whatever_the_case(farm):
-    config = monitor_config([{"name": "alpha", "url": farm.url("/ok?team=payments")},
+    config = daemon_config([{"name": "alpha", "url": farm.url("/ok?team=payments")},
                              {"name": "beta", "url": farm.url("/ok?team=search")}])
-    with running_monitor(config, start=False) as idle:
+    with running_daemon(config, start=False) as idle:
         by_url = idle.get("/", params={"q": "Team=SEARCH"}).text
         by_name = idle.get("/", params={"q": "ALPHA"}).text
         nothing = idle.get("/", params={"q": "checkout"}).text
@@ -220,9 +220,9 @@ def test_the_filter_matches_the_url_too_whatever_the_case(farm):
 @pytest.fixture(scope="module")
 def paged():
     """Two and a quarter pages of targets, never checked, served at once."""
-    config = monitor_config([{"name": f"t{i:05d}", "url": f"http://127.0.0.1:9/{i}"}
+    config = daemon_config([{"name": f"t{i:05d}", "url": f"http://127.0.0.1:9/{i}"}
                              for i in range(2 * PAGE_ROWS + 50)])
-    with running_monitor(config, start=False) as idle:
+    with running_daemon(config, start=False) as idle:
         yield idle
 
 

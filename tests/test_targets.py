@@ -2,7 +2,7 @@
 the errors that name the file, line, key and target, the URL shown in place of the one sent,
 and the shard hash.
 
-Configs are only loaded here: no URL is ever contacted (test_prober.py and test_errors.py
+Configs are only loaded here: no URL is ever contacted (test_check.py and test_errors.py
 check what a target's settings do to its checks). Invalid entries are tables; in the TOML
 ones the line the error must point at carries a ``# <-`` marker (support.invalid_configs).
 """

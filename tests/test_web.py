@@ -1,8 +1,8 @@
-"""The daemon's endpoints: Monitor + WebServer in this process, on 127.0.0.1:0.
+"""The daemon's endpoints: Daemon + WebServer in this process, on 127.0.0.1:0.
 
-Each test runs Monitor.run() in a greenlet with a short interval against
+Each test runs Daemon.run() in a greenlet with a short interval against
 local target servers, talks HTTP to the WebServer, and always stops both
-(daemon_helpers.running_monitor).
+(daemon_helpers.running_daemon).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import requests
 
 from greenmon.schema import ConfigError
 from support.configs import BREAKER_OPENS_AT_ONCE
-from support.daemon_helpers import HTTP_TIMEOUT_S, monitor_config, running_monitor, targets_in, value
+from support.daemon_helpers import HTTP_TIMEOUT_S, daemon_config, running_daemon, targets_in, value
 from support.helpers import wait_until
 from support.servers import HTTPFarm, InFlight, RawServer, delayed, never_answer, reply
 
@@ -35,9 +35,9 @@ def farm():
 # --- /metrics ------------------------------------------------------------------------
 
 def test_metrics_is_prometheus_text_with_every_target(farm):
-    config = monitor_config([{"name": "ok", "url": farm.url("/ok")},
+    config = daemon_config([{"name": "ok", "url": farm.url("/ok")},
                              {"name": "broken", "url": farm.url("/broken")}])
-    with running_monitor(config) as running:
+    with running_daemon(config) as running:
         running.wait_sweeps(1)
         response = running.get("/metrics")
         assert response.status_code == 200
@@ -51,8 +51,8 @@ def test_metrics_is_prometheus_text_with_every_target(farm):
 
 
 def test_metrics_counters_grow_with_every_check(farm):
-    config = monitor_config([{"name": "ok", "url": farm.url("/ok")}], interval=0.1)
-    with running_monitor(config) as running:
+    config = daemon_config([{"name": "ok", "url": farm.url("/ok")}], interval=0.1)
+    with running_daemon(config) as running:
         running.wait_sweeps(1)
         first = value(running.metrics(), "greenmon_checks_total", target="ok")
         wait_until(lambda: value(running.metrics(), "greenmon_checks_total", target="ok") >= first + 2,
@@ -64,18 +64,18 @@ def test_metrics_counters_grow_with_every_check(farm):
 
 def test_healthz_is_200_during_the_first_sweep_and_after_sweeps():
     with HTTPFarm({"/slow": delayed(0.6)}) as farm:
-        config = monitor_config([{"name": "slow", "url": farm.url("/slow")}])
-        with running_monitor(config) as running:
-            wait_until(lambda: running.monitor.sweeping, 2, message="first sweep running")
-            assert running.monitor.store.sweeps == 0
+        config = daemon_config([{"name": "slow", "url": farm.url("/slow")}])
+        with running_daemon(config) as running:
+            wait_until(lambda: running.daemon.sweeping, 2, message="first sweep running")
+            assert running.daemon.store.sweeps == 0
             assert running.get("/healthz").status_code == 200
             running.wait_sweeps(2)
             assert running.get("/healthz").status_code == 200
 
 
 def test_healthz_is_503_for_a_monitor_that_never_ran(farm):
-    config = monitor_config([{"name": "ok", "url": farm.url("/ok")}])
-    with running_monitor(config, start=False) as idle:
+    config = daemon_config([{"name": "ok", "url": farm.url("/ok")}])
+    with running_daemon(config, start=False) as idle:
         response = idle.get("/healthz")
         assert response.status_code == 503
         assert farm.hits("/ok") == 0
@@ -84,10 +84,10 @@ def test_healthz_is_503_for_a_monitor_that_never_ran(farm):
 def test_healthz_turns_503_when_sweeps_stop(farm):
     # Allowed lateness: the 1 s interval + the 1 s longest timeout = 2 s past the next due check:
     # 200 for at least 2 s after the stop (room for a loaded machine to ask), 503 within 3 s.
-    config = monitor_config([{"name": "ok", "url": farm.url("/ok")}], interval=1.0, timeout=1.0)
-    with running_monitor(config) as running:
+    config = daemon_config([{"name": "ok", "url": farm.url("/ok")}], interval=1.0, timeout=1.0)
+    with running_daemon(config) as running:
         running.wait_sweeps(1)
-        running.monitor.stop()
+        running.daemon.stop()
         running.greenlet.join(timeout=5)
         assert running.greenlet.dead
         assert running.get("/healthz").status_code == 200  # checks started moments ago
@@ -100,21 +100,21 @@ def test_healthz_is_200_while_a_check_runs_longer_than_its_interval():
     # the target falls due every 0.1 s. Those turns are skipped (overruns), and the schedule
     # itself keeps time: the allowance is interval + longest timeout = 0.7 s.
     with RawServer(never_answer) as hang:
-        config = monitor_config([{"name": "hang", "url": hang.url("/")}], interval=0.1, timeout=0.6,
+        config = daemon_config([{"name": "hang", "url": hang.url("/")}], interval=0.1, timeout=0.6,
                                 retries=2, backoff=0.1)
-        with running_monitor(config) as running:
+        with running_daemon(config) as running:
             # The third attempt starts about 1.5 s in, well past the 0.7 s allowance.
             wait_until(lambda: hang.connections >= 3, 8, message="third attempt of the first check")
-            assert running.monitor.store.timing.overruns >= 5
+            assert running.daemon.store.timing.overruns >= 5
             assert running.get("/healthz").status_code == 200
 
 
 # --- /api/results ------------------------------------------------------------------------
 
 def test_api_results_is_the_json_document(farm):
-    config = monitor_config([{"name": "ok", "url": farm.url("/ok"), "labels": {"team": "identity"}},
+    config = daemon_config([{"name": "ok", "url": farm.url("/ok"), "labels": {"team": "identity"}},
                              {"name": "broken", "url": farm.url("/broken")}])
-    with running_monitor(config) as running:
+    with running_daemon(config) as running:
         running.wait_sweeps(1)
         response = running.get("/api/results")
         assert response.status_code == 200
@@ -141,8 +141,8 @@ def test_api_results_is_the_json_document(farm):
 
 
 def test_api_results_keeps_the_latest_result_per_target(farm):
-    config = monitor_config([{"name": "ok", "url": farm.url("/ok")}], interval=0.1)
-    with running_monitor(config) as running:
+    config = daemon_config([{"name": "ok", "url": farm.url("/ok")}], interval=0.1)
+    with running_daemon(config) as running:
         running.wait_sweeps(3)
         document = running.get("/api/results").json()
     assert [r["target"] for r in document["results"]] == ["ok"]
@@ -154,8 +154,8 @@ def test_api_results_keeps_the_latest_result_per_target(farm):
 @pytest.fixture
 def idle(farm):
     """A served monitor that never sweeps: routing does not depend on results."""
-    config = monitor_config([{"name": "ok", "url": farm.url("/ok")}])
-    with running_monitor(config, start=False) as server:
+    config = daemon_config([{"name": "ok", "url": farm.url("/ok")}])
+    with running_daemon(config, start=False) as server:
         yield server
 
 
@@ -181,9 +181,9 @@ def test_405_names_the_allowed_methods(idle):
 def test_a_targets_checks_never_overlap_and_skipped_turns_are_counted():
     slow = InFlight(delay=0.5)
     with HTTPFarm({"/slow": slow, "/ok": reply()}) as farm:
-        config = monitor_config([{"name": "slow", "url": farm.url("/slow")},
+        config = daemon_config([{"name": "slow", "url": farm.url("/slow")},
                                  {"name": "ok", "url": farm.url("/ok")}], interval=0.1)
-        with running_monitor(config) as running:
+        with running_daemon(config) as running:
             inflight = []
 
             def three_checks_of_slow():
@@ -207,11 +207,11 @@ def test_a_targets_checks_never_overlap_and_skipped_turns_are_counted():
 # --- Reload -----------------------------------------------------------------------------
 
 def test_reload_drops_a_removed_target_and_keeps_kept_breakers(farm):
-    both = monitor_config([{"name": "down", "url": farm.url("/broken")},
+    both = daemon_config([{"name": "down", "url": farm.url("/broken")},
                            {"name": "gone", "url": farm.url("/ok")}], extra=BREAKER_OPENS_AT_ONCE)
-    only_down = monitor_config([{"name": "down", "url": farm.url("/broken")}], extra=BREAKER_OPENS_AT_ONCE)
+    only_down = daemon_config([{"name": "down", "url": farm.url("/broken")}], extra=BREAKER_OPENS_AT_ONCE)
     configs = [both]
-    with running_monitor(both, loader=lambda: configs[-1]) as running:
+    with running_daemon(both, loader=lambda: configs[-1]) as running:
         running.wait_sweeps(1)
         before = running.metrics()
         assert targets_in(before) == {"down", "gone"}
@@ -220,8 +220,8 @@ def test_reload_drops_a_removed_target_and_keeps_kept_breakers(farm):
         assert hits_before == 1
 
         configs.append(only_down)
-        assert running.monitor.reload() is True
-        running.wait_sweeps(running.monitor.store.sweeps + 2)
+        assert running.daemon.reload() is True
+        running.wait_sweeps(running.daemon.store.sweeps + 2)
         after = running.metrics()
     assert targets_in(after) == {"down"}
     assert value(after, "greenmon_targets") == 1
@@ -231,24 +231,24 @@ def test_reload_drops_a_removed_target_and_keeps_kept_breakers(farm):
 
 
 def test_reload_with_an_invalid_config_keeps_the_running_one(farm):
-    config = monitor_config([{"name": "a", "url": farm.url("/ok")}, {"name": "b", "url": farm.url("/ok")}])
+    config = daemon_config([{"name": "a", "url": farm.url("/ok")}, {"name": "b", "url": farm.url("/ok")}])
 
     def broken_loader():
         raise ConfigError("greenmon.toml:3: targets[0].url: must be a string")
 
-    with running_monitor(config, loader=broken_loader) as running:
+    with running_daemon(config, loader=broken_loader) as running:
         running.wait_sweeps(1)
-        assert running.monitor.reload() is False
-        swept = running.wait_sweeps(running.monitor.store.sweeps + 2)
+        assert running.daemon.reload() is False
+        swept = running.wait_sweeps(running.daemon.store.sweeps + 2)
         text = running.metrics()
-        assert running.monitor.config is config
+        assert running.daemon.config is config
         assert swept >= 3
     assert targets_in(text) == {"a", "b"}
     assert value(text, "greenmon_up", target="a") == 1
 
 
 def test_reload_without_a_loader_is_refused(farm):
-    config = monitor_config([{"name": "a", "url": farm.url("/ok")}])
-    with running_monitor(config, start=False) as idle:
-        assert idle.monitor.reload() is False
-        assert idle.monitor.config is config
+    config = daemon_config([{"name": "a", "url": farm.url("/ok")}])
+    with running_daemon(config, start=False) as idle:
+        assert idle.daemon.reload() is False
+        assert idle.daemon.config is config

@@ -23,7 +23,7 @@ import gevent
 import pytest
 
 from support.configs import config_text
-from support.daemon_helpers import Daemon, select, targets_in, value
+from support.daemon_helpers import DaemonProcess, select, targets_in, value
 from support.helpers import run_cli, start_cli, wait_until
 from support.servers import HTTPFarm, InFlight, RawServer, closed_port, delayed, never_answer, reply
 
@@ -294,7 +294,7 @@ def test_daemon_sigterm_mid_sweep_ends_every_worker(write_config, tmp_path, work
     with RawServer(never_answer) as hang, HTTPFarm({"/ok": reply()}) as farm:
         targets = [{"name": "hang", "url": hang.url("/")}] + healthy_targets(farm, 3)
         path = write_config(config_text(targets, timeout=SLOW_S, retries=2, interval=SLOW_S))
-        with Daemon(path, tmp_path, "--workers", "2") as daemon:
+        with DaemonProcess(path, tmp_path, "--workers", "2") as daemon:
             daemon.wait_ready()
             workers.wait_for(daemon.process.pid, 2)
             daemon.wait_metric(lambda t: value(t, "greenmon_inflight_checks") == 1,
@@ -314,7 +314,7 @@ def test_daemon_with_two_workers_serves_one_metrics_for_all_targets(farm, write_
     targets += [{"name": f"down-{i}", "url": farm.url("/503")} for i in range(2)]
     names = {t["name"] for t in targets}
     path = write_config(config_text(targets, timeout=0.5, interval=0.5))
-    with Daemon(path, tmp_path, "--workers", "2") as daemon:
+    with DaemonProcess(path, tmp_path, "--workers", "2") as daemon:
         daemon.wait_ready()
         first_workers = workers.wait_for(daemon.process.pid, 2)
 
@@ -363,7 +363,7 @@ def test_workers_check_each_target_on_its_own_schedule(write_config, tmp_path, w
                    {"name": "slow", "url": farm.url("/slow"), "interval": 1.5},
                    {"name": "a", "url": farm.url("/a")}, {"name": "b", "url": farm.url("/b")}]
         path = write_config(config_text(targets, interval=0.75, timeout=0.25))
-        with Daemon(path, tmp_path, "--workers", "2") as daemon:
+        with DaemonProcess(path, tmp_path, "--workers", "2") as daemon:
             daemon.wait_ready(timeout=30)
             workers.wait_for(daemon.process.pid, 2, timeout=30)
             start = daemon.wait_metric(lambda t: all(value(t, "greenmon_checks_total", target=n) >= 1
@@ -408,7 +408,7 @@ def test_workers_check_each_target_on_its_own_schedule(write_config, tmp_path, w
 def test_daemon_replaces_a_worker_that_died(farm, write_config, tmp_path, workers):
     targets = healthy_targets(farm, 4)
     path = write_config(config_text(targets, timeout=0.5, interval=0.5))
-    with Daemon(path, tmp_path, "--workers", "2") as daemon:
+    with DaemonProcess(path, tmp_path, "--workers", "2") as daemon:
         daemon.wait_ready()
         victim = min(workers.wait_for(daemon.process.pid, 2))
         os.kill(victim, signal.SIGKILL)
@@ -429,7 +429,7 @@ def test_inflight_gauge_counts_the_checks_in_flight_on_every_worker(write_config
     with RawServer(never_answer) as hang:
         targets = [{"name": f"hang-{i}", "url": hang.url(f"/{i}")} for i in range(2)]
         path = write_config(config_text(targets, timeout=4.0, interval=4.0))
-        with Daemon(path, tmp_path, "--workers", "2") as daemon:
+        with DaemonProcess(path, tmp_path, "--workers", "2") as daemon:
             daemon.wait_ready()
             workers.wait_for(daemon.process.pid, 2)
             # Each target's first check comes within its first 4 s interval, then hangs for its
@@ -445,7 +445,7 @@ def test_daemon_with_workers_and_a_shard_exports_only_its_targets(farm, write_co
     mine = {t["name"] for t in targets if shard_of(t["name"], 3) == 2}
     assert len(mine) >= 2  # enough for two workers
     path = write_config(config_text(targets, timeout=0.5, interval=0.5))
-    with Daemon(path, tmp_path, "--workers", "2", "--shard", "2/3") as daemon:
+    with DaemonProcess(path, tmp_path, "--workers", "2", "--shard", "2/3") as daemon:
         daemon.wait_ready()
         workers.wait_for(daemon.process.pid, 2)
         text = daemon.wait_metric(lambda t: all(value(t, "greenmon_up", target=n) == 1 for n in mine),

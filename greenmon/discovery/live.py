@@ -8,7 +8,7 @@ polled every FILE_POLL_S (mtime polling: no inotify, so it works the same on
 every file system, NFS and ConfigMap volumes included). A document fetched
 over HTTP is fetched on the event loop (cooperative I/O); reading files,
 parsing and building and merging the targets run in a thread
-(``cooperative.off_loop``). The new config is applied through the monitor as
+(``cooperative.off_loop``). The new config is applied through the daemon as
 a reload is: targets that stay keep their breaker, series and schedule.
 
 A source that fails (cannot be read or parsed, or yields names that clash)
@@ -51,8 +51,8 @@ class Discovery:
     """Keeps the running config's sources up to date. ``monitor`` gives the running config
     (``config``), applies a new one (``apply_discovered``) and publishes the counts."""
 
-    def __init__(self, monitor, clock: Callable[[], float] = time.monotonic):
-        self._monitor = monitor
+    def __init__(self, daemon, clock: Callable[[], float] = time.monotonic):
+        self._daemon = daemon
         self._clock = clock
         self._states: dict[str, _State] = {}
         self._transport: Transport | None = None
@@ -79,7 +79,7 @@ class Discovery:
 
     def _transport_for(self, source: Source) -> Transport:
         if self._transport is None:
-            self._transport = discovery_transport(self._monitor.config.monitor.user_agent)
+            self._transport = discovery_transport(self._daemon.config.monitor.user_agent)
         off_loop(self._transport.load_trust, [(source.verify, None)])
         return self._transport
 
@@ -89,7 +89,7 @@ class Discovery:
         it cannot be, as at start-up), and the targets are merged."""
         if not config.sources:
             return config
-        running = self._monitor.config.discovered
+        running = self._daemon.config.discovered
         discovered = {}
         for source in config.sources:
             load = config.discovered.get(source.key) or running.get(source.key)
@@ -115,7 +115,7 @@ class Discovery:
 
     def tick(self) -> float:
         """Refresh what is due now; when to look again."""
-        config = self._monitor.config
+        config = self._daemon.config
         now = self._clock()
         keys = set()
         wake_at = now + FILE_POLL_S
@@ -149,10 +149,10 @@ class Discovery:
         state.stamp = stamp
         try:
             load = self.load(source, stamp)
-            changed = self._monitor.apply_discovered(source.key, load)
+            changed = self._daemon.apply_discovered(source.key, load)
         except (SourceError, ConfigError) as error:
             state.errors += 1
-            kept = self._monitor.config.discovered.get(source.key)
+            kept = self._daemon.config.discovered.get(source.key)
             log.warning("discovery %s failed, keeping its %d last good targets: %s", source.label,
                         len(kept.found) if kept is not None else 0, error)
             self._publish()
@@ -163,7 +163,7 @@ class Discovery:
         return True
 
     def _publish(self) -> None:
-        self._monitor.publish_discovery(self.errors)
+        self._daemon.publish_discovery(self.errors)
 
     def close(self) -> None:
         if self._transport is not None:

@@ -26,7 +26,7 @@ from greenmon.files import file_stamp
 from greenmon.schema import (ConfigError, Document, Path, dotted, header_name, header_value,
                              non_empty_string, number, string, type_name)
 from greenmon.targets import (TARGET_CHECKS, Target, check_label_name, check_method, check_regex,
-                              check_url, fit_timeout, link_keys, redact_url)
+                              check_url, first_clash, fit_timeout, link_keys, redact_url)
 
 SOURCE_KINDS = ("openapi", "file_sd")
 DEFAULT_REFRESH_S = {"openapi": 300.0, "file_sd": 30.0}
@@ -307,6 +307,15 @@ def build_targets(source: Source, discovered: Discovered) -> list[Target]:
     return out
 
 
+def no_enabled_targets(doc: Document | None, filename: str, sources: tuple[Source, ...]) -> ConfigError:
+    """The error of a config that would check nothing (with sources: once they are merged)."""
+    if sources:
+        return ConfigError(f"{filename}: no enabled targets: neither [[targets]] nor the discovery "
+                           f"sources ({', '.join(s.label for s in sources)}) yield one")
+    doc = doc or Document.from_text("", filename)
+    return doc.error(("targets",), "no enabled targets: add at least one [[targets]] entry")
+
+
 def merge(config, discovered: Mapping[str, Discovered]):
     """``config`` with the targets of ``[[targets]]`` then of every source (its ``discovered``
     load), its shard kept; ConfigError when two targets have one name or none is enabled.
@@ -321,23 +330,21 @@ def merge(config, discovered: Mapping[str, Discovered]):
         source, found = found_where
         return f"{source.label}{line(source.path)}: {found.origin}"
 
-    # target name -> where it came from: its [[targets]] index, or (source, found)
-    owners: dict[str, Any] = {t.name: i for i, t in enumerate(config.static_targets)}
+    # each target, and where it came from: its [[targets]] index, or (source, found)
     targets = list(config.static_targets)
+    owners: list[Any] = list(range(len(targets)))
     for source in config.sources:
         load_ = discovered[source.key]
-        for target, found in zip(build_targets(source, load_), load_.found):
-            other = owners.get(target.name)
-            if other is not None:
-                raise ConfigError(f"{config.source}: target name {target.name!r} comes from both "
-                                  f"{owner(other)} and {owner((source, found))}: names must be "
-                                  "unique (a name_prefix or a name label tells them apart)")
-            owners[target.name] = (source, found)
-            targets.append(target)
+        targets += build_targets(source, load_)
+        owners += [(source, found) for found in load_.found]
+    clash = first_clash((target.name, where) for target, where in zip(targets, owners))
+    if clash is not None:
+        name, first, second = clash
+        raise ConfigError(f"{config.source}: target name {name!r} comes from both "
+                          f"{owner(first)} and {owner(second)}: names must be "
+                          "unique (a name_prefix or a name label tells them apart)")
     if not any(t.enabled for t in targets):
-        raise ConfigError(f"{config.source}: no enabled targets: neither [[targets]] nor the "
-                          f"discovery sources ({', '.join(s.label for s in config.sources)}) "
-                          "yield one")
+        raise no_enabled_targets(config.document, config.source, config.sources)
     merged = dataclasses.replace(config, targets=tuple(targets), discovered=dict(discovered))
     return merged.only_shard(*config.shard) if config.shard[1] > 1 else merged
 

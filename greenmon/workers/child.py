@@ -24,9 +24,9 @@ import gevent.event  # noqa: E402
 import gevent.queue  # noqa: E402
 from gevent.fileobject import FileObjectPosix  # noqa: E402
 
-from greenmon.checks import Checks  # noqa: E402
 from greenmon.cooperative import off_loop  # noqa: E402
 from greenmon.engine import Engine  # noqa: E402
+from greenmon.inprocess import InProcessChecks  # noqa: E402
 from greenmon.limits import quiet_urllib3, tune_runtime  # noqa: E402
 from greenmon.timing import Timing  # noqa: E402
 from greenmon.transport import adopt_prepared_urls  # noqa: E402
@@ -36,7 +36,7 @@ from greenmon.workers.messages import (DONE, EXIT, RUN, STATUS_EVERY_S, SWEEP, H
 
 
 class Worker:
-    """This process's checks: an Engine for sweeps, or Checks on the schedule."""
+    """This process's checks: an Engine for sweeps, or InProcessChecks on the schedule."""
 
     def __init__(self, setup: Setup, outbox: gevent.queue.Queue):
         self.config = setup.config
@@ -46,7 +46,7 @@ class Worker:
         self.timing = Timing()
         self.passes: list[float] = []
         self.engine: Engine | None = None
-        self.checks: Checks | None = None
+        self.checks: InProcessChecks | None = None
         self.finished = gevent.event.Event()
 
     # --- what the parent asks ----------------------------------------------------------------
@@ -72,7 +72,7 @@ class Worker:
         self.outbox.put(DONE)
 
     def run(self) -> None:
-        self.checks = Checks(self.config, timing=self.timing, on_result=self._result,
+        self.checks = InProcessChecks(self.config, timing=self.timing, on_result=self._result,
                              on_breaker=self._half_open, on_pass=self.passes.append,
                              breakers=self.breakers, pass_s=self.pass_s)
         self.checks.start()

@@ -4,7 +4,7 @@ Each worker is a fresh ``python -m greenmon.workers.child`` process with its
 own gevent hub and a share of the targets; the parent talks to it through
 ``messages``. ``WorkerEngine`` has the interface of ``Engine`` for
 ``--once`` (sweep, stop, close, listeners, breakers, inflight);
-``WorkerChecks`` has the interface of ``checks.Checks`` for the daemon:
+``WorkerChecks`` has the interface of ``inprocess.InProcessChecks`` for the daemon:
 every worker runs its share on its own schedule, and the parent merges what
 they report into the one store behind /metrics. The parent keeps the
 breaker table (from the workers' results) and is the only one to save it.
@@ -29,8 +29,8 @@ from greenmon import statefile
 from greenmon.breaker import BreakerState
 from greenmon.config import Config
 from greenmon.result import MonitorResult
-from greenmon.timing import Timing
 from greenmon.targets import Target
+from greenmon.timing import Timing
 from greenmon.transport import prepared_urls
 from greenmon.workers.messages import (DONE, EXIT, RUN, SWEEP, HalfOpen, Reload, Results, Setup,
                                        Status, receive_message, send_message)
@@ -231,7 +231,7 @@ class WorkerEngine(_WorkerSet):
 
 
 class WorkerChecks(_WorkerSet):
-    """The checks.Checks interface over worker processes, for the daemon."""
+    """The InProcessChecks interface over worker processes, for the daemon."""
 
     def __init__(self, config: Config, workers: int, *, timing: Timing,
                  on_result: Callable[[MonitorResult], None],

@@ -5,7 +5,7 @@
 - ``helpers``: CLI runs, a fake clock, one sweep of a config, ``wait_until``.
 - ``servers``, ``hostile_servers``, ``dns_server``, ``proxy_server``: the servers the
   checks talk to, all on 127.0.0.1.
-- ``daemon_helpers``: Prometheus text read with prometheus_client's parser, a Monitor served
+- ``daemon_helpers``: Prometheus text read with prometheus_client's parser, a Daemon served
   in this process, the real daemon as a subprocess.
 - ``load_helpers``: helper processes (a target farm, a /metrics scraper, a probed daemon, one
   sweep measured in a fresh process) and resource probes.

@@ -2,8 +2,8 @@
 
 - ``samples`` / ``value`` / ``label_sets`` read Prometheus text the way a scraper would
   (``prometheus_client.parser``), so the tests assert on series, not on substrings.
-- ``running_monitor`` starts a Monitor and its WebServer in this process on 127.0.0.1:0.
-- ``Daemon`` runs the real ``python -m greenmon`` as a subprocess and always kills it.
+- ``running_daemon`` starts a Daemon and its WebServer in this process on 127.0.0.1:0.
+- ``DaemonProcess`` runs the real ``python -m greenmon`` as a subprocess and always kills it.
 """
 
 from __future__ import annotations
@@ -82,13 +82,13 @@ def targets_in(text_or_samples) -> set[str]:
     return {s.labels["target"] for s in found if "target" in s.labels}
 
 
-# --- In-process daemon: Monitor + WebServer ------------------------------------------
+# --- In-process daemon: Daemon + WebServer ------------------------------------------
 
-class RunningMonitor:
-    """A Monitor sweeping in a greenlet, served by a WebServer on 127.0.0.1."""
+class RunningDaemon:
+    """A Daemon sweeping in a greenlet, served by a WebServer on 127.0.0.1."""
 
-    def __init__(self, monitor, server, greenlet):
-        self.monitor = monitor
+    def __init__(self, daemon, server, greenlet):
+        self.daemon = daemon
         self.server = server
         self.greenlet = greenlet
 
@@ -105,50 +105,50 @@ class RunningMonitor:
 
     def wait_sweeps(self, count: int, timeout: float = WAIT_S) -> int:
         """Wait until at least ``count`` sweeps have finished in total."""
-        wait_until(lambda: self.monitor.store.sweeps >= count, timeout,
+        wait_until(lambda: self.daemon.store.sweeps >= count, timeout,
                    message=f"{count} finished sweeps")
-        return self.monitor.store.sweeps
+        return self.daemon.store.sweeps
 
 
-def monitor_config(targets: list[dict], *, interval: float = 0.3, **kwargs) -> Config:
-    """A parsed config for a Monitor run in this process, sweeping every ``interval``: set after
+def daemon_config(targets: list[dict], *, interval: float = 0.3, **kwargs) -> Config:
+    """A parsed config for a Daemon run in this process, sweeping every ``interval``: set after
     validation, which refuses an interval shorter than the timeout, so a test can sweep fast."""
     return parse_config(config_text(targets, **kwargs), "<test>").replace("monitor", interval=interval)
 
 
 @contextlib.contextmanager
-def running_monitor(config, *, loader=None, start: bool = True,
-                    stop_timeout: float = 8.0) -> Iterator[RunningMonitor]:
-    """Monitor(config, loader) + WebServer on 127.0.0.1:0; ``start=False``: the monitor never runs.
+def running_daemon(config, *, loader=None, start: bool = True,
+                    stop_timeout: float = 8.0) -> Iterator[RunningDaemon]:
+    """Daemon(config, loader) + WebServer on 127.0.0.1:0; ``start=False``: the daemon never runs.
 
-    On exit the monitor is stopped and its greenlet joined (killed if it outlives
+    On exit the daemon is stopped and its greenlet joined (killed if it outlives
     ``stop_timeout``), and the web server is stopped.
     """
-    from greenmon.monitor import Monitor
+    from greenmon.daemon import Daemon
     from greenmon.web import WebServer
 
-    monitor = Monitor(config, loader=loader)
-    server = WebServer(monitor, "127.0.0.1:0")
+    daemon = Daemon(config, loader=loader)
+    server = WebServer(daemon, "127.0.0.1:0")
     server.start()
-    greenlet = gevent.spawn(monitor.run) if start else None
+    greenlet = gevent.spawn(daemon.run) if start else None
     try:
-        yield RunningMonitor(monitor, server, greenlet)
+        yield RunningDaemon(daemon, server, greenlet)
     finally:
-        monitor.stop()
+        daemon.stop()
         try:
             if greenlet is not None:
                 greenlet.join(timeout=stop_timeout)
                 if not greenlet.dead:
                     greenlet.kill(block=True, timeout=1)
-                    raise AssertionError(f"Monitor.run did not return within {stop_timeout}s of stop()")
+                    raise AssertionError(f"Daemon.run did not return within {stop_timeout}s of stop()")
         finally:
             server.stop()
-            monitor.engine.close()
+            daemon.engine.close()
 
 
 # --- The real command as a subprocess --------------------------------------------------
 
-class Daemon:
+class DaemonProcess:
     """``python -m greenmon --config PATH --listen 127.0.0.1:PORT`` with stdout/stderr in files."""
 
     def __init__(self, config_path: Path, workdir: Path, *extra_args: str):
@@ -160,7 +160,7 @@ class Daemon:
                      "--listen", f"127.0.0.1:{self.port}", *extra_args]
         self.process: subprocess.Popen | None = None
 
-    def __enter__(self) -> "Daemon":
+    def __enter__(self) -> "DaemonProcess":
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen(self.args, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                             env=dict(os.environ))

@@ -9,7 +9,7 @@ probes, an external /metrics scraper and slow clients.
   monitor's event loop that GETs a URL in a loop and reports every latency, so /metrics
   latency is measured the way Prometheus sees it.
 - ``ProbedDaemon`` runs ``python -m support.load_helpers greenmon ARGS``: the real greenmon
-  command line (support.daemon_helpers.Daemon), plus a probe after every sweep that writes its number,
+  command line (support.daemon_helpers.DaemonProcess), plus a probe after every sweep that writes its number,
   its duration and, at chosen sweeps, the daemon's own resources to a file.
 - ``check_in_subprocess`` runs ``python -m support.load_helpers check CONFIG``: one sweep
   in a fresh process, reporting its results and its peak memory (VmHWM), so that what a
@@ -42,7 +42,7 @@ import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from support.daemon_helpers import Daemon  # noqa: E402
+from support.daemon_helpers import DaemonProcess  # noqa: E402
 
 TESTS = Path(__file__).resolve().parents[1]
 HELPER = [sys.executable, "-m", "support.load_helpers"]   # this module, as a helper process
@@ -242,8 +242,8 @@ class Scraper:
                 pipe.close()
 
 
-class ProbedDaemon(Daemon):
-    """support.daemon_helpers.Daemon running greenmon through this module: the real command line, plus one
+class ProbedDaemon(DaemonProcess):
+    """support.daemon_helpers.DaemonProcess running greenmon through this module: the real command line, plus one
     JSON line per finished sweep in ``probe_path`` (its number and duration) and, at the sweeps
     in ``sample_at``, its fds, TCP sockets by peer port and state, greenlets and RSS, with the
     time the counting took."""
@@ -447,7 +447,7 @@ def _greenmon_main(argv: list[str]) -> int:
     """``python -m greenmon ARGS``, plus a probe after every sweep, a pass of the daemon's
     schedule (see ``ProbedDaemon``)."""
     from greenmon.cli import main
-    from greenmon.exporter import MetricsStore
+    from greenmon.store import MetricsStore
 
     probe_path = os.environ["GM_TEST_PROBE_FILE"]
     sample_at = {int(n) for n in os.environ.get("GM_TEST_PROBE_AT", "").split(",") if n}

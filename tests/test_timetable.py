@@ -1,4 +1,4 @@
-"""The daemon's timetable (greenmon.schedule): pure, so every case runs on given times, no clock.
+"""The daemon's timetable (greenmon.timetable): pure, so every case runs on given times, no clock.
 
 What an operator relies on: checks of N targets with one interval are spread
 over it, a target's offset is stable (the same in every process, so a restart
@@ -12,7 +12,7 @@ import hashlib
 
 import pytest
 
-from greenmon.schedule import Slot, Timetable, phase, sparse_origins
+from greenmon.timetable import Slot, Timetable, phase, sparse_origins
 
 EPOCH = 1_800_000_000.0
 

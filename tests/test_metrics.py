@@ -1,4 +1,4 @@
-"""The exporter (docs/metrics.md): a fresh MetricsStore + build_registry per test, never the global registry.
+"""The metrics of docs/metrics.md: the store and the metric table, a fresh store and registry per test.
 
 Fed either with real results of sweeps against local servers, or with
 hand-built MonitorResult values where a test needs exact numbers. Series are
@@ -19,7 +19,8 @@ from greenmon.config import parse_config
 from greenmon.settings import DEFAULT_BUCKETS, MonitorSettings
 from greenmon.engine import Engine
 from greenmon.errors import ERROR_CLASSES
-from greenmon.exporter import MetricsStore, build_registry, store_for
+from greenmon.metrics import build_registry
+from greenmon.store import MetricsStore, store_for
 from greenmon.exposition import Exposition
 from greenmon.result import MonitorResult
 from greenmon.targets import Target

@@ -1,4 +1,4 @@
-"""Retries, backoff, expected statuses, the per-target deadline and the body cap of one check (greenmon.prober).
+"""Retries, backoff, expected statuses, the per-target deadline and the body cap of one check (greenmon.check).
 
 The server counts what the prober really sent: HTTPFarm.hits for requests that
 reached HTTP, RawServer.connections for attempts that never got that far.
@@ -7,12 +7,22 @@ reached HTTP, RawServer.connections for attempts that never got that far.
 from __future__ import annotations
 
 import random
+import re
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import trustme
 
+from greenmon import check
+from greenmon.config import parse_config
+from greenmon.engine import Engine
 from greenmon.errors import CONNECTION, CONTENT, HTTP, TIMEOUT
+from greenmon.judges import JUDGES, Expectations
+from greenmon.settings import MonitorSettings
+from greenmon.targets import TARGET_CHECKS, StatusMatcher, Target
+from support.configs import config_text
 from support.helpers import check_one
 from support.servers import (HTTPFarm, RawServer, closed_port, never_answer, redirect, reply,
                              reset_after_head, sequence, streamed, tls_handshake, tls_server_context)
@@ -297,3 +307,67 @@ def test_body_cap_stops_reading_a_streamed_body():
     assert (result.error_class, result.detail, result.status_code) == (CONTENT, "body_too_large", 200)
     assert elapsed < 2.5   # the cap after about 5 chunks (0.1 s), not the 4 s of the whole body
     assert produced_after < 50  # the server was stopped long before the 200th chunk
+
+
+# --- A check is a plan of requests ------------------------------------------------------------
+# Today every target's plan is one step; a flow (several requests) or a check per address is a
+# plan of several, run by the same code. These give a check a plan of two steps, built from two
+# targets' own, and watch what reaches the server.
+
+def two_step_engine(farm, first: str, second: str, **config_kwargs) -> tuple[Engine, Target]:
+    """An engine whose checker plans, for the target "flow", its own step then the step of the
+    (disabled) target "second"."""
+    config = parse_config(config_text([{"name": "flow", "url": farm.url(first)},
+                                       {"name": "second", "url": farm.url(second), "enabled": False}],
+                                      **config_kwargs), "<test>")
+    engine = Engine(config)
+    steps = sum((check.plan(target, config.monitor, engine.transport) for target in config.targets), ())
+    engine.checker.plan = lambda target: steps
+    return engine, config.targets[0]
+
+
+def checked(engine: Engine, target: Target):
+    try:
+        return engine.check(target)
+    finally:
+        engine.close()
+
+
+def test_a_plan_of_two_steps_sends_both_in_order_and_passes_when_both_pass():
+    with HTTPFarm({"/login": reply(body="token"), "/data": reply(body="rows")}) as farm:
+        result = checked(*two_step_engine(farm, "/login", "/data"))
+        times = farm.hit_times("/login") + farm.hit_times("/data")
+    assert result.ok and result.attempts == 2, result
+    assert len(times) == 2 and times[0] <= times[1]
+    assert len(result.attempt_latencies) == 2
+
+
+def test_the_first_step_that_fails_ends_the_check_after_its_own_retries():
+    with HTTPFarm({"/login": reply("503 Service Unavailable"), "/data": reply()}) as farm:
+        result = checked(*two_step_engine(farm, "/login", "/data", retries=2, backoff=FAST_BACKOFF))
+        hits = (farm.hits("/login"), farm.hits("/data"))
+    assert hits == (3, 0)   # retried as any check is; the step after it is never sent
+    assert (result.ok, result.error_class, result.detail, result.attempts) == (False, HTTP, "503", 3)
+
+
+def test_each_step_is_judged_by_its_own_expectations():
+    with HTTPFarm({"/login": reply(body="token"), "/data": reply(body="empty")}) as farm:
+        engine, target = two_step_engine(farm, "/login", "/data")
+        login, data = engine.checker.plan(target)
+        data = replace(data, expect=Expectations(StatusMatcher(), body=re.compile("rows")))
+        engine.checker.plan = lambda target: (login, data)
+        result = checked(engine, target)
+        hits = (farm.hits("/login"), farm.hits("/data"))
+    assert hits == (1, 1)
+    assert (result.ok, result.error_class, result.detail, result.attempts) == (False, CONTENT,
+                                                                               "expect_body", 2)
+
+
+def test_every_judge_answers_to_a_documented_key():
+    """A judge is one row: the key it enforces is a target key or a [monitor] key, and the
+    configuration page documents it."""
+    documented = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(
+        encoding="utf-8")
+    for key, _ in JUDGES:
+        assert key in TARGET_CHECKS or key in MonitorSettings.__dataclass_fields__, key
+        assert f"`{key}`" in documented, key

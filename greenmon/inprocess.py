@@ -1,6 +1,6 @@
 """The daemon's checks in one process: an Engine on its Scheduler, plus the loop-lag probe.
 
-The daemon (``monitor``) runs one of these; with ``--workers N`` every
+The daemon runs one of these; with ``--workers N`` every
 worker process runs one on its share of the targets. ``prepare`` and
 ``apply`` split a reload in two: what can be built off the event loop (a
 thread: trust stores, slots) and the short swap on it. Targets that remain
@@ -16,17 +16,17 @@ from typing import Callable
 import gevent
 
 from greenmon.breaker import BreakerState
+from greenmon.check import trust_settings
 from greenmon.config import Config
 from greenmon.cooperative import Slices
 from greenmon.engine import (STOP_GRACE_S, BreakerListener, Engine, Listener, secret_headers,
                              transport_for)
 from greenmon.limits import fit_concurrency
-from greenmon.prober import trust_settings
-from greenmon.schedule import sparse_origins
 from greenmon.scheduler import Scheduler, slots_for
+from greenmon.timetable import sparse_origins
 from greenmon.timing import Timing, probe_loop_lag
 
-class Checks:
+class InProcessChecks:
     """Every enabled target of a config, checked on its own schedule from ``start`` to ``stop``."""
 
     def __init__(self, config: Config, *, timing: Timing, on_result: Listener,
@@ -39,7 +39,7 @@ class Checks:
         self.timing = timing
         self.engine = Engine(config, clock=clock, breakers=breakers)
         slots = slots_for(config.enabled_targets, config.monitor.interval)
-        self.engine.prober.close_connections = seldom_contacted(config, slots)
+        self.engine.checker.close_connections = seldom_contacted(config, slots)
         self.engine.listeners.append(on_result)
         self.engine.breaker_listeners.append(on_breaker)
         self.scheduler = Scheduler(self.engine, config.enabled_targets, config.monitor.interval,
@@ -86,7 +86,7 @@ class Checks:
         transport, slots, closing = prepared
         old = self.engine
         engine = Engine(config, transport=transport, clock=self._clock, breakers=old.breakers)
-        engine.prober.close_connections = closing
+        engine.checker.close_connections = closing
         engine.listeners, engine.breaker_listeners = old.listeners, old.breaker_listeners
         self.engine = engine
         self._earlier_changes += old.breaker_changes + 1   # removed targets left the table
