@@ -25,7 +25,6 @@ from typing import Mapping
 import backoff
 from requests.utils import get_environ_proxies
 
-from greenmon.auth import AuthSource, OAuth2Source
 from greenmon.config import Config
 from greenmon.errors import AUTH, Failure, TokenError, TransportError
 from greenmon.judges import Expectations, judge
@@ -40,18 +39,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One request of a check, and what its response must be."""
+    """One request of a check, and what its response must be. ``request`` says what to send
+    (method, URL, body, auth, timeout): the target itself for a check of one request."""
 
-    target: str                       # the target's name (logs)
-    method: str
-    url: str
+    request: Target
     headers: Mapping[str, str]        # Transport.base_headers: built once, never modified
-    body: str
-    auth: AuthSource | OAuth2Source | None
-    timeout: float
     verify: bool | str
-    follow_redirects: bool
-    max_body_bytes: int
     proxies: dict[str, str] | None
     cert: tuple[str, str] | None
     expect: Expectations
@@ -80,24 +73,27 @@ def proxies_for(target: Target, monitor: MonitorSettings) -> dict[str, str] | No
     return None
 
 
-def expectations(target: Target, monitor: MonitorSettings) -> Expectations:
-    return Expectations(
+def expectations(target: Target, monitor: MonitorSettings,
+                 shared: dict | None = None) -> Expectations:
+    """What a target's responses must be; ``shared``: one object for the targets that expect
+    the same (most keep the defaults: 10,000 targets need not hold 10,000 copies)."""
+    expect = Expectations(
         status=target.expect_status, body=target.expect_body, reject_body=target.reject_body,
         json=target.expect_json,
         min_cert_days=monitor.min_cert_days if target.min_cert_days is None else target.min_cert_days)
+    if shared is None or expect.json is not None:   # a JSON table is a dict: not a key
+        return expect
+    return shared.setdefault(expect, expect)
 
 
-def plan(target: Target, monitor: MonitorSettings, transport: Transport,
-         close: bool = False) -> tuple[Step, ...]:
+def plan(target: Target, monitor: MonitorSettings, transport: Transport, close: bool = False,
+         shared: dict | None = None) -> tuple[Step, ...]:
     """The requests a check of ``target`` sends: one, today. ``close``: ask for the
-    connection to be closed after each (Checker.close_connections)."""
-    return (Step(
-        target=target.name, method=target.method, url=target.url,
-        headers=transport.base_headers(target.url, target.headers, close=close), body=target.body,
-        auth=target.auth, timeout=target.timeout or monitor.timeout,
-        verify=verify_setting(target, monitor), follow_redirects=monitor.follow_redirects,
-        max_body_bytes=monitor.max_body_bytes, proxies=proxies_for(target, monitor),
-        cert=client_cert(target, monitor), expect=expectations(target, monitor)),)
+    connection to be closed after each (Checker.close_connections); ``shared``: see
+    ``expectations``."""
+    return (Step(request=target, headers=transport.base_headers(target.url, target.headers, close=close),
+                 verify=verify_setting(target, monitor), proxies=proxies_for(target, monitor),
+                 cert=client_cert(target, monitor), expect=expectations(target, monitor, shared)),)
 
 
 def trust_settings(config: Config) -> set[tuple]:
@@ -121,7 +117,7 @@ class AttemptFailed(Exception):
 def _log_retry(details) -> None:
     attempts = details["args"][0]
     failure = attempts[-1].failure
-    log.debug("retrying %s in %.2fs after %s/%s (attempt %d)", details["args"][1].target,
+    log.debug("retrying %s in %.2fs after %s/%s (attempt %d)", details["args"][1].request.name,
               details["wait"], failure.error_class, failure.detail, details["tries"])
 
 
@@ -141,6 +137,7 @@ class Checker:
         self.credentials = Credentials(transport)
         self._monitor = config.monitor
         self._plans: dict[str, tuple[Step, ...]] = {}   # target name -> its plan
+        self._expectations: dict[Expectations, Expectations] = {}   # shared among plans
         # Targets whose connection is closed after each check (set before the first check):
         # the daemon's schedule contacts their origin too seldom to keep one idle.
         self.close_connections: frozenset[str] = frozenset()
@@ -161,7 +158,8 @@ class Checker:
         steps = self._plans.get(target.name)
         if steps is None:
             steps = self._plans[target.name] = plan(
-                target, self._monitor, self._transport, close=target.name in self.close_connections)
+                target, self._monitor, self._transport, close=target.name in self.close_connections,
+                shared=self._expectations)
         return steps
 
     def check(self, target: Target, *, trial: bool = False) -> Outcome:
@@ -182,9 +180,9 @@ class Checker:
         attempt, sent = self._send(step)
         if (attempt.failure is not None and attempt.failure.error_class == AUTH
                 and attempt.status_code is not None
-                and step.auth is not None and step.auth.refreshable):
+                and step.request.auth is not None and step.request.auth.refreshable):
             attempts.append(attempt)
-            self.credentials.refresh(step.auth, sent)
+            self.credentials.refresh(step.request.auth, sent)
             attempt, _ = self._send(step)
         attempts.append(attempt)
         if attempt.failure is not None:
@@ -193,15 +191,17 @@ class Checker:
     def _send(self, step: Step) -> tuple[Attempt, tuple[str, str] | None]:
         """One request, and the auth header it carried. A token that cannot be had fails the
         attempt as auth/token before the target is contacted (no latency: nothing was timed)."""
+        sent, monitor = step.request, self._monitor
         try:
-            auth = self.credentials.header(step.auth) if step.auth is not None else None
+            auth = self.credentials.header(sent.auth) if sent.auth is not None else None
         except TokenError as error:
-            log.debug("attempt on %s failed: auth/token", step.target)
+            log.debug("attempt on %s failed: auth/token", step.request.name)
             return Attempt(None, None, None, Failure(AUTH, "token", str(error))), None
         request = Request(
-            method=step.method, url=step.url, headers=step.headers, body=step.body, auth=auth,
-            timeout=step.timeout, verify=step.verify, follow_redirects=step.follow_redirects,
-            max_body_bytes=step.max_body_bytes, proxies=step.proxies, cert=step.cert)
+            method=sent.method, url=sent.url, headers=step.headers, body=sent.body, auth=auth,
+            timeout=sent.timeout or monitor.timeout, verify=step.verify,
+            follow_redirects=monitor.follow_redirects, max_body_bytes=monitor.max_body_bytes,
+            proxies=step.proxies, cert=step.cert)
         try:
             response = self._transport.send(request)
         except TransportError as error:
@@ -210,6 +210,6 @@ class Checker:
             attempt = _attempt(response.status_code, response.trace, len(response.body),
                                judge(step.expect, response, self._clock()))
         if attempt.failure is not None:
-            log.debug("attempt on %s failed: %s/%s", step.target,
+            log.debug("attempt on %s failed: %s/%s", step.request.name,
                       attempt.failure.error_class, attempt.failure.detail)
         return attempt, auth

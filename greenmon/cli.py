@@ -12,9 +12,10 @@ from typing import IO, Sequence
 
 import gevent
 
-from greenmon import __version__
+from greenmon import __version__, webconfig
 from greenmon.config import Config, config_path, load_config
 from greenmon.discovery.loading import discover
+from greenmon.discovery.sources import describe as describe_sources
 from greenmon.limits import quiet_urllib3, tune_runtime
 from greenmon.report import FORMATS, ProgressLine, jsonl_line, write_json, write_table
 from greenmon.schema import ConfigError, listen_address, location_name
@@ -154,7 +155,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = apply_overrides(discover(loader()), args)
             if args.check_config:
                 if config.server.web_config_file:   # the daemon would refuse to start with it
-                    from greenmon import webconfig
                     webconfig.load(config.server.web_config_file)
                 print(describe(config))
                 return EXIT_UP
@@ -198,8 +198,6 @@ def _quiet_interrupts() -> None:
 def describe(config: Config) -> str:
     """The --check-config summary: one line, then one per discovery source (what it yields,
     and the OpenAPI operations it skipped, by reason)."""
-    from greenmon.discovery.sources import describe as describe_sources
-
     enabled = len(config.enabled_targets)
     line = (f"{config.source}: OK: {len(config.targets)} targets ({enabled} enabled), "
             f"{len(config.auth)} auth sources")

@@ -37,7 +37,8 @@ class MetricRow:
     kind: str                   # gauge, counter or histogram
     help: str
     labels: tuple[str, ...]     # its label names ("le" for a histogram's buckets)
-    samples: Callable           # (store, series) for a per-target row, (store) for the others
+    samples: Callable           # per target: (store, series, its ("target", name) labels);
+                                # the others: (store)
     changed_by: int = 0         # per target: the store events that change its samples
     shown: Callable[[MetricsStore], bool] = _always   # per target: whether it is exported at all
 
@@ -47,44 +48,44 @@ class MetricRow:
         return self.name[:-len("_total")] if self.kind == "counter" else self.name
 
 
-# --- Per target: (store, series) -> samples ------------------------------------------------
+# --- Per target: (store, series, by_target) -> samples -------------------------------------
 
-def _up(store: MetricsStore, series: TargetSeries) -> list[Sample]:
+def _up(store: MetricsStore, series: TargetSeries, by_target: Labels) -> list[Sample]:
     last = series.last   # none before the first check: an unknown state is not "down"
-    return [] if last is None else [("greenmon_up", series.by_target, 1 if last.ok else 0)]
+    return [] if last is None else [("greenmon_up", by_target, 1 if last.ok else 0)]
 
 
-def _status(store, series):
+def _status(store, series, by_target):
     last = series.last
-    return [] if last is None else [("greenmon_http_status_code", series.by_target, last.status_code or 0)]
+    return [] if last is None else [("greenmon_http_status_code", by_target, last.status_code or 0)]
 
 
-def _breaker(store, series):
-    return [("greenmon_breaker_state", series.by_target, STATE_VALUES[series.breaker])]
+def _breaker(store, series, by_target):
+    return [("greenmon_breaker_state", by_target, STATE_VALUES[series.breaker])]
 
 
-def _last_check(store, series):
+def _last_check(store, series, by_target):
     return [] if series.last_checked_at is None else [
-        ("greenmon_last_check_timestamp_seconds", series.by_target, series.last_checked_at)]
+        ("greenmon_last_check_timestamp_seconds", by_target, series.last_checked_at)]
 
 
-def _checks(store, series):
-    return [("greenmon_checks_total", series.by_target, series.checks)]
+def _checks(store, series, by_target):
+    return [("greenmon_checks_total", by_target, series.checks)]
 
 
-def _errors(store, series):
+def _errors(store, series, by_target):
     name = series.target.name
     return [("greenmon_check_errors_total", (("class", c), ("target", name)), n)
             for c, n in zip(ERROR_CLASSES, series.errors)]
 
 
-def _retries(store, series):
+def _retries(store, series, by_target):
     name = series.target.name
     return [("greenmon_check_retries_total", (("class", c), ("target", name)), n)
             for c, n in zip(ERROR_CLASSES, series.retries)]
 
 
-def _info(store, series):
+def _info(store, series, by_target):
     target = series.target
     labels = target.labels   # set_targets checked them (exported_target)
     info = {name: labels.get(name, "") for name in store.info_labels}
@@ -93,7 +94,7 @@ def _info(store, series):
     return [("greenmon_target_info", tuple(sorted(info.items())), 1)]
 
 
-def _phases(store, series):
+def _phases(store, series, by_target):
     timings = series.contacted.timings if series.contacted is not None else None
     name = series.target.name
     return [] if timings is None else [
@@ -101,36 +102,36 @@ def _phases(store, series):
         for phase, seconds in timings.items() if seconds is not None]
 
 
-def _cert_expiry(store, series):
+def _cert_expiry(store, series, by_target):
     tls = series.contacted.tls if series.contacted is not None else None
     return [] if tls is None or tls.cert_not_after is None else [
-        ("greenmon_tls_cert_expiry_timestamp_seconds", series.by_target, tls.cert_not_after)]
+        ("greenmon_tls_cert_expiry_timestamp_seconds", by_target, tls.cert_not_after)]
 
 
-def _tls_version(store, series):
+def _tls_version(store, series, by_target):
     tls = series.contacted.tls if series.contacted is not None else None
     return [] if tls is None or tls.version is None else [
         ("greenmon_tls_version_info", (("target", series.target.name), ("version", tls.version)), 1)]
 
 
-def _slo_checks(store, series):
+def _slo_checks(store, series, by_target):
     name = series.target.name
     return [("greenmon_slo_checks_total", (("result", "bad"), ("target", name)), series.bad),
             ("greenmon_slo_checks_total", (("result", "good"), ("target", name)), series.good)]
 
 
-def _objective(store, series):
-    return [("greenmon_slo_objective", series.by_target, store.objective(series.target))]
+def _objective(store, series, by_target):
+    return [("greenmon_slo_objective", by_target, store.objective(series.target))]
 
 
-def _window(store, series):
-    return [("greenmon_slo_window_seconds", series.by_target, store.window_days(series.target) * 86400.0)]
+def _window(store, series, by_target):
+    return [("greenmon_slo_window_seconds", by_target, store.window_days(series.target) * 86400.0)]
 
 
-def _duration(store, series):
+def _duration(store, series, by_target):
     if series.histogram is None:
         return []   # no attempt timed yet
-    return histogram_samples("greenmon_check_duration_seconds", series.histogram, series.by_target)
+    return histogram_samples("greenmon_check_duration_seconds", series.histogram, by_target)
 
 
 def _per_target_histograms(store: MetricsStore) -> bool:
@@ -191,7 +192,8 @@ def target_samples(store: MetricsStore, series: TargetSeries,
                    metrics: int = ALL_TARGET_METRICS) -> list[list[Sample] | None]:
     """One target's samples, a list per row of TARGET_METRICS (None for a row left out of
     ``metrics``, a bit mask in that order)."""
-    return [row.samples(store, series) if metrics >> index & 1 else None
+    by_target = (("target", series.target.name),)
+    return [row.samples(store, series, by_target) if metrics >> index & 1 else None
             for index, row in enumerate(TARGET_METRICS)]
 
 

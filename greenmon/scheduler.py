@@ -18,22 +18,20 @@ import logging
 import math
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import Callable, Iterable
 
 import gevent
 import gevent.event
 import gevent.pool
 
+from greenmon.engine import Engine
+from greenmon.targets import Target
 from greenmon.timetable import Due, Slot, Timetable
 from greenmon.timing import Timing
 
-if TYPE_CHECKING:
-    from greenmon.engine import Engine
-    from greenmon.targets import Target
-
 log = logging.getLogger(__name__)
 
-def slots_for(targets: Iterable["Target"], default_interval: float) -> list[Slot]:
+def slots_for(targets: Iterable[Target], default_interval: float) -> list[Slot]:
     return [Slot.of(t.name, t.interval or default_interval) for t in targets]
 
 
@@ -54,7 +52,7 @@ class _Pass:
 class Scheduler:
     """Runs ``engine.check`` for every target on its own schedule until ``stop``."""
 
-    def __init__(self, engine: "Engine", targets: Iterable["Target"], default_interval: float, *,
+    def __init__(self, engine: Engine, targets: Iterable[Target], default_interval: float, *,
                  timing: Timing | None = None,
                  on_pass: Callable[[float], None] = lambda duration: None,
                  pass_s: float | None = None, slots: list[Slot] | None = None,
@@ -63,7 +61,7 @@ class Scheduler:
         self.engine = engine
         self.timing = timing or Timing()
         self.pool = gevent.pool.Pool(engine.concurrency)
-        self.targets: dict[str, "Target"] = {}
+        self.targets: dict[str, Target] = {}
         self.timetable = Timetable()
         self.running: set[str] = set()          # targets with a check in flight
         self.started = False
@@ -92,7 +90,7 @@ class Scheduler:
 
     # --- control ------------------------------------------------------------------------------
 
-    def set_targets(self, targets: Iterable["Target"], default_interval: float, *,
+    def set_targets(self, targets: Iterable[Target], default_interval: float, *,
                     engine: "Engine | None" = None, slots: list[Slot] | None = None,
                     pass_s: float | None = None, tick=lambda: None) -> None:
         """Check these targets from now on (a reload): kept ones keep their turn and phase.
@@ -187,7 +185,7 @@ class Scheduler:
         current.inflight += 1
         self.pool.spawn(self._check, self.engine, target, current)
 
-    def _check(self, engine: "Engine", target: "Target", current: _Pass) -> None:
+    def _check(self, engine: Engine, target: Target, current: _Pass) -> None:
         try:
             engine.check(target)
         finally:

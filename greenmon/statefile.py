@@ -12,13 +12,11 @@ import logging
 import math
 import os
 import tempfile
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 from greenmon.breaker import CLOSED, OPEN, STATE_VALUES, BreakerState
+from greenmon.config import Config
 from greenmon.errors import ERROR_CLASSES, Failure
-
-if TYPE_CHECKING:
-    from greenmon.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +68,7 @@ def load(path: str) -> dict[str, BreakerState]:
     return {}
 
 
-def initial_breakers(config: "Config", given: dict[str, BreakerState] | None) -> dict[str, BreakerState]:
+def initial_breakers(config: Config, given: dict[str, BreakerState] | None) -> dict[str, BreakerState]:
     """The breaker table to start from, limited to the enabled targets: the given one, shared
     and pruned in place (a reload: checks still in flight record into the same table), else
     the state file's."""

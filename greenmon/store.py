@@ -41,12 +41,11 @@ SKIPPED, CHECKED, FAILED, RETRIED, TLS_CHANGED, BREAKER_CHANGED = (1 << bit for 
 class TargetSeries:
     """Everything exported about one target."""
 
-    __slots__ = ("target", "by_target", "checks", "errors", "retries", "last", "contacted",
-                 "last_checked_at", "breaker", "history", "histogram", "good", "bad")
+    __slots__ = ("target", "checks", "errors", "retries", "last", "contacted", "last_checked_at",
+                 "breaker", "history", "histogram", "good", "bad")
 
     def __init__(self, target: Target, history: int = 60):
         self.target = target
-        self.by_target: Labels = (("target", target.name),)   # the labels of most of its samples
         self.checks = 0
         self.errors = [0] * len(ERROR_CLASSES)
         self.retries = [0] * len(ERROR_CLASSES)
@@ -175,7 +174,6 @@ class MetricsStore:
                 series = TargetSeries(shown, self.monitor.history)
             else:
                 series.target = shown
-                series.by_target = (("target", shown.name),)
             series_now[target.name] = series
             labels.update(shown.labels)
             tick()

@@ -1,4 +1,4 @@
-"""The one module that does network I/O: a shared, tuned requests session under a total deadline.
+"""Every HTTP request greenmon sends: a shared, tuned requests session under a total deadline.
 
 Each attempt runs under one gevent timer covering name lookup, connect, TLS,
 headers and body: a server that trickles one byte at a time cannot stretch

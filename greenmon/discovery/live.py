@@ -48,7 +48,7 @@ class _State:
 
 
 class Discovery:
-    """Keeps the running config's sources up to date. ``monitor`` gives the running config
+    """Keeps the running config's sources up to date. ``daemon`` gives the running config
     (``config``), applies a new one (``apply_discovered``) and publishes the counts."""
 
     def __init__(self, daemon, clock: Callable[[], float] = time.monotonic):
