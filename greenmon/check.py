@@ -79,7 +79,7 @@ def expectations(target: Target, monitor: MonitorSettings,
     the same (most keep the defaults: 10,000 targets need not hold 10,000 copies)."""
     expect = Expectations(
         status=target.expect_status, body=target.expect_body, reject_body=target.reject_body,
-        json=target.expect_json,
+        json=target.expect_json, header=target.expect_header, reject_header=target.reject_header,
         min_cert_days=monitor.min_cert_days if target.min_cert_days is None else target.min_cert_days)
     if shared is None or expect.json is not None:   # a JSON table is a dict: not a key
         return expect

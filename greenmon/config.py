@@ -110,7 +110,7 @@ class Config:
 
 _TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
 _PATH_KEYS = {"ca_file", "state_file", "token_file", "password_file", "value_file",
-              "client_secret_file", "web_config_file", "client_cert", "client_key"}
+              "client_secret_file", "web_config_file", "client_cert", "client_key", "body_file"}
 
 
 def _resolve_paths(raw: dict, base_dir: str) -> None:

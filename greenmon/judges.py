@@ -4,9 +4,10 @@ A response that came back is judged by every row of JUDGES in order; the
 first that finds something wrong gives the attempt its Failure, and the
 others are not asked. The order is the operator's: a certificate about to
 expire is reported even when the page is fine, a wrong status before the
-body it explains, and the body is read only if a rule asks for it. A new
-assertion (response headers are next) is one row here, one key in
-``targets``, and its test.
+body it explains, the headers before the body, and the body is read only if
+a rule asks for it. A failure names the header or the rule, never a value
+(a header may carry a session). A new assertion is one row here, one key
+in ``targets``, and its test.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Callable, Mapping
 
 from greenmon.errors import CONNECTION, CONTENT, Failure, status_failure
 from greenmon.expectations import check_json
-from greenmon.targets import StatusMatcher
+from greenmon.targets import HeaderRules, StatusMatcher
 from greenmon.transport import Response
 
 DAY_S = 86_400.0
@@ -33,6 +34,8 @@ class Expectations:
     reject_body: re.Pattern | None = None   # the text must not
     json: Mapping | None = None      # JSON path -> value (expectations.check_json)
     min_cert_days: float = 0.0       # > 0: a certificate expiring sooner fails
+    header: HeaderRules = ()         # each header present, its value matching
+    reject_header: HeaderRules = ()  # each header absent, or its value not matching
 
 
 class Seen:
@@ -66,6 +69,26 @@ def _status(expect: Expectations, seen: Seen) -> Failure | None:
     return status_failure(response.status_code, response.reason)
 
 
+def _expect_header(expect: Expectations, seen: Seen) -> Failure | None:
+    headers = seen.response.headers
+    for name, pattern in expect.header:
+        value = headers.get(name)
+        if value is None:
+            return Failure(CONTENT, "expect_header", f"expect_header: no {name} header")
+        if not pattern.search(value):
+            return Failure(CONTENT, "expect_header", f"expect_header: {name} does not match")
+    return None
+
+
+def _reject_header(expect: Expectations, seen: Seen) -> Failure | None:
+    headers = seen.response.headers
+    for name, pattern in expect.reject_header:
+        value = headers.get(name)
+        if value is not None and pattern.search(value):
+            return Failure(CONTENT, "reject_header", f"reject_header: {name} matches")
+    return None
+
+
 def _body_size(expect: Expectations, seen: Seen) -> Failure | None:
     if not seen.response.body_too_large:
         return None
@@ -95,6 +118,8 @@ Judge = Callable[[Expectations, Seen], "Failure | None"]
 JUDGES: tuple[tuple[str, Judge], ...] = (   # (the target key it answers to, the judge), in order
     ("min_cert_days", _certificate_days),
     ("expect_status", _status),
+    ("expect_header", _expect_header),
+    ("reject_header", _reject_header),
     ("max_body_bytes", _body_size),
     ("expect_body", _expect_body),
     ("reject_body", _reject_body),

@@ -11,10 +11,9 @@ from urllib.parse import urlsplit
 from greenmon.auth import AuthSource, OAuth2Source
 from greenmon.certfiles import ca_file, check_client_cert
 from greenmon.expectations import expect_json
-from greenmon.schema import (SECRET_MASK, ConfigError, Document, Path, boolean, dotted,
-                             non_empty_string, number, open_fraction,
-                             header_name, header_value, optional_file, string, string_table,
-                             type_name)
+from greenmon.schema import (SECRET_MASK, ConfigError, Document, Path, boolean, dotted, file_path,
+                             header_name, header_value, non_empty_string, number, open_fraction,
+                             optional_file, string, string_table, type_name)
 from greenmon.urls import redact_url, unsendable
 
 DEFAULT_EXPECT_STATUS = ("2xx",)
@@ -35,6 +34,9 @@ class StatusMatcher:
         return status in self.codes or status // 100 in self.classes
 
 
+HeaderRules = tuple[tuple[str, re.Pattern], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     name: str
@@ -53,6 +55,8 @@ class Target:
     slo_availability: float | None = None  # None: monitor.slo_availability
     slo_window_days: float | None = None   # None: monitor.slo_window_days
     expect_json: Mapping[str, str | int | float | bool] | None = None
+    expect_header: HeaderRules = ()   # (name, pattern): present, the value matching
+    reject_header: HeaderRules = ()   # (name, pattern): absent, or not matching
     proxy: str | None = None          # None: monitor.proxy ("": none, even if the monitor has one)
     proxy_env: bool | None = None     # None: monitor.proxy_env
     client_cert: str | None = None    # None: monitor.client_cert (with client_key)
@@ -138,9 +142,14 @@ def check_client_cert_pair(doc: Document, path: Path, cert: str | None, key: str
 
 def link_keys(doc: Document, path: Path, values: dict, auth: Mapping[str, Any]) -> None:
     """What the keys of a target's table (or of a discovery entry, for the targets it yields)
-    must agree on: client_cert with client_key, and ``auth`` with a defined [auth.NAME], the
-    source that takes its place in ``values``."""
+    must agree on: client_cert with client_key, body with body_file (whose text takes the
+    place of ``body``), and ``auth`` with a defined [auth.NAME], the source that takes its
+    place in ``values``."""
     check_client_cert_pair(doc, path, values.get("client_cert"), values.get("client_key"))
+    if "body_file" in values:
+        if "body" in values:
+            raise doc.error(path + ("body_file",), "give body or body_file, not both")
+        values["body"] = _read_body_file(doc, path, values.pop("body_file"))
     if "auth" in values:
         if values["auth"] not in auth:
             raise doc.error(path + ("auth",), f"no [auth.{values['auth']}] table is defined")
@@ -217,12 +226,44 @@ def _regex(value: Any) -> re.Pattern | None:
         raise ValueError(f"is not a valid regular expression: {problem}") from None
 
 
+def _header_rules(value: Any) -> HeaderRules:
+    """A table of response header name to a regular expression searched in its value."""
+    table = string_table(header_name)(value)
+    rules = []
+    for name, pattern in table.items():
+        try:
+            rules.append((name, re.compile(pattern)))
+        except re.error as problem:
+            raise ValueError(f"{name}: is not a valid regular expression: {problem}") from None
+    return tuple(rules)
+
+
+MAX_BODY_FILE_BYTES = 16 * 1024 * 1024
+
+
+def _read_body_file(doc: Document, path: Path, file: str) -> str:
+    """The request body from ``body_file``, read now (load, reload); errors name the key."""
+    key = path + ("body_file",)
+    try:
+        with open(file, "rb") as handle:
+            data = handle.read(MAX_BODY_FILE_BYTES + 1)
+    except OSError as error:
+        raise doc.error(key, f"cannot read {file}: {error.strerror or error}") from None
+    if len(data) > MAX_BODY_FILE_BYTES:
+        raise doc.error(key, f"{file} is larger than {MAX_BODY_FILE_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise doc.error(key, f"{file} is not UTF-8 text (byte {error.start})") from None
+
+
 _CHECKS = {
     "name": non_empty_string,
     "url": check_url,
     "method": _method,
     "headers": string_table(header_name, header_value),
     "body": string,
+    "body_file": file_path,
     "expect_status": _expect_status,
     "expect_body": _regex,
     "reject_body": _regex,
@@ -234,6 +275,8 @@ _CHECKS = {
     "slo_availability": open_fraction,
     "slo_window_days": number(above=0),
     "expect_json": expect_json,
+    "expect_header": _header_rules,
+    "reject_header": _header_rules,
     "proxy": proxy_url,
     "proxy_env": boolean,
     "client_cert": optional_file,

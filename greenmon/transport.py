@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 import gevent
@@ -51,6 +51,7 @@ class Response:
     body: bytes
     body_too_large: bool   # the body went past max_body_bytes (``body`` is cut there)
     trace: trace.Trace
+    headers: Mapping[str, str] = field(default_factory=dict)   # of the final response (any case)
 
     @property
     def tls(self) -> TLSFacts | None:
@@ -377,7 +378,8 @@ class Transport:
         finally:
             record.end()   # the attempt's last phase closes, whichever way it left
             trace.stop(token)
-        return Response(response.status_code, response.reason or "", body, too_large, record)
+        return Response(response.status_code, response.reason or "", body, too_large, record,
+                        response.headers)
 
     def base_headers(self, url: str, headers: Mapping[str, str],
                      close: bool = False) -> CaseInsensitiveDict:

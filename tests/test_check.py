@@ -6,6 +6,7 @@ reached HTTP, RawServer.connections for attempts that never got that far.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import time
@@ -16,14 +17,14 @@ import pytest
 import trustme
 
 from greenmon import check
-from greenmon.config import parse_config
+from greenmon.config import load_config, parse_config
 from greenmon.engine import Engine
 from greenmon.errors import CONNECTION, CONTENT, HTTP, TIMEOUT
 from greenmon.judges import JUDGES, Expectations
 from greenmon.settings import MonitorSettings
 from greenmon.targets import TARGET_CHECKS, StatusMatcher, Target
 from support.configs import config_text
-from support.helpers import check_one
+from support.helpers import check_one, sweep_config
 from support.servers import (HTTPFarm, RawServer, closed_port, never_answer, redirect, reply,
                              reset_after_head, sequence, streamed, tls_handshake, tls_server_context)
 
@@ -371,3 +372,59 @@ def test_every_judge_answers_to_a_documented_key():
     for key, _ in JUDGES:
         assert key in TARGET_CHECKS or key in MonitorSettings.__dataclass_fields__, key
         assert f"`{key}`" in documented, key
+
+
+# --- Response headers and request bodies from files -------------------------------------------
+
+SESSION = "sess-" + "7f3a9c"   # a value that must never be shown
+
+
+@pytest.mark.parametrize("rules, ok, detail, named", [
+    ({"expect_header": {"content-type": "^application/json"}}, True, None, None),
+    ({"expect_header": {"X-Session": ""}}, True, None, None),
+    ({"expect_header": {"Content-Type": "^text/html"}}, False, "expect_header", "Content-Type"),
+    ({"expect_header": {"X-Missing": ""}}, False, "expect_header", "X-Missing"),
+    ({"reject_header": {"X-Session": "^sess-"}}, False, "reject_header", "X-Session"),
+    ({"reject_header": {"X-Missing": ""}}, True, None, None),
+    ({"reject_header": {"Content-Type": "xml"}}, True, None, None),
+], ids=["present-and-matching", "present", "mismatch", "missing", "rejected", "rejected-absent",
+        "rejected-not-matching"])
+def test_response_headers_are_judged_by_name_never_showing_a_value(rules, ok, detail, named):
+    headers = [("Content-Type", "application/json"), ("X-Session", SESSION)]
+    with HTTPFarm({"/t": reply(body='{"a": 1}', headers=headers)}) as farm:
+        result = check_one({"url": farm.url("/t"), **rules}, retries=2, backoff=FAST_BACKOFF)
+        hits = farm.hits("/t")
+    assert result.ok is ok, result
+    assert hits == 1   # a header that does not match is content: not retried
+    if not ok:
+        assert (result.error_class, result.detail) == (CONTENT, detail)
+        assert named in result.error and SESSION not in result.error and "application" not in result.error
+
+
+def test_headers_are_judged_after_the_status_and_before_the_body():
+    with HTTPFarm({"/t": reply("503 Service Unavailable", body="down", headers=[("X-Mode", "maint")])}) as farm:
+        status_first = check_one({"url": farm.url("/t"), "expect_header": {"X-Mode": "^live$"}})
+    with HTTPFarm({"/t": reply(body="down", headers=[("X-Mode", "maint")])}) as farm:
+        header_first = check_one({"url": farm.url("/t"), "expect_header": {"X-Mode": "^live$"},
+                                  "expect_body": "up"})
+    assert (status_first.error_class, status_first.detail) == (HTTP, "503")
+    assert (header_first.error_class, header_first.detail) == (CONTENT, "expect_header")
+
+
+def body_digest(environ):
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    return "200 OK", [("Content-Type", "text/plain")], hashlib.sha256(body).hexdigest().encode()
+
+
+def test_body_file_is_sent_as_written(tmp_path):
+    payload = '{"user": "probe", "note": "h\u00e9llo"}\n'
+    (tmp_path / "login.json").write_text(payload, encoding="utf-8")
+    digest = hashlib.sha256(payload.encode()).hexdigest()
+    with HTTPFarm({"/login": body_digest}) as farm:
+        text = config_text([{"name": "login", "url": farm.url("/login"), "method": "POST",
+                             "body_file": "login.json", "expect_body": f"^{digest}$"}])
+        (tmp_path / "greenmon.toml").write_text(text, encoding="utf-8")
+        config = load_config(tmp_path / "greenmon.toml")   # body_file: relative to the config
+        (result,) = sweep_config(config)
+    assert result.ok, result.error
+    assert payload not in repr(result) and "h\u00e9llo" not in str(result.to_dict())

@@ -54,11 +54,12 @@ SECTIONS = {
     "server": ["listen"],
     "metrics": ["buckets", "per_target_histograms"],
 }
-TARGET_KEYS = ["name", "url", "method", "headers", "body", "expect_status", "expect_body",
-               "reject_body", "timeout", "verify_tls", "ca_file", "auth", "labels", "enabled"]
+TARGET_KEYS = ["name", "url", "method", "headers", "body", "body_file", "expect_status", "expect_body",
+               "reject_body", "expect_header", "reject_header", "timeout", "verify_tls", "ca_file",
+               "auth", "labels", "enabled"]
 AUTH_KEYS = ["type", "token", "token_env", "token_file", "username", "password", "password_env",
              "password_file", "name", "value", "value_env", "value_file"]
-FILE_KEYS = {"ca_file", "state_file", "token_file", "password_file", "value_file"}
+FILE_KEYS = {"ca_file", "state_file", "token_file", "password_file", "value_file", "body_file"}
 
 
 # --- Strategies ----------------------------------------------------------------------------------------
@@ -225,6 +226,7 @@ def valid_document(tmp: Path) -> dict:
         "targets": [
             {"name": "a", "url": "http://127.0.0.1:1/a", "method": "POST", "headers": {"Accept": "*/*"},
              "body": "{}", "expect_status": ["2xx", 418], "expect_body": "ok", "reject_body": "err",
+             "expect_header": {"Content-Type": "^text/"}, "reject_header": {"X-Maintenance": "on"},
              "timeout": 0.5, "verify_tls": False, "ca_file": "", "auth": "main",
              "labels": {"team": "x"}, "enabled": True},
             {"url": "https://127.0.0.1:2/b", "auth": "pw"},

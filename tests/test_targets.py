@@ -17,7 +17,7 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from greenmon.config import parse_config
+from greenmon.config import load_config, parse_config
 from greenmon.schema import ConfigError
 from greenmon.targets import Target, check_url, redact_url
 from greenmon.urls import unsendable
@@ -489,3 +489,31 @@ def test_shard_hash_is_the_sha256_of_the_name():
         assert Target(name=name, url="http://127.0.0.1/").shard_hash() == expected
     # Pinned: the same in every process and every version (a change would reshuffle replicas).
     assert Target(name="api-1", url="http://127.0.0.1/").shard_hash() == 17978681371066702477
+
+
+# --- body_file -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("entry, files, key, problem", [
+    ({"body_file": "missing.json"}, {}, "body_file", "cannot read"),
+    ({"body_file": "login.json", "body": "{}"}, {"login.json": b"{}"}, "body_file", "body or body_file, not both"),
+    ({"body_file": "bad.bin"}, {"bad.bin": b"\xff\xfe"}, "body_file", "not UTF-8 text"),
+    ({"body_file": "."}, {}, "body_file", "cannot read"),
+], ids=["missing", "both", "not-utf8", "a-folder"])
+def test_a_body_file_that_cannot_be_sent_is_a_config_error(tmp_path, entry, files, key, problem):
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    config = tmp_path / "greenmon.toml"
+    config.write_text(config_text([{"name": "login", "url": "http://127.0.0.1:9/", **entry}]), encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    message = str(raised.value)
+    assert message.startswith(f"{config}:") and f"targets[0].{key}: " in message, message
+    assert problem in message, message
+
+
+def test_expect_header_refuses_a_bad_name_or_pattern():
+    for rules, problem in [({"Bad Name": "x"}, "targets[0].expect_header"),
+                           ({"X-Ok": "("}, "X-Ok: is not a valid regular expression")]:
+        with pytest.raises(ConfigError) as raised:
+            parse_config(config_text([{"url": "http://127.0.0.1:9/", "expect_header": rules}]), FILENAME)
+        assert problem in str(raised.value), str(raised.value)
