@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -13,7 +14,8 @@ from typing import IO, Sequence
 import gevent
 
 from greenmon import __version__, webconfig
-from greenmon.config import Config, config_path, load_config
+from greenmon.adhoc import AdHocError, config_for_url, select_targets, url_target_config
+from greenmon.config import CONFIG_ENV, Config, config_path, load_config
 from greenmon.discovery.loading import discover
 from greenmon.discovery.sources import describe as describe_sources
 from greenmon.limits import quiet_urllib3, tune_runtime
@@ -110,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where this instance probes from, exported as the location label of "
                              "greenmon_build_info (monitor.location)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="warning", type=str.lower)
+    parser.add_argument("--target", metavar="NAME", action="append",
+                        help="with --once: check only this target of the config (repeatable; a "
+                             "glob such as 'users-*' matches names)")
+    parser.add_argument("--url", metavar="URL",
+                        help="with --once: check this one URL with the [monitor] settings (the "
+                             "config's, or the defaults without a config file)")
     parser.add_argument("--check-config", action="store_true",
                         help="validate the config, print a summary, exit 0 or 2")
     parser.add_argument("--version", action="version", version=f"greenmon {__version__}")
@@ -143,8 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_urllib3()
     try:
         with contextlib.ExitStack() as stack:
-            if (args.textfile or args.pushgateway) and not args.once:
-                raise UsageError("--textfile and --pushgateway need --once")
+            _check_flags(args)
             if args.demo:
                 from greenmon.demo import DemoFarm
                 farm = stack.enter_context(DemoFarm())
@@ -152,7 +159,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 path = config_path(args.config)
                 loader = lambda: load_config(path)  # noqa: E731
-            config = apply_overrides(discover(loader()), args)
+            if args.url is not None:   # the config gives settings only: its sources are not read
+                explicit = bool(args.config or os.environ.get(CONFIG_ENV))
+                config = url_target_config(config_for_url(path, explicit, load_config), args.url)
+            else:
+                config = discover(loader())
+                if args.target:
+                    config = select_targets(config, args.target)
+            config = apply_overrides(config, args)
             if args.check_config:
                 if config.server.web_config_file:   # the daemon would refuse to start with it
                     webconfig.load(config.server.web_config_file)
@@ -167,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = stack.enter_context(_open_output(args.output))
             return run_once(config, args.format, out, textfile=args.textfile,
                             pushgateway=args.pushgateway, workers=args.workers)
-    except UsageError as error:
+    except (UsageError, AdHocError) as error:
         print(f"greenmon: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as error:
@@ -234,6 +248,17 @@ def _open_output(path: str | None):
 
 class UsageError(Exception):
     """Flags that do not fit together (exit code 2)."""
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    if (args.textfile or args.pushgateway) and not args.once:
+        raise UsageError("--textfile and --pushgateway need --once")
+    if (args.target or args.url is not None) and not (args.once or args.check_config):
+        raise UsageError("--target and --url need --once")
+    if args.target and args.url is not None:
+        raise UsageError("--target and --url exclude each other")
+    if args.demo and args.url is not None:
+        raise UsageError("--demo and --url exclude each other")
 
 
 def run_once(config: Config, output_format: str, out: IO[str], *, textfile: str | None = None,

@@ -378,3 +378,62 @@ def test_demo_once_shows_every_error_class(tmp_path):
     assert results["demo-unauthorized"]["error_class"] == "auth"
     assert all(r["url"].startswith("http://127.0.0.1:") for r in results.values())
     assert all(document["summary"]["errors"][name] >= 1 for name in ERROR_CLASSES)
+
+
+# --- Ad-hoc checks: --target and --url -------------------------------------------------------
+
+def test_target_checks_only_the_named_targets_globs_and_disabled_ones_included(write_config):
+    with HTTPFarm({"/a": reply(), "/b": reply(), "/c": reply()}) as farm:
+        targets = [{"name": "users-api", "url": farm.url("/a")},
+                   {"name": "users-db", "url": farm.url("/b"), "enabled": False},
+                   {"name": "orders-api", "url": farm.url("/c")}]
+        run = once(write_config, targets, "--format", "json", "--target", "users-*")
+        hits = {path: farm.hits(path) for path in ("/a", "/b", "/c")}
+    assert run.returncode == 0, run.stderr
+    assert [r["target"] for r in json.loads(run.stdout)["results"]] == ["users-api", "users-db"]
+    assert hits == {"/a": 1, "/b": 1, "/c": 0}
+
+
+def test_an_unknown_target_is_a_usage_error_naming_the_closest(write_config):
+    with HTTPFarm({"/a": reply()}) as farm:
+        targets = [{"name": "users-api", "url": farm.url("/a")},
+                   {"name": "orders-api", "url": farm.url("/a")}]
+        run = once(write_config, targets, "--target", "users-api", "--target", "usres-api")
+        hits = farm.hits("/a")
+    assert run.returncode == 2 and hits == 0
+    assert "--target 'usres-api' matches no target" in run.stderr and "closest: users-api" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_url_checks_one_url_without_a_config(tmp_path):
+    with HTTPFarm({"/health": reply(body="fine")}) as farm:
+        run = run_cli("--once", "--format", "json", "--url", farm.url("/health"), cwd=tmp_path,
+                      env={"GREENMON_CONFIG": ""})
+        hits = farm.hits("/health")
+    assert run.returncode == 0, run.stderr
+    (result,) = json.loads(run.stdout)["results"]
+    assert (result["target"], result["ok"], hits) == (f"GET {farm.url('/health')}", True, 1)
+    assert set(result["timings"]) == {"dns", "connect", "tls", "processing", "transfer"}
+
+
+def test_url_uses_the_monitor_settings_of_the_config_and_none_of_its_targets(write_config):
+    with HTTPFarm({"/slow": delayed(1.0), "/listed": reply()}) as farm:
+        path = write_config(config_text([{"name": "listed", "url": farm.url("/listed")}], timeout=0.2))
+        run = run_cli("--config", str(path), "--once", "--format", "json", "--url", farm.url("/slow"))
+        hits = (farm.hits("/slow"), farm.hits("/listed"))
+    assert run.returncode == 1
+    (result,) = json.loads(run.stdout)["results"]
+    assert (result["error_class"], result["detail"]) == ("timeout", "read")   # the config's 0.2 s
+    assert hits == (1, 0)
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--once", "--url", "ftp://127.0.0.1/"], "--url scheme must be http or https"),
+    (["--once", "--url", "http://.example.com/"], "--url is not a usable URL"),
+    (["--target", "x"], "--target and --url need --once"),
+    (["--once", "--target", "x", "--url", "http://127.0.0.1:9/"], "exclude each other"),
+], ids=["scheme", "host", "no-once", "both"])
+def test_bad_ad_hoc_flags_are_usage_errors(tmp_path, flags, words):
+    run = run_cli(*flags, cwd=tmp_path, env={"GREENMON_CONFIG": ""})
+    assert run.returncode == 2, run.stderr
+    assert words in run.stderr and "Traceback" not in run.stderr
