@@ -215,6 +215,10 @@ MUTANTS = [
            EXPORTER + ("tests/test_daemon.py",)),
     Mutant("X10", "greenmon/metrics.py", 'return "+Inf" if bound == float("inf")',
            'return "Inf" if bound == float("inf")', "the +Inf bucket is written as Inf", EXPORTER),
+    Mutant("X11", "greenmon/metrics.py", '("target", "class"), _retries, RETRIED),',
+           '("target", "class"), _retries),',
+           "a retry does not mark greenmon_check_retries_total changed: /metrics shows a stale "
+           "count until the target's layout changes", EXPORTER),
     # --- oauth2 and discovery: tokens, and what sources yield ---
     Mutant("O1", "greenmon/tokens.py", "min(MAX_MARGIN_S, expires_in * MARGIN_FRACTION)", "MAX_MARGIN_S",
            "a one-minute margin on a 10 s token: a token request for every check", OAUTH2),
