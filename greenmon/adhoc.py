@@ -54,8 +54,8 @@ def url_target_config(config: Config, url: str) -> Config:
 
 
 def config_for_url(path: str, explicit: bool, load) -> Config:
-    """The config whose settings a --url check uses: the file when one is named or exists,
-    else greenmon's defaults (no config needed)."""
+    """The config whose settings a --url check uses: the file when one is named or exists
+    (``load``: config.load_config), else greenmon's defaults (no config needed)."""
     if explicit or os.path.exists(path):
-        return load(path)
+        return load(path, require_targets=False)   # its settings: it may list no target
     return Config(source="<--url>")

@@ -149,7 +149,7 @@ def config_path(explicit: str | None) -> str:
     return explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
 
 
-def load_config(path: str | os.PathLike) -> Config:
+def load_config(path: str | os.PathLike, require_targets: bool = True) -> Config:
     """Read and validate a config file; raises ConfigError naming file, line and key.
     Its discovery sources are parsed, not loaded: ``targets`` holds only [[targets]] until
     ``discovery.loading.discover`` (or the daemon's live discovery) merges theirs."""
@@ -163,12 +163,15 @@ def load_config(path: str | os.PathLike) -> Config:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
-    return parse_config(text, path)
+    return parse_config(text, path, require_targets=require_targets)
 
 
-def parse_config(text: str, filename: str = "<string>", base_dir: str | None = None) -> Config:
+def parse_config(text: str, filename: str = "<string>", base_dir: str | None = None,
+                 require_targets: bool = True) -> Config:
     """Validate TOML text; relative file paths in it are taken from ``base_dir``
-    (default: the folder of ``filename``, as Prometheus does for its own config)."""
+    (default: the folder of ``filename``, as Prometheus does for its own config).
+    ``require_targets``: a file without an enabled target is an error (False: its settings
+    are what is asked for, as by ``--url``)."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -229,7 +232,7 @@ def parse_config(text: str, filename: str = "<string>", base_dir: str | None = N
                for source in sources if discovery.timeout_fitted(source, raw)]
     config = Config(auth=auth, targets=targets, source=filename, sources=sources,
                     static_targets=targets, fitted_timeouts=tuple(fitted), document=doc, **sections)
-    if not sources and not config.enabled_targets:
+    if require_targets and not sources and not config.enabled_targets:
         raise discovery.no_enabled_targets(doc, filename, sources)
     return config
 

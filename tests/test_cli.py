@@ -427,6 +427,15 @@ def test_url_uses_the_monitor_settings_of_the_config_and_none_of_its_targets(wri
     assert hits == (1, 0)
 
 
+def test_url_takes_a_config_of_settings_only(write_config):
+    with HTTPFarm({"/health": delayed(1.0)}) as farm:
+        path = write_config("[monitor]\ntimeout = 0.2\n")
+        run = run_cli("--config", str(path), "--once", "--format", "json", "--url", farm.url("/health"))
+    assert run.returncode == 1, run.stderr
+    (result,) = json.loads(run.stdout)["results"]
+    assert (result["error_class"], result["detail"]) == ("timeout", "read")
+
+
 @pytest.mark.parametrize("flags, words", [
     (["--once", "--url", "ftp://127.0.0.1/"], "--url scheme must be http or https"),
     (["--once", "--url", "http://.example.com/"], "--url is not a usable URL"),
