@@ -23,7 +23,8 @@ from pathlib import Path  # noqa: E402
 import gevent  # noqa: E402
 
 from greenmon.demo import DemoFarm  # noqa: E402
-from greenmon.monitor import Monitor  # noqa: E402
+from greenmon.discovery.loading import discover  # noqa: E402
+from greenmon.daemon import Daemon  # noqa: E402
 from greenmon.web import WebServer  # noqa: E402
 
 INTERVAL_S = 2.0
@@ -55,16 +56,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=40.0)
     args = parser.parse_args()
     with DemoFarm() as farm:
-        config = farm.config().replace("monitor", interval=INTERVAL_S)
-        monitor = Monitor(config)
-        server = WebServer(monitor, "127.0.0.1:0")
+        config = discover(farm.config()).replace("monitor", interval=INTERVAL_S)
+        daemon = Daemon(config)
+        server = WebServer(daemon, "127.0.0.1:0")
         server.start()
-        runner = gevent.spawn(monitor.run)
+        runner = gevent.spawn(daemon.run)
         try:
             gevent.sleep(args.seconds)
             screenshot(f"http://127.0.0.1:{server.port}/", Path(args.out))
         finally:
-            monitor.stop()
+            daemon.stop()
             runner.join(timeout=10)
             server.stop()
     print(f"wrote {args.out}")
