@@ -23,14 +23,17 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import backoff
+from requests.cookies import RequestsCookieJar
 from requests.utils import get_environ_proxies
 
 from greenmon.config import Config
-from greenmon.errors import AUTH, Failure, TokenError, TransportError
+from greenmon.errors import AUTH, CONTENT, Failure, TokenError, TransportError
+from greenmon.expectations import json_text
 from greenmon.judges import Expectations, judge
 from greenmon.result import Attempt, Outcome
 from greenmon.settings import MonitorSettings
-from greenmon.targets import Target
+from greenmon.flows import VARIABLE_USE, uses
+from greenmon.targets import Extract, Target
 from greenmon.tokens import Credentials
 from greenmon.transport import Request, Transport
 
@@ -48,6 +51,8 @@ class Step:
     proxies: dict[str, str] | None
     cert: tuple[str, str] | None
     expect: Expectations
+    extract: tuple[Extract, ...] = ()  # a flow's: values read from the response
+    templated: bool = False            # a flow's: url, headers or body use {{variables}}
 
 
 def verify_setting(target: Target, monitor: MonitorSettings) -> bool | str:
@@ -88,20 +93,33 @@ def expectations(target: Target, monitor: MonitorSettings,
 
 def plan(target: Target, monitor: MonitorSettings, transport: Transport, close: bool = False,
          shared: dict | None = None) -> tuple[Step, ...]:
-    """The requests a check of ``target`` sends: one, today. ``close``: ask for the
-    connection to be closed after each (Checker.close_connections); ``shared``: see
+    """The requests a check of ``target`` sends: its own, or a flow's steps. ``close``: ask
+    for the connection to be closed after each (Checker.close_connections); ``shared``: see
     ``expectations``."""
-    return (Step(request=target, headers=transport.base_headers(target.url, target.headers, close=close),
-                 verify=verify_setting(target, monitor), proxies=proxies_for(target, monitor),
-                 cert=client_cert(target, monitor), expect=expectations(target, monitor, shared)),)
+    if not target.steps:
+        return (_step(target, monitor, transport, close, shared),)
+    return tuple(_step(step.request, monitor, transport, close, shared, step.extract, in_flow=True)
+                 for step in target.steps)
+
+
+def _step(request: Target, monitor: MonitorSettings, transport: Transport, close: bool,
+          shared: dict | None, extract: tuple[Extract, ...] = (), in_flow: bool = False) -> Step:
+    templated = in_flow and any(uses(text) for text in (request.url, request.body,
+                                                        *request.headers.values()))
+    return Step(request=request, headers=transport.base_headers(request.url, request.headers, close=close),
+                verify=verify_setting(request, monitor), proxies=proxies_for(request, monitor),
+                cert=client_cert(request, monitor), expect=expectations(request, monitor, shared),
+                extract=extract, templated=templated)
 
 
 def trust_settings(config: Config) -> set[tuple]:
     """The (verify, client certificate) settings of the config's HTTPS targets: their
     contexts are built before checks start, not by the first check that needs one, while
     others are being timed."""
-    settings = {(verify_setting(t, config.monitor), client_cert(t, config.monitor))
-                for t in config.enabled_targets if t.url[:6].lower() == "https:"}
+    requests = [step.request for t in config.enabled_targets for step in t.steps] + [
+        t for t in config.enabled_targets if not t.steps]
+    settings = {(verify_setting(r, config.monitor), client_cert(r, config.monitor))
+                for r in requests if r.url[:6].lower() == "https:"}
     # Token endpoints of oauth2 sources are asked before their targets' checks are timed.
     settings.update((source.verify, None) for source in config.auth.values()
                     if source.kind == "oauth2" and source.token_url[:6].lower() == "https:")
@@ -122,10 +140,10 @@ def _log_retry(details) -> None:
 
 
 def _attempt(status: int | None, record, body_bytes: int | None,
-             failure: Failure | None) -> Attempt:
+             failure: Failure | None, step: int = 0) -> Attempt:
     """An Attempt from the transport's trace (every attempt it made has one): its duration
     and phases, which add up to the duration."""
-    return Attempt(status, record.end(), body_bytes, failure, record.timings(), record.tls)
+    return Attempt(status, record.end(), body_bytes, failure, record.timings(), record.tls, step)
 
 
 class Checker:
@@ -167,49 +185,100 @@ class Checker:
         attempts: list[Attempt] = []
         started = time.monotonic()
         send = self._attempt if trial else self._attempt_with_retries
-        for step in self.plan(target):
+        flow = Flow() if target.steps else None
+        for number, step in enumerate(self.plan(target)):
             try:
-                send(attempts, step)
+                send(attempts, step, number, flow)
             except AttemptFailed:
                 break   # the first step that fails ends the check
-        return Outcome(tuple(attempts), time.monotonic() - started)
+        names = tuple(step.request.name for step in target.steps)
+        return Outcome(tuple(attempts), time.monotonic() - started, names)
 
-    def _attempt(self, attempts: list[Attempt], step: Step) -> None:
+    def _attempt(self, attempts: list[Attempt], step: Step, number: int = 0,
+                 flow: "Flow | None" = None) -> None:
         """One attempt, repeated once after refreshing the auth source on 401/403 (not after a
         token that could not be had: asking again at once would only ask the same)."""
-        attempt, sent = self._send(step)
+        attempt, sent = self._send(step, number, flow)
         if (attempt.failure is not None and attempt.failure.error_class == AUTH
                 and attempt.status_code is not None
                 and step.request.auth is not None and step.request.auth.refreshable):
             attempts.append(attempt)
             self.credentials.refresh(step.request.auth, sent)
-            attempt, _ = self._send(step)
+            attempt, _ = self._send(step, number, flow)
         attempts.append(attempt)
         if attempt.failure is not None:
             raise AttemptFailed(attempt)
 
-    def _send(self, step: Step) -> tuple[Attempt, tuple[str, str] | None]:
+    def _send(self, step: Step, number: int = 0,
+              flow: "Flow | None" = None) -> tuple[Attempt, tuple[str, str] | None]:
         """One request, and the auth header it carried. A token that cannot be had fails the
-        attempt as auth/token before the target is contacted (no latency: nothing was timed)."""
+        attempt as auth/token before the target is contacted (no latency: nothing was timed).
+        A flow's step fills in its variables now, and reads its own from the response."""
         sent, monitor = step.request, self._monitor
         try:
             auth = self.credentials.header(sent.auth) if sent.auth is not None else None
         except TokenError as error:
-            log.debug("attempt on %s failed: auth/token", step.request.name)
-            return Attempt(None, None, None, Failure(AUTH, "token", str(error))), None
+            log.debug("attempt on %s failed: auth/token", sent.name)
+            return Attempt(None, None, None, Failure(AUTH, "token", str(error)), step=number), None
+        url, headers, body = sent.url, step.headers, sent.body
+        if step.templated:
+            url, body = flow.fill(url), flow.fill(body)
+            headers = headers.copy()
+            for name, value in sent.headers.items():
+                headers[name] = flow.fill(value)
         request = Request(
-            method=sent.method, url=sent.url, headers=step.headers, body=sent.body, auth=auth,
+            method=sent.method, url=url, headers=headers, body=body, auth=auth,
             timeout=sent.timeout or monitor.timeout, verify=step.verify,
             follow_redirects=monitor.follow_redirects, max_body_bytes=monitor.max_body_bytes,
-            proxies=step.proxies, cert=step.cert)
+            proxies=step.proxies, cert=step.cert, cookies=flow.cookies if flow is not None else None,
+            cache_url=not step.templated)
         try:
             response = self._transport.send(request)
         except TransportError as error:
-            attempt = _attempt(None, error.trace, None, error.failure)
+            attempt = _attempt(None, error.trace, None, error.failure, number)
         else:
-            attempt = _attempt(response.status_code, response.trace, len(response.body),
-                               judge(step.expect, response, self._clock()))
+            failure = judge(step.expect, response, self._clock())
+            if failure is None and step.extract:
+                failure = flow.read(step.extract, response)
+            attempt = _attempt(response.status_code, response.trace, len(response.body), failure, number)
         if attempt.failure is not None:
-            log.debug("attempt on %s failed: %s/%s", step.request.name,
+            log.debug("attempt on %s failed: %s/%s", sent.name,
                       attempt.failure.error_class, attempt.failure.detail)
         return attempt, auth
+
+
+class Flow:
+    """What one check of a flow carries from step to step: the values its steps extracted
+    (secrets: never logged, shown or kept past the check) and its cookies."""
+
+    __slots__ = ("values", "cookies")
+
+    def __init__(self):
+        self.values: dict[str, str] = {}
+        self.cookies = RequestsCookieJar()
+
+    def fill(self, text: str) -> str:
+        if "{{" not in text:
+            return text
+        return VARIABLE_USE.sub(lambda match: self.values.get(match.group(1), match.group(0)), text)
+
+    def read(self, extract: tuple[Extract, ...], response) -> Failure | None:
+        """Take each value from the response; the first that is not there fails the step as
+        content/extract, naming the variable, never the body."""
+        for item in extract:
+            value = _extracted(item, response)
+            if value is None:
+                return Failure(CONTENT, "extract", f"extract: {item.variable} ({item.source}) not found")
+            self.values[item.variable] = value
+        return None
+
+
+def _extracted(item: Extract, response) -> str | None:
+    if item.source == "json":
+        return json_text(response.body, item.argument)
+    if item.source == "header":
+        return response.headers.get(item.argument)
+    found = item.argument.search(response.body.decode("utf-8", errors="replace"))
+    if found is None:
+        return None
+    return found.group(1) if found.re.groups else found.group(0)

@@ -20,6 +20,7 @@ import tomllib
 from greenmon.auth import AuthSource, OAuth2Source, auth_type, parse_auth
 from greenmon.certfiles import ca_file
 from greenmon.discovery import sources as discovery
+from greenmon.flows import check_flow_interval, parse_flow
 from greenmon.oauth2 import parse_oauth2
 from greenmon.schema import (SECRET_MASK, ConfigError, Document, boolean, buckets, integer,
                              interpolate, interpolated_values, open_fraction,
@@ -215,7 +216,11 @@ def parse_config(text: str, filename: str = "<string>", base_dir: str | None = N
     raw_targets = raw.get("targets", [])
     if not isinstance(raw_targets, list):
         raise doc.error(("targets",), "must be an array of [[targets]] tables")
-    targets = [parse_target(doc, item, i, auth, shown_urls.get(i)) for i, item in enumerate(raw_targets)]
+    targets = [parse_flow(doc, item, i, auth) if isinstance(item, dict) and "steps" in item
+               else parse_target(doc, item, i, auth, shown_urls.get(i)) for i, item in enumerate(raw_targets)]
+    for i, target in enumerate(targets):
+        if target.steps:
+            check_flow_interval(doc, i, target, monitor)
     for i, target in enumerate(targets):
         timeout = fit_timeout(doc, ("targets", i), target.timeout, target.interval,
                               monitor.timeout, monitor.interval, f"target {target.name!r}")

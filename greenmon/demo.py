@@ -4,11 +4,13 @@
 it with short timeouts, so a first run needs no network and no config file.
 Its ``/openapi.json`` describes a small API: the demo config discovers two
 of its operations as targets (``[[openapi]]``) and skips a third, whose
-required parameter has no example.
+required parameter has no example. ``demo-flow`` is a flow: a login that
+issues a fresh token, then a call that needs it.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import random
 import secrets
@@ -47,6 +49,7 @@ class DemoFarm:
     def __init__(self, host: str = "127.0.0.1"):
         self.host = host
         self.token = secrets.token_urlsafe(16)
+        self.sessions: collections.deque[str] = collections.deque(maxlen=64)   # issued by /login
         self._server = WSGIServer((host, 0), self._app, log=None, error_log=None)
         self._random = random.Random()
         self.refused_port = 0
@@ -77,6 +80,16 @@ class DemoFarm:
         elif path == "/private":
             if environ.get("HTTP_AUTHORIZATION") != f"Bearer {self.token}":
                 status, body = "401 Unauthorized", b"who are you?"
+        elif path == "/login":   # a fresh token per login, as a real one issues
+            session = secrets.token_urlsafe(12)
+            self.sessions.append(session)
+            body = json.dumps({"access_token": session, "token_type": "Bearer"}).encode()
+        elif path == "/orders":
+            sent = environ.get("HTTP_AUTHORIZATION", "")
+            if sent.removeprefix("Bearer ") not in self.sessions:
+                status, body = "401 Unauthorized", b"log in first"
+            else:
+                body = b'{"orders": [{"id": 1, "state": "shipped"}]}'
         elif path == "/wrong-body":
             body = b'{"status": "degraded"}'
         elif path == "/hang":
@@ -142,6 +155,21 @@ expect_body = '"ok"'
 [[targets]]
 name = "demo-hanging"
 url = "{base}/hang"
+
+[[targets]]
+name = "demo-flow"
+
+[[targets.steps]]
+name = "login"
+url = "{base}/login"
+method = "POST"
+extract = {{ token = "json:access_token" }}
+
+[[targets.steps]]
+name = "orders"
+url = "{base}/orders"
+headers = {{ Authorization = "Bearer {{{{token}}}}" }}
+expect_json = {{ "orders.0.state" = "shipped" }}
 
 [[openapi]]
 spec = "{base}/openapi.json"

@@ -60,6 +60,20 @@ def check_json(expected: Mapping[str, Any], body: bytes) -> str | None:
     return None
 
 
+def json_text(body: bytes, path: str) -> str | None:
+    """The value at ``path`` in a JSON body as text (a string as it is, a number or a boolean
+    as JSON writes it), or None: not JSON, missing, null, or an object or array."""
+    try:
+        found = _at(json.loads(body), path)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if isinstance(found, str):
+        return found
+    if isinstance(found, (bool, int, float)):
+        return json.dumps(found)
+    return None
+
+
 def _at(document: Any, path: str) -> Any:
     node = document
     for part in path.split("."):

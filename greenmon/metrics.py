@@ -134,6 +134,22 @@ def _duration(store, series, by_target):
     return histogram_samples("greenmon_check_duration_seconds", series.histogram, by_target)
 
 
+def _step_up(store, series, by_target):
+    contacted = series.contacted
+    name = series.target.name
+    return [] if contacted is None else [
+        ("greenmon_step_up", (("step", step.name), ("target", name)), 1 if step.ok else 0)
+        for step in contacted.steps]
+
+
+def _step_duration(store, series, by_target):
+    contacted = series.contacted
+    name = series.target.name
+    return [] if contacted is None else [
+        ("greenmon_step_duration_seconds", (("step", step.name), ("target", name)), step.latency_s)
+        for step in contacted.steps if step.latency_s is not None]
+
+
 def _per_target_histograms(store: MetricsStore) -> bool:
     return store.per_target_histograms
 
@@ -175,6 +191,13 @@ TARGET_METRICS = (
     MetricRow("greenmon_slo_window_seconds", "gauge",
               "The target's error budget window (slo_window_days): the burn-rate alerts scale "
               "with it.", ("target",), _window),
+    MetricRow("greenmon_step_up", "gauge",
+              "A flow's steps in its last check that contacted the target: 1 passed, 0 failed "
+              "(a step after the one that failed was not sent: no sample).",
+              ("target", "step"), _step_up, CHECKED),
+    MetricRow("greenmon_step_duration_seconds", "gauge",
+              "A flow's steps in its last check that contacted the target: the duration of each "
+              "step's final attempt.", ("target", "step"), _step_duration, CHECKED),
     MetricRow("greenmon_check_duration_seconds", "histogram",
               "Duration of every attempt of every check.", ("target", "le"), _duration, CHECKED,
               shown=_per_target_histograms),

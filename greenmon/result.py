@@ -49,14 +49,24 @@ class Attempt:
     failure: Failure | None
     timings: Mapping[str, float | None] | None = None
     tls: TLSFacts | None = None
+    step: int = 0             # which step of the check's plan it was an attempt of
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """All attempts of one check, as the checker made them."""
+    """All attempts of one check, as the checker made them; ``steps``: the names of a flow's
+    steps, in order (empty for a check of one request)."""
 
     attempts: tuple[Attempt, ...]
     elapsed_s: float
+    steps: tuple[str, ...] = ()
+
+    def final_attempts(self) -> list[Attempt]:
+        """The last attempt of each step that was sent, in order."""
+        last: dict[int, Attempt] = {}
+        for attempt in self.attempts:
+            last[attempt.step] = attempt
+        return [last[step] for step in sorted(last)]
 
     @property
     def last(self) -> Attempt:
@@ -70,6 +80,26 @@ class Outcome:
     def retried_classes(self) -> tuple[str, ...]:
         """The class of each failure that was followed by another attempt."""
         return tuple(a.failure.error_class for a in self.attempts[:-1] if a.failure)
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """One step of a flow, as its final attempt left it (a step not reached is not listed)."""
+
+    name: str
+    ok: bool
+    status_code: int | None
+    latency_s: float | None
+    timings: Mapping[str, float | None] | None
+    error_class: str | None
+    detail: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "status_code": self.status_code,
+                "latency_s": round_seconds(self.latency_s),
+                "timings": None if self.timings is None else
+                {phase: round_seconds(seconds) for phase, seconds in self.timings.items()},
+                "error_class": self.error_class, "detail": self.detail}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +125,9 @@ class MonitorResult:
     # retried, and the duration of every attempt.
     retried_classes: tuple[str, ...] = field(default=(), repr=False, compare=False)
     attempt_latencies: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    # A flow: the step that failed (None when none did), and every step it sent.
+    step: str | None = None
+    steps: tuple[StepResult, ...] = ()
 
     @property
     def skipped(self) -> bool:
@@ -113,23 +146,37 @@ class MonitorResult:
             "timings": None if self.timings is None else
             {phase: round_seconds(seconds) for phase, seconds in self.timings.items()},
             "tls": None if self.tls is None else self.tls.to_dict(),
-        }
+        } | ({"step": self.step, "steps": [step.to_dict() for step in self.steps]}
+             if self.steps else {})
 
 
 def checked_result(target: Checked, outcome: Outcome, state: BreakerState,
                    checked_at: float) -> MonitorResult:
-    """A check that contacted the target: its last attempt decides."""
+    """A check that contacted the target: its last attempt decides. A flow's latency is the
+    sum of its steps' final attempts, and its error names the step."""
     last = outcome.last
     failure = last.failure
+    latency, steps, step, error = last.latency_s, (), None, failure and failure.message
+    if outcome.steps:
+        finals = outcome.final_attempts()
+        steps = tuple(StepResult(
+            outcome.steps[a.step], a.failure is None, a.status_code, a.latency_s, a.timings,
+            a.failure and a.failure.error_class, a.failure and a.failure.detail) for a in finals)
+        timed = [a.latency_s for a in finals if a.latency_s is not None]
+        latency = sum(timed) if timed else None
+        if failure is not None:
+            step = outcome.steps[last.step]
+            error = f"{step}: {failure.message}"
     return MonitorResult(
         target=target.name, url=target.display_url, method=target.method, ok=failure is None,
-        status_code=last.status_code, latency_s=last.latency_s, elapsed_s=outcome.elapsed_s,
+        status_code=last.status_code, latency_s=latency, elapsed_s=outcome.elapsed_s,
         attempts=len(outcome.attempts),
         error_class=failure and failure.error_class, detail=failure and failure.detail,
-        error=failure and failure.message, breaker=state.state, checked_at=checked_at,
+        error=error, breaker=state.state, checked_at=checked_at,
         body_bytes=last.body_bytes, labels=target.labels, timings=last.timings, tls=last.tls,
         retried_classes=outcome.retried_classes,
-        attempt_latencies=tuple(a.latency_s for a in outcome.attempts if a.latency_s is not None))
+        attempt_latencies=tuple(a.latency_s for a in outcome.attempts if a.latency_s is not None),
+        step=step, steps=steps)
 
 
 def internal_error_result(target: Checked, error: Exception, checked_at: float) -> MonitorResult:

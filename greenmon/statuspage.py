@@ -70,6 +70,14 @@ def burn_rate(series: TargetSeries, objective: float) -> float:
     return 0.0 if availability is None else (1.0 - availability) / (1.0 - objective)
 
 
+def _steps(last) -> str:
+    """A flow's steps of its last check, each marked passed or failed (names only)."""
+    if last is None or not last.steps:
+        return ""
+    marks = " ".join(escape(step.name) + (" \u2713" if step.ok else " \u2717") for step in last.steps)
+    return f"<div class='url'>steps: {marks}</div>"
+
+
 def row(series: TargetSeries, *, slo_p95_s: float, objective: float, now: float) -> str:
     """One target's table row."""
     last, target, history = series.last, series.target, series.history
@@ -80,13 +88,16 @@ def row(series: TargetSeries, *, slo_p95_s: float, objective: float, now: float)
     else:
         state, css = ("SKIPPED" if last.skipped else "DOWN"), ("skip" if last.skipped else "down")
     problem = "" if last is None or last.ok else f"{last.error_class} / {last.detail}"
+    if last is not None and last.step:
+        problem = f"{last.step}: {problem}"
     latencies = history.latencies()
     p95 = percentile(sorted(latencies), 0.95)
     availability = history.availability()
     search = escape(f"{target.name} {target.display_url}".lower())
     return (
         f"<tr data-search=\"{search}\"><td class='{css}'>{state}</td>"
-        f"<td>{escape(target.name)}<div class='url'>{escape(target.method)} {escape(target.display_url)}</div></td>"
+        f"<td>{escape(target.name)}<div class='url'>{escape(target.method)} {escape(target.display_url)}</div>"
+        f"{_steps(last)}</td>"
         f"<td>{escape(problem)}</td>"
         f"<td class='num'>{'-' if availability is None else f'{availability * 100:.1f} %'}"
         f"<div class='url'>burn {burn_rate(series, objective):.1f}x</div></td>"

@@ -38,6 +38,25 @@ HeaderRules = tuple[tuple[str, re.Pattern], ...]
 
 
 @dataclass(frozen=True, slots=True)
+class Extract:
+    """A variable a flow step reads from its response: ``json`` (a dotted path), ``header``
+    (a name) or ``regex`` (its first group, else the whole match)."""
+
+    variable: str
+    source: str
+    argument: str | re.Pattern
+
+
+@dataclass(frozen=True, slots=True)
+class FlowStep:
+    """One request of a flow: what to send and expect (a Target of the request keys, named
+    for the step) and what to read from its response."""
+
+    request: "Target"
+    extract: tuple[Extract, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
     name: str
     url: str
@@ -65,6 +84,7 @@ class Target:
     labels: Mapping[str, str] = field(default_factory=dict)
     enabled: bool = True
     shown_url: str | None = None      # the URL with its ${VAR} values masked, if it had any
+    steps: tuple[FlowStep, ...] = ()   # a flow's requests, in order (flows.py); () for one request
 
     @property
     def display_url(self) -> str:

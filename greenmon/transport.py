@@ -27,8 +27,9 @@ import urllib3.connection
 import urllib3.connectionpool
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
-from requests.utils import select_proxy
+from requests.cookies import extract_cookies_to_jar
 from requests.structures import CaseInsensitiveDict
+from requests.utils import select_proxy
 
 from greenmon import trace
 from greenmon.classify import classify_exception
@@ -71,6 +72,10 @@ class Request:
     auth: tuple[str, str] | None = None  # the auth source's header, read for this attempt
     proxies: Mapping[str, str] | None = None   # scheme -> proxy URL (requests' form)
     cert: tuple[str, str] | None = None        # client certificate and key, for mTLS
+    # A flow's cookies: sent, and filled from the response (redirects included); one jar per
+    # check, so nothing carries over between checks. None: no cookies, as for every target.
+    cookies: http.cookiejar.CookieJar | None = None
+    cache_url: bool = True       # False: a URL made for this attempt (a flow's variables)
 
 
 class _RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
@@ -360,8 +365,12 @@ class Transport:
                 proxies = request.proxies or _NO_PROXIES
                 response = self.adapter.send(prepared, stream=True, timeout=None,
                                              verify=request.verify, proxies=proxies, cert=request.cert)
+                if request.cookies is not None:
+                    extract_cookies_to_jar(request.cookies, prepared, response.raw)
                 if request.follow_redirects and response.is_redirect:
                     response = self._follow(response, prepared, request)
+                    if request.cookies is not None:
+                        extract_cookies_to_jar(request.cookies, response.request, response.raw)
                 try:
                     _check_framing(response)
                     body, too_large = _read_capped(response, request.max_body_bytes)
@@ -403,7 +412,7 @@ class Transport:
     def _prepare(self, request: Request) -> requests.PreparedRequest:
         prepared = requests.PreparedRequest()
         prepared.method = request.method
-        prepared.url = prepare_url(request.url)[0]
+        prepared.url = prepare_url(request.url)[0] if request.cache_url else _prepare_url(request.url)[0]
         has_body = bool(request.body) or request.method not in ("GET", "HEAD")
         # request.headers may be the session's, shared by every target: a copy takes what
         # this request adds (its auth header, prepare_body's Content-Length).
@@ -411,6 +420,10 @@ class Transport:
         if request.auth is not None:
             prepared.headers[request.auth[0]] = request.auth[1]
         prepared._cookies = None
+        if request.cookies is not None:
+            if prepared.headers is request.headers:
+                prepared.headers = request.headers.copy()
+            prepared.prepare_cookies(request.cookies)
         prepared.body = None
         prepared.hooks = {"response": []}
         if has_body:
@@ -419,7 +432,8 @@ class Transport:
 
     def _follow(self, response, prepared, request: Request) -> requests.Response:
         """Redirects through requests' own logic: at most MAX_REDIRECTS, then TooManyRedirects."""
-        prepared._cookies = requests.cookies.RequestsCookieJar(policy=_RejectAllCookies())
+        prepared._cookies = (request.cookies if request.cookies is not None else
+                             requests.cookies.RequestsCookieJar(policy=_RejectAllCookies()))
         last = response
         for last in self.session.resolve_redirects(response, prepared, stream=True,
                                                    timeout=None, verify=request.verify,

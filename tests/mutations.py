@@ -140,6 +140,18 @@ MUTANTS = [
            "and step.request.auth is not None", "an inline token is tried twice on every 401", CHECK),
     Mutant("P13", "greenmon/check.py", "follow_redirects=monitor.follow_redirects",
            "follow_redirects=True", "follow_redirects = false is ignored", CHECK),
+    # --- flows: a target of several steps ---
+    Mutant("F1", "greenmon/result.py", "latency = sum(timed) if timed else None",
+           "latency = timed[-1] if timed else None", "a flow's latency is its last step's only",
+           ("tests/test_flows.py",)),
+    Mutant("F2", "greenmon/check.py",
+           '                return Failure(CONTENT, "extract", f"extract: {item.variable} ({item.source}) not found")\n',
+           "                continue\n", "a value that is not there is sent as {{name}}",
+           ("tests/test_flows.py",)),
+    Mutant("F3", "greenmon/check.py", "        flow = Flow() if target.steps else None\n",
+           "        flow = self.__dict__.setdefault('_flow', Flow()) if target.steps else None\n",
+           "one flow context for every check: cookies and values carry over between checks",
+           ("tests/test_flows.py",)),
     # --- targets: what is refused at load, status matching, names ---
     Mutant("T1", "greenmon/targets.py", "problem = unsendable(url)", "problem = None",
            "a URL requests cannot send is accepted at load", TARGETS),

@@ -375,6 +375,8 @@ def test_demo_once_shows_every_error_class(tmp_path):
     classes = {r["error_class"] for r in results.values() if not r["ok"]}
     assert set(ERROR_CLASSES) <= classes, classes
     assert results["demo-authorized"]["ok"] is True
+    flow = results["demo-flow"]
+    assert flow["ok"] is True and [step["name"] for step in flow["steps"]] == ["login", "orders"]
     assert results["demo-unauthorized"]["error_class"] == "auth"
     assert all(r["url"].startswith("http://127.0.0.1:") for r in results.values())
     assert all(document["summary"]["errors"][name] >= 1 for name in ERROR_CLASSES)

@@ -12,12 +12,12 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from greenmon import __version__, auth, config, oauth2, webconfig
+from greenmon import __version__, auth, config, flows, oauth2, webconfig
 from greenmon.cli import build_parser
 from greenmon.discovery import file_sd, sources
 from greenmon.metrics import GLOBAL_METRICS, TARGET_METRICS, build_registry
 from greenmon.store import MetricsStore
-from greenmon.result import MonitorResult
+from greenmon.result import MonitorResult, StepResult
 from greenmon.targets import TARGET_CHECKS, Target
 from greenmon.result import TLSFacts
 
@@ -79,6 +79,10 @@ def test_every_target_key_is_documented():
     assert keys_under("`[[targets]]`") == set(TARGET_CHECKS)
 
 
+def test_every_step_key_is_documented():
+    assert keys_under("`[[targets.steps]]`") == set(flows.STEP_CHECKS)
+
+
 @pytest.mark.parametrize("kind", sorted(auth._CHECKS) + ["oauth2"])
 def test_every_auth_key_is_documented(kind):
     expected = oauth2._CHECKS if kind == "oauth2" else auth._CHECKS[kind]
@@ -135,7 +139,9 @@ def full_store() -> MetricsStore:
         breaker="closed", checked_at=1_800_000_000.0, body_bytes=2, labels={"team": "x"},
         retried_classes=("http",), attempt_latencies=(0.3, 0.2),
         timings={"dns": 0.0, "connect": 0.01, "tls": 0.02, "processing": 0.16, "transfer": 0.01},
-        tls=TLSFacts("TLSv1.3", 1_900_000_000.0, "CN=a", "CN=ca")))
+        tls=TLSFacts("TLSv1.3", 1_900_000_000.0, "CN=a", "CN=ca"), step="list",
+        steps=(StepResult("login", True, 200, 0.1, None, None, None),
+               StepResult("list", False, 503, 0.2, None, "http", "503"))))
     store.sweep_finished(0.5)
     return store
 

@@ -70,12 +70,14 @@ _OWN_CHECKS = {
                 "refresh_interval": number(above=0)},
     "file_sd": {"files": _globs, "refresh_interval": number(above=0)},
 }
+_FLOW = "a flow is a [[targets]] entry: its steps are not discovered"
 _FROM_THE_SOURCE = {
     "openapi": {"name": "each operation names its target (name_prefix + \"GET /path\")",
                 "url": "each operation's URL comes from the document (base_url sets its start)",
-                "method": "each operation has its own method (methods chooses them)"},
+                "method": "each operation has its own method (methods chooses them)",
+                "steps": _FLOW},
     "file_sd": {"name": "the file's URL, or its name label, names each target",
-                "url": "the file's targets are the URLs"},
+                "url": "the file's targets are the URLs", "steps": _FLOW},
 }
 
 
