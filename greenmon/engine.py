@@ -20,6 +20,7 @@ from greenmon import resolver, statefile
 from greenmon.breaker import HALF_OPEN, BreakerState, Gate, gate, record
 from greenmon.check import Checker, trust_settings
 from greenmon.config import Config
+from greenmon.flows import uses
 from greenmon.limits import fit_concurrency
 from greenmon.result import MonitorResult, checked_result, internal_error_result, skipped_result
 from greenmon.targets import Target
@@ -153,7 +154,11 @@ def transport_for(config: Config, concurrency: int) -> Transport:
 
 
 def secret_headers(config: Config) -> frozenset[str]:
-    return frozenset(a.header_name for a in config.auth.values())
+    """Headers dropped on a redirect to another origin: those of the auth sources, and those
+    a flow fills from extracted values (a token, a session)."""
+    filled = {name for target in config.targets for step in target.steps
+              for name, value in step.request.headers.items() if uses(value)}
+    return frozenset(a.header_name for a in config.auth.values()) | filled
 
 
 def sweep(targets: Sequence[Target], config: Config) -> list[MonitorResult]:
