@@ -12,6 +12,7 @@ import time
 from typing import Callable, TypeVar
 
 import gevent
+import requests
 
 from greenmon.config import Config, parse_config
 from support.configs import config_text
@@ -104,3 +105,13 @@ def wait_until(predicate: Callable[[], T], timeout: float = 5.0, *, interval: fl
         if time.monotonic() >= deadline:
             raise AssertionError(f"{message} not reached within {timeout:.1f}s (last: {last!r})")
         gevent.sleep(interval)
+
+
+def requests_refuses(url: str) -> bool:
+    """Whether requests' own URL preparation refuses ``url``: the truth that the config's
+    check of a host without requests (urls.unsendable) is held to."""
+    try:
+        requests.PreparedRequest().prepare_url(url, None)
+    except (requests.RequestException, ValueError):
+        return True
+    return False
