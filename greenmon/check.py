@@ -29,10 +29,10 @@ from requests.utils import get_environ_proxies
 from greenmon.config import Config
 from greenmon.errors import AUTH, CONTENT, Failure, TokenError, TransportError
 from greenmon.expectations import json_text
+from greenmon.flows import VARIABLE_USE, uses
 from greenmon.judges import Expectations, judge
 from greenmon.result import Attempt, Outcome
 from greenmon.settings import MonitorSettings
-from greenmon.flows import VARIABLE_USE, uses
 from greenmon.targets import Extract, Target
 from greenmon.tokens import Credentials
 from greenmon.transport import Request, Transport
@@ -191,7 +191,7 @@ class Checker:
                 send(attempts, step, number, flow)
             except AttemptFailed:
                 break   # the first step that fails ends the check
-        names = tuple(step.request.name for step in target.steps)
+        names = tuple(step.request.name for step in target.steps) if flow is not None else ()
         return Outcome(tuple(attempts), time.monotonic() - started, names)
 
     def _attempt(self, attempts: list[Attempt], step: Step, number: int = 0,

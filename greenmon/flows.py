@@ -85,8 +85,11 @@ def parse_flow(doc: Document, raw: dict, index: int,
     values = doc.read_table({k: v for k, v in raw.items() if k != "steps"}, path, TARGET_CHECKS)
     link_keys(doc, path, values, auth)
     defaults = {key: values.pop(key) for key in list(values) if key in REQUEST_KEYS}
-    extracted_by = {item: number for number, step in enumerate(raw_steps)
-                    for item in (step.get("extract") or {} if isinstance(step.get("extract"), dict) else {})}
+    extracted_by: dict[str, int] = {}   # variable -> the first step that extracts it
+    for number, step in enumerate(raw_steps):
+        if isinstance(step.get("extract"), dict):
+            for variable in step["extract"]:
+                extracted_by.setdefault(variable, number)
     steps: list[FlowStep] = []
     names: dict[str, int] = {}
     for number, raw_step in enumerate(raw_steps):

@@ -185,6 +185,13 @@ def test_a_flow_that_cannot_run_is_a_config_error(target, key, words):
     assert words in message, message
 
 
+def test_a_variable_extracted_again_later_is_usable_after_its_first_extraction():
+    config = parse_config(config_text([{"name": "flow", "steps": steps(
+        {"extract": {"token": "header:X-T"}}, {"headers": {"X-A": "{{token}}"}},
+        {"extract": {"token": "header:X-T"}})}]), "greenmon.toml")
+    assert [step.request.name for step in config.targets[0].steps] == ["s0", "s1", "s2"]
+
+
 @pytest.mark.parametrize("kind, entry", [("openapi", 'spec = "api.json"'), ("file_sd", 'files = ["sd.json"]')])
 def test_discovery_entries_take_no_steps(kind, entry):
     text = f'[[{kind}]]\n{entry}\n[[{kind}.steps]]\nurl = "http://127.0.0.1:9/"\n'
