@@ -29,7 +29,7 @@ from requests.utils import get_environ_proxies
 from greenmon.config import Config
 from greenmon.errors import AUTH, CONTENT, Failure, TokenError, TransportError
 from greenmon.expectations import json_text
-from greenmon.flows import VARIABLE_USE, uses
+from greenmon.flows import VARIABLE_USE
 from greenmon.judges import Expectations, judge
 from greenmon.result import Attempt, Outcome
 from greenmon.settings import MonitorSettings
@@ -98,14 +98,12 @@ def plan(target: Target, monitor: MonitorSettings, transport: Transport, close: 
     ``expectations``."""
     if not target.steps:
         return (_step(target, monitor, transport, close, shared),)
-    return tuple(_step(step.request, monitor, transport, close, shared, step.extract, in_flow=True)
+    return tuple(_step(step.request, monitor, transport, close, shared, step.extract, step.templated)
                  for step in target.steps)
 
 
 def _step(request: Target, monitor: MonitorSettings, transport: Transport, close: bool,
-          shared: dict | None, extract: tuple[Extract, ...] = (), in_flow: bool = False) -> Step:
-    templated = in_flow and any(uses(text) for text in (request.url, request.body,
-                                                        *request.headers.values()))
+          shared: dict | None, extract: tuple[Extract, ...] = (), templated: bool = False) -> Step:
     return Step(request=request, headers=transport.base_headers(request.url, request.headers, close=close),
                 verify=verify_setting(request, monitor), proxies=proxies_for(request, monitor),
                 cert=client_cert(request, monitor), expect=expectations(request, monitor, shared),
@@ -229,7 +227,8 @@ class Checker:
         request = Request(
             method=sent.method, url=url, headers=headers, body=body, auth=auth,
             timeout=sent.timeout or monitor.timeout, verify=step.verify,
-            follow_redirects=monitor.follow_redirects, max_body_bytes=monitor.max_body_bytes,
+            follow_redirects=(monitor.follow_redirects if sent.follow_redirects is None
+                              else sent.follow_redirects), max_body_bytes=monitor.max_body_bytes,
             proxies=step.proxies, cert=step.cert, cookies=flow.cookies if flow is not None else None,
             cache_url=not step.templated)
         try:

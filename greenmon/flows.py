@@ -24,7 +24,7 @@ from greenmon.targets import (TARGET_CHECKS, Extract, FlowStep, Target, check_re
 # The keys a step takes: those of one request (the flow's own are their defaults).
 REQUEST_KEYS = ("url", "method", "headers", "body", "body_file", "expect_status", "expect_body",
                 "reject_body", "expect_json", "expect_header", "reject_header", "timeout", "auth",
-                "verify_tls", "ca_file", "proxy", "client_cert", "client_key")
+                "verify_tls", "ca_file", "proxy", "client_cert", "client_key", "follow_redirects")
 EXTRACT_SOURCES = ("json", "header", "regex")
 VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 VARIABLE_USE = re.compile(r"\{\{\s*([^{}\s]*)\s*\}\}")   # {{name}} in a url, header or body
@@ -106,8 +106,10 @@ def parse_flow(doc: Document, raw: dict, index: int,
             request["headers"] = {**defaults["headers"], **own["headers"]}
         if "url" not in request:
             raise doc.error(spath, "url is required")
+        templated = False
         for key, text in _templated(request):
             for variable in uses(text):
+                templated = True
                 source = number if key[0] in own else None
                 where = (spath if source is not None else path) + key
                 first = extracted_by.get(variable)
@@ -116,7 +118,7 @@ def parse_flow(doc: Document, raw: dict, index: int,
                 if first >= number:
                     raise doc.error(where, f"uses {{{{{variable}}}}} before steps[{first}] extracts it")
         request.setdefault("method", "GET")
-        steps.append(FlowStep(Target(name=name, **request), extract))
+        steps.append(FlowStep(Target(name=name, **request), extract, templated))
     first_request = steps[0].request
     values.setdefault("name", f"{first_request.method} {redact_url(first_request.url)}")
     return Target(url=first_request.url, method=first_request.method, steps=tuple(steps), **values)

@@ -54,6 +54,7 @@ class FlowStep:
 
     request: "Target"
     extract: tuple[Extract, ...] = ()
+    templated: bool = False   # its url, a header value or its body uses {{variables}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ class Target:
     reject_header: HeaderRules = ()   # (name, pattern): absent, or not matching
     proxy: str | None = None          # None: monitor.proxy ("": none, even if the monitor has one)
     proxy_env: bool | None = None     # None: monitor.proxy_env
+    follow_redirects: bool | None = None  # None: monitor.follow_redirects
     client_cert: str | None = None    # None: monitor.client_cert (with client_key)
     client_key: str | None = None
     auth: AuthSource | OAuth2Source | None = None
@@ -299,6 +301,7 @@ _CHECKS = {
     "reject_header": _header_rules,
     "proxy": proxy_url,
     "proxy_env": boolean,
+    "follow_redirects": boolean,
     "client_cert": optional_file,
     "client_key": optional_file,
     "auth": non_empty_string,

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("greenmon", "tests", "deploy", "benchmarks", "README.md", "setup.cfg", "setup.py")
+COPIED = ("greenmon", "tests", "deploy", "benchmarks", "docs", "README.md", "setup.cfg", "setup.py")
 PER_RUN_TIMEOUT_S = 900.0
 
 ERRORS = ("tests/test_errors.py", "tests/test_check.py")
@@ -138,8 +138,8 @@ MUTANTS = [
            "factor=retry.backoff", "max_backoff is ignored", CHECK),
     Mutant("P12", "greenmon/check.py", "and step.request.auth is not None and step.request.auth.refreshable",
            "and step.request.auth is not None", "an inline token is tried twice on every 401", CHECK),
-    Mutant("P13", "greenmon/check.py", "follow_redirects=monitor.follow_redirects",
-           "follow_redirects=True", "follow_redirects = false is ignored", CHECK),
+    Mutant("P13", "greenmon/check.py", "follow_redirects=(monitor.follow_redirects if",
+           "follow_redirects=(True if", "follow_redirects = false is ignored", CHECK),
     # --- flows: a target of several steps ---
     Mutant("F1", "greenmon/result.py", "latency = sum(timed) if timed else None",
            "latency = timed[-1] if timed else None", "a flow's latency is its last step's only",
@@ -152,6 +152,12 @@ MUTANTS = [
            "        flow = self.__dict__.setdefault('_flow', Flow()) if target.steps else None\n",
            "one flow context for every check: cookies and values carry over between checks",
            ("tests/test_flows.py",)),
+    Mutant("F4", "greenmon/engine.py",
+           "return frozenset(a.header_name for a in config.auth.values()) | filled",
+           "return frozenset(a.header_name for a in config.auth.values())",
+           "a header filled with a token follows a redirect to another origin", ("tests/test_flows.py",)),
+    Mutant("F5", "greenmon/check.py", "if sent.follow_redirects is None\n", "if True\n",
+           "a step's or target's follow_redirects = false is ignored", ("tests/test_flows.py",)),
     # --- targets: what is refused at load, status matching, names ---
     Mutant("T1", "greenmon/targets.py", "problem = unsendable(url)", "problem = None",
            "a URL requests cannot send is accepted at load", TARGETS),

@@ -24,7 +24,7 @@ from greenmon.store import store_for
 
 from support.configs import config_text
 from support.helpers import run_cli, sweep_config
-from support.servers import HTTPFarm, reply, sequence
+from support.servers import HTTPFarm, redirect, reply, sequence
 
 FAST_BACKOFF = 0.01
 
@@ -138,6 +138,50 @@ def test_cookies_carry_over_within_a_check_never_between_checks(server):
         engine.close()
     assert all(r.ok for r in results), [r.error for r in results]
     assert server.login.login_cookies == ["", ""]
+
+
+def recorded(into: list[dict]):
+    """A handler that keeps the X- headers of every request it answers."""
+    def handler(environ):
+        into.append({k: v for k, v in environ.items() if k.startswith("HTTP_X_")})
+        return "200 OK", [], b"ok"
+    return handler
+
+
+def test_a_header_filled_from_a_value_is_dropped_on_a_redirect_to_another_origin():
+    """As an auth header is: the token goes to the origin the step named, not to where it
+    is sent on. A redirect within the origin keeps it."""
+    login, elsewhere, here = LoginServer(), [], []
+    with HTTPFarm({"/landing": recorded(elsewhere)}) as other, HTTPFarm({
+            "/login": login.login, "/away": redirect(other.url("/landing")),
+            "/near": redirect("/landing"), "/landing": recorded(here)}) as farm:
+        hop = {"headers": {"X-Token": "{{token}}", "X-Plain": "kept"}}
+        results = checked([flow(farm, {**hop, "url": farm.url("/away")}, name="away"),
+                           flow(farm, {**hop, "url": farm.url("/near")}, name="near")])
+    assert [r.ok for r in results] == [True, True], [r.error for r in results]
+    assert elsewhere == [{"HTTP_X_PLAIN": "kept"}]
+    assert [sorted(h) for h in here] == [["HTTP_X_PLAIN", "HTTP_X_TOKEN"]]
+    assert here[0]["HTTP_X_TOKEN"].startswith(f"tok-{login.core}-")
+
+
+def test_a_step_that_does_not_follow_redirects_reads_the_redirect_itself():
+    """A login whose answer is its 302: with follow_redirects = false the step keeps the
+    redirect and reads it; followed, it would end at a page that is not there."""
+    login_redirect = reply("302 Found", b"", [("Location", "/gone"), ("X-Next", "items")])
+    with HTTPFarm({"/login": login_redirect, "/items": reply()}) as farm:
+        def target(**login_step):
+            return {"name": f"kept-{len(login_step)}", "steps": [
+                {"name": "login", "url": farm.url("/login"), "extract": {"next": "header:X-Next"},
+                 **login_step},
+                {"name": "next", "url": farm.url("/") + "{{next}}"}]}
+        kept, followed = checked([target(follow_redirects=False, expect_status=["302"]), target()])
+        single, = checked([{"name": "one", "url": farm.url("/login"), "follow_redirects": False,
+                            "expect_status": ["302"]}])
+        gone = farm.hits("/gone")
+    assert kept.ok and [s.status_code for s in kept.steps] == [302, 200], kept.error
+    assert (followed.ok, followed.step, followed.error_class, followed.detail) == (False, "login", "http", "404")
+    assert single.ok and single.status_code == 302
+    assert gone == 1
 
 
 def test_extracted_values_appear_nowhere(server, write_config):

@@ -4,7 +4,7 @@ The dashboard (deploy/grafana/greenmon.json) is read as Grafana would import it:
 variables, its panels and their datasource. Then one stack, shared by this module's
 end-to-end tests: target servers on 127.0.0.1 (a healthy one, an HTTPS one behind a trustme
 CA, a refused port, one whose checks fail their first attempt and pass their retry, one whose
-500s open its breaker), two greenmon daemons at two locations (lab-a named by
+500s open its breaker, a flow whose second step gets those 500s), two greenmon daemons at two locations (lab-a named by
 ``[monitor] location``, lab-b by ``--location``), and a real Prometheus scraping them
 through the shipped ``greenmon-locations`` job and evaluating the shipped alerts.yml. Every
 query of every panel, its variables filled in the way Grafana fills them, must be valid
@@ -40,8 +40,8 @@ LOCATIONS = ("lab-a", "lab-b")
 # What Grafana would put in place of its built-in variables for a 1 s scrape interval:
 # $__rate_interval is at least 4 scrape intervals; 10 s leaves room on a loaded machine.
 BUILT_INS = {"__rate_interval": "10s", "__interval": "2s", "__range": "1m"}
-TARGET_NAMES = ("healthy", "api.tls", "refused", "retried", "breaker")   # "." is a regex character
-DOWN_FROM_EVERY_LOCATION = {"refused", "breaker"}
+TARGET_NAMES = ("healthy", "api.tls", "refused", "retried", "breaker", "flow")   # "." is a regex character
+DOWN_FROM_EVERY_LOCATION = {"refused", "breaker", "flow"}
 
 
 def load_dashboard() -> dict:
@@ -114,6 +114,7 @@ def test_the_dashboard_is_an_importable_grafana_model():
     ("certificate days left", r"greenmon_tls_cert_expiry_timestamp_seconds\{[^}]*\} - time\(\)\) / 86400"),
     ("event loop lag", r"greenmon_event_loop_lag_seconds_bucket"),
     ("schedule lag", r"greenmon_schedule_lag_seconds_bucket"),
+    ("failing steps of flows", r"greenmon_step_up\{[^}]*\} == 0"),
 ])
 def test_the_dashboard_shows(subject, pattern):
     assert any(re.search(pattern, expr) for _, _, expr, _ in panel_queries(load_dashboard())), subject
@@ -207,6 +208,8 @@ def stack(tmp_path_factory):
                 {"name": "refused", "url": f"http://127.0.0.1:{refused}/"},
                 {"name": "retried", "url": farm.url(f"/retried/{location}")},
                 {"name": "breaker", "url": farm.url("/broken")},
+                {"name": "flow", "interval": 2.0, "steps": [{"name": "login", "url": farm.url("/ok")},
+                                           {"name": "call", "url": farm.url("/broken")}]},
             ]
             assert tuple(t["name"] for t in targets) == TARGET_NAMES
             monitor = {}
@@ -314,10 +317,10 @@ def by_label(stack: Stack, query: str, label: str) -> dict[str, float]:
 
 
 def test_the_panels_show_what_the_targets_do(stack):
-    """Not only data: the numbers this stack makes. Two targets down from both locations,
+    """Not only data: the numbers this stack makes. Three targets down from both locations,
     their breakers open (their half-open trials still fail: connection and http errors),
     retries of the target that fails each first attempt, a P95 for the healthy one under
-    the objective, the certificate's days."""
+    the objective, the certificate's days, the one failing step of the flow."""
     dashboard = load_dashboard()
     objective = float(variables(dashboard)["objective"]["query"])
 
@@ -330,9 +333,9 @@ def test_the_panels_show_what_the_targets_do(stack):
         retries = by_label(stack, panel_query(dashboard, "Retries by the class that caused them (per second)"),
                            "class")
         errors = by_label(stack, panel_query(dashboard, "Error classes (failed checks per second)"), "class")
-        return (single("Targets down") == 2 and single("Down from 2+ locations") == 2
+        return (single("Targets down") == 3 and single("Down from 2+ locations") == 3
                 and breakers.get("closed") == 2 * 3
-                and breakers.get("open", 0) + breakers.get("half-open", 0) == 2 * 2
+                and breakers.get("open", 0) + breakers.get("half-open", 0) == 2 * 3
                 and retries.get("http", 0) > 0   # "retried", every check (refused's stop once its breaker opens)
                 and errors.get("http", 0) > 0 and errors.get("connection", 0) > 0
                 and errors.get("timeout", 0) == errors.get("auth", 0) == errors.get("content", 0) == 0)
@@ -344,6 +347,9 @@ def test_the_panels_show_what_the_targets_do(stack):
     assert 0 < p95 < objective, p95
     assert by_label(stack, panel_query(dashboard, "P95 per target against the objective", "B"), "") == {
         "": objective}
+    failing = sorted((item["metric"]["target"], item["metric"]["step"], item["metric"]["location"])
+                     for item in prom_query(stack.prom_url, panel_query(dashboard, "Failing steps of flows")))
+    assert failing == [("flow", "call", location) for location in LOCATIONS], failing
     days = by_label(stack, panel_query(dashboard, "Certificate days left"), "target")
     assert set(days) == {"api.tls"} and days["api.tls"] > 30, days   # trustme's certificates last years
 
@@ -390,9 +396,9 @@ def test_the_quorum_alert_pages_on_what_is_down_from_both_locations(stack):
         names = {item["metric"]["target"] for item in found}
         return found if names == DOWN_FROM_EVERY_LOCATION else None
 
-    [alert, _] = sorted(stack.wait(quorum_firing, "GreenmonTargetDownQuorum for refused and breaker"),
-                        key=lambda item: item["metric"]["target"])
-    assert alert["metric"]["severity"] == "page" and "location" not in alert["metric"], alert
+    alerts = stack.wait(quorum_firing, "GreenmonTargetDownQuorum for refused, breaker and flow")
+    for alert in alerts:
+        assert alert["metric"]["severity"] == "page" and "location" not in alert["metric"], alert
     ever = prom_query(stack.prom_url, 'count_over_time(ALERTS{alertname=~"GreenmonTargetDown|'
                                       'GreenmonLocationFailing", alertstate="firing"}[10m])')
     assert ever == [], ever
