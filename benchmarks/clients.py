@@ -125,38 +125,54 @@ def stderr_tail(text: str, lines: int = 3) -> str:
 
 # --- greenmon --------------------------------------------------------------------------------
 
-def greenmon_config(urls: list[str], *, concurrency: int | None, ca_file: str | None) -> str:
+def greenmon_config(urls: list[str], *, concurrency: int | None, ca_file: str | None,
+                    flow_steps: int = 1) -> str:
     """A config with ``urls`` as targets: defaults except concurrency and timeout (and ca_file for TLS).
 
     ``concurrency=None`` leaves [monitor] at greenmon's own defaults (timeout too).
+    ``flow_steps`` > 1: the URLs in turn are the steps of flows; each step after the first
+    sends, as a header, a value the step before extracted (what a login and call do).
     """
     monitor = []
     if concurrency is not None:
         monitor += [f"concurrency = {concurrency}", f"timeout = {GREENMON_TIMEOUT_S}"]
     if ca_file:
         monitor.append(f'ca_file = "{ca_file}"')
+    if flow_steps > 1:   # an interval that holds the steps' timeouts (--once has no schedule)
+        monitor.append(f"interval = {flow_steps * GREENMON_TIMEOUT_S}")
     lines = ["[monitor]", *monitor, ""]
-    for url in urls:
-        lines += ["[[targets]]", f'url = "{url}"', ""]
+    if flow_steps == 1:
+        for url in urls:
+            lines += ["[[targets]]", f'url = "{url}"', ""]
+        return "\n".join(lines)
+    for first in range(0, len(urls), flow_steps):
+        lines += ["[[targets]]", f'name = "flow-{first // flow_steps}"', ""]
+        for number, url in enumerate(urls[first:first + flow_steps]):
+            lines += ["[[targets.steps]]", f'url = "{url}"']
+            if number:
+                lines.append('headers = { X-Token = "{{token}}" }')
+            lines += ['extract = { token = "header:Content-Type" }', ""]
     return "\n".join(lines)
 
 
-def greenmon_label(workers: int | None) -> str:
-    return "greenmon" if workers is None else f"greenmon --workers {workers}"
+def greenmon_label(workers: int | None, flow_steps: int = 1, n: int = 0) -> str:
+    label = "greenmon" if workers is None else f"greenmon --workers {workers}"
+    return label if flow_steps == 1 else f"{label} ({n // flow_steps:,} flows of {flow_steps} steps)"
 
 
 def run_greenmon(urls: list[str], *, concurrency: int | None, ca_file: str | None,
-                 workers: int | None, cap_s: float, workdir: Path) -> ClientResult:
+                 workers: int | None, cap_s: float, workdir: Path, flow_steps: int = 1) -> ClientResult:
     """``greenmon --once`` on ``urls``, measured whole; net CPU subtracts a run of the same config
-    and processes with one target per process."""
-    label = greenmon_label(workers)
+    and processes with one target per process. With ``flow_steps`` > 1 the URLs are the steps
+    of flows: the figures stay per request (a step), ``ok`` counts the steps of the flows up."""
     n = len(urls)
+    label = greenmon_label(workers, flow_steps, n)
     full = _greenmon_once(urls, concurrency=concurrency, ca_file=ca_file, workers=workers,
-                          cap_s=cap_s, workdir=workdir, tag="full")
+                          cap_s=cap_s, workdir=workdir, tag="full", flow_steps=flow_steps)
     if isinstance(full, ClientResult):
         return replace(full, client=label, n=n)
     run, summary = full
-    up = summary.get("up", 0)
+    up = summary.get("up", 0) * flow_steps
     result = ClientResult(client=label, kind="greenmon", n=n, measured_n=n, ok=up,
                           status=OK if up == n and run.returncode == 0 else FAILED,
                           process_s=run.wall_s, sweep_s=summary.get("duration_s"), cpu_s=run.cpu_s,
@@ -167,18 +183,19 @@ def run_greenmon(urls: list[str], *, concurrency: int | None, ca_file: str | Non
                                        f"up {up}/{n}, errors {errors}"))
     # The baseline starts the same processes: one target per worker (one target is checked in
     # this process, without workers).
-    base = _greenmon_once(urls[:workers or 1], concurrency=concurrency, ca_file=ca_file,
-                          workers=workers, cap_s=cap_s, workdir=workdir, tag="base")
+    base = _greenmon_once(urls[:(workers or 1) * flow_steps], concurrency=concurrency, ca_file=ca_file,
+                          workers=workers, cap_s=cap_s, workdir=workdir, tag="base", flow_steps=flow_steps)
     if isinstance(base, ClientResult):
         return replace(result, note=(result.note + " baseline run failed").strip())
     return replace(result, net_cpu_s=max(0.0, run.cpu_s - base[0].cpu_s))
 
 
-def _greenmon_once(urls, *, concurrency, ca_file, workers, cap_s, workdir: Path, tag: str):
+def _greenmon_once(urls, *, concurrency, ca_file, workers, cap_s, workdir: Path, tag: str, flow_steps: int = 1):
     """(ProcessRun, summary) on success, else a ClientResult row saying what went wrong."""
     config = workdir / f"greenmon-{tag}.toml"
     output = workdir / f"greenmon-{tag}.json"
-    config.write_text(greenmon_config(urls, concurrency=concurrency, ca_file=ca_file), encoding="utf-8")
+    config.write_text(greenmon_config(urls, concurrency=concurrency, ca_file=ca_file, flow_steps=flow_steps),
+                      encoding="utf-8")
     output.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "greenmon", "--once", "--config", str(config), "--format", "json",
             "--output", str(output)]

@@ -117,6 +117,9 @@ def scenario_block(scenario: Scenario, rows: list[ClientResult]) -> str:
     if scenario.description:
         parts += [scenario.description + ".", ""]
     parts += [table(scenario, rows), "", SHORT_NOTE]
+    per_step = flow_step_cost(scenario, rows)
+    if per_step:
+        parts += ["", per_step]
     other = sum((r.farm or {}).get("other_cpu_s", 0.0) for r in rows)
     window = sum((r.farm or {}).get("window_s", 0.0) for r in rows)
     if window and other / (window * (os.cpu_count() or 1)) > OTHER_LOAD_WARNING:
@@ -128,6 +131,23 @@ def scenario_block(scenario: Scenario, rows: list[ClientResult]) -> str:
         parts += ["", f"Listen-queue overflows during this scenario: {overflows} (connections that "
                       "waited for a SYN retransmit; see `nstat TcpExtListenOverflows`)."]
     return "\n".join(parts)
+
+
+def flow_step_cost(scenario: Scenario, rows: list[ClientResult]) -> str:
+    """A flow scenario's figure: net CPU per step of the flows against per one-step target
+    (the same requests), or "" when there is none to give."""
+    if scenario.flow_steps == 1:
+        return ""
+    greenmons = [r for r in rows if r.kind == "greenmon" and r.status == OK
+                 and r.net_cpu_ms_per_check is not None]
+    flows = [r for r in greenmons if "flows of" in r.client]
+    single = [r for r in greenmons if "flows of" not in r.client]
+    if not flows or not single:
+        return ""
+    flow_ms, single_ms = flows[-1].net_cpu_ms_per_check, single[-1].net_cpu_ms_per_check
+    ratio = f"{flow_ms / single_ms:.2f}x" if single_ms else "no ratio (too little CPU to measure)"
+    return (f"Net CPU per step of a flow {flow_ms:.3f} ms, per one-step target {single_ms:.3f} ms: "
+            f"{ratio} (extraction, filling {{{{token}}}} in, one cookie jar per check).")
 
 
 def verdicts(results: list[tuple[Scenario, list[ClientResult]]]) -> list[str]:
@@ -177,6 +197,9 @@ def verdicts(results: list[tuple[Scenario, list[ClientResult]]]) -> list[str]:
                 lines.append(f"- {where}: sweep {g.sweep_s:.2f} s = {g.sweep_s / a:.2f}x aiohttp's "
                              f"{a:.2f} s (target <= {TARGET_AIOHTTP_FACTOR}x): "
                              f"{verdict(g.sweep_s <= TARGET_AIOHTTP_FACTOR * a)}")
+        per_step = flow_step_cost(scenario, rows)
+        if per_step and scenario.n >= 1_000:
+            lines.append(f"- {scenario.name}: {per_step} (for information)")
         for r in rows:
             if r.kind == "greenmon" and r.status != OK:
                 lines.append(f"- {scenario.name}, {r.client}: {r.status} {r.note}".rstrip())

@@ -33,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks import daemon, report
-from benchmarks.clients import (OK, REPO, STEADY_LABEL, ClientResult, run_greenmon,
+from benchmarks.clients import (OK, REPO, STEADY_LABEL, ClientResult, greenmon_label, run_greenmon,
                                 run_greenmon_steady, run_peer)
 from benchmarks.farm import DEFAULT_LISTENERS, raise_open_file_limit, target_path
 from benchmarks.scenarios import PEERS, DaemonScenario, Scenario, select
@@ -187,11 +187,14 @@ def run_scenario(scenario: Scenario, farm: FarmProcess, workdir: Path,
                 break
         rows.append(median_run(runs))
 
+    # A flow scenario runs the same requests as one-step targets first: the flows are the reference.
+    steps = (1, scenario.flow_steps) if scenario.flow_steps > 1 else (1,)
     for workers in scenario.workers:
-        measured(f"greenmon{'' if workers is None else f' --workers {workers}'}",
-                 lambda workers=workers: run_greenmon(
-                     urls, concurrency=scenario.greenmon_concurrency, ca_file=ca_file, workers=workers,
-                     cap_s=scenario.cap_s, workdir=workdir))
+        for flow_steps in steps:
+            measured(greenmon_label(workers, flow_steps, scenario.n),
+                     lambda workers=workers, flow_steps=flow_steps: run_greenmon(
+                         urls, concurrency=scenario.greenmon_concurrency, ca_file=ca_file, workers=workers,
+                         cap_s=scenario.cap_s, workdir=workdir, flow_steps=flow_steps))
     if scenario.steady:
         measured(STEADY_LABEL, lambda: run_greenmon_steady(
             urls, concurrency=scenario.greenmon_concurrency, ca_file=ca_file, cap_s=scenario.cap_s,

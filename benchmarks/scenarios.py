@@ -35,6 +35,9 @@ class Scenario:
     cap_s: float = 180.0           # hard time cap of one client run
     optional: bool = False         # only with --scenarios all (or by name)
     steady: bool = True            # also measure the daemon's steady state (benchmarks.steady)
+    # > 1: greenmon checks the N URLs as N / flow_steps flows of this many steps, each step after
+    # the first sending a value the one before extracted; and once as N one-step targets, to compare.
+    flow_steps: int = 1
     description: str = ""
 
     @property
@@ -59,6 +62,9 @@ class Scenario:
             parts.append("greenmon with default [monitor] (concurrency 1000, timeout 10 s)")
         else:
             parts.append(f"concurrency {self.client_concurrency:,}")
+        if self.flow_steps > 1:
+            parts.append(f"greenmon as {self.n // self.flow_steps:,} flows of {self.flow_steps} steps "
+                         f"and as {self.n:,} one-step targets")
         return ", ".join(parts)
 
 
@@ -122,6 +128,10 @@ SCENARIOS = [
              description="targets spread over 64 loopback addresses: 64 connection pools"),
     Scenario("https-1k@100ms", 1_000, 100, tls=True,
              description="TLS with a CA made for the farm, trusted through ca_file"),
+    Scenario("flows-1k@100ms", 2_000, 100, flow_steps=2, steady=False,
+             description="1,000 flows of two steps (the second sends a header the first extracted) "
+                         "against the same 2,000 requests as one-step targets: what a step of a flow "
+                         "costs"),
     Scenario("50k@100ms", 50_000, 100, optional=True, cap_s=300.0),
     Scenario("50k@1s", 50_000, 1000, optional=True, cap_s=300.0),
     DaemonScenario("daemon-10k", 10_000, judge=CRITERIA,
@@ -141,6 +151,8 @@ QUICK = [
              description="smoke: proves the harness works; no timing meaning"),
     Scenario("quick-https", 20, 10, tls=True, seed_n=10, cap_s=60.0,
              description="smoke over TLS"),
+    Scenario("quick-flows", 20, 10, flow_steps=2, steady=False, seed_n=10, cap_s=60.0,
+             description="smoke of flows against one-step targets"),
     DaemonScenario("daemon-quick", 200, hosts=2, interval=2.0, timeout=1.5, concurrency=200,
                    window_s=8.0, description="smoke of the daemon scenario; no timing meaning"),
 ]

@@ -230,7 +230,7 @@ class Checker:
             follow_redirects=(monitor.follow_redirects if sent.follow_redirects is None
                               else sent.follow_redirects), max_body_bytes=monitor.max_body_bytes,
             proxies=step.proxies, cert=step.cert, cookies=flow.cookies if flow is not None else None,
-            cache_url=not step.templated)
+            cache_url=url is sent.url)   # not a URL filled in for this attempt
         try:
             response = self._transport.send(request)
         except TransportError as error:

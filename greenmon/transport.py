@@ -365,11 +365,11 @@ class Transport:
                 proxies = request.proxies or _NO_PROXIES
                 response = self.adapter.send(prepared, stream=True, timeout=None,
                                              verify=request.verify, proxies=proxies, cert=request.cert)
-                if request.cookies is not None:
+                if request.cookies is not None and _sets_cookies(response):
                     extract_cookies_to_jar(request.cookies, prepared, response.raw)
                 if request.follow_redirects and response.is_redirect:
                     response = self._follow(response, prepared, request)
-                    if request.cookies is not None:
+                    if request.cookies is not None and _sets_cookies(response):
                         extract_cookies_to_jar(request.cookies, response.request, response.raw)
                 try:
                     _check_framing(response)
@@ -420,7 +420,7 @@ class Transport:
         if request.auth is not None:
             prepared.headers[request.auth[0]] = request.auth[1]
         prepared._cookies = None
-        if request.cookies is not None:
+        if request.cookies:   # a flow's jar, once a step was given a cookie
             if prepared.headers is request.headers:
                 prepared.headers = request.headers.copy()
             prepared.prepare_cookies(request.cookies)
@@ -452,6 +452,13 @@ class Transport:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _sets_cookies(response: requests.Response) -> bool:
+    """Whether the response sets a cookie: most do not, and the cookie jar's parsing costs
+    more than the rest of a step."""
+    headers = response.raw.headers
+    return "set-cookie" in headers or "set-cookie2" in headers
 
 
 def _check_framing(response: requests.Response) -> None:

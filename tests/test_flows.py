@@ -9,6 +9,7 @@ says it sent.
 from __future__ import annotations
 
 import json
+import logging
 import secrets as random_secrets
 import time
 
@@ -23,6 +24,7 @@ from greenmon.statuspage import row
 from greenmon.store import store_for
 
 from support.configs import config_text
+from support.daemon_helpers import daemon_config, running_daemon
 from support.helpers import run_cli, sweep_config
 from support.servers import HTTPFarm, redirect, reply, sequence
 
@@ -198,6 +200,26 @@ def test_extracted_values_appear_nowhere(server, write_config):
     document = json.loads(outputs[0].stdout)
     assert [r["url"] for r in document["results"]] == [server.url("/login")] * 2
     assert {r["step"] for r in document["results"]} == {"list", None}
+
+
+def test_the_daemon_shows_the_steps_never_a_value_in_any_endpoint_or_debug_log(server, caplog):
+    """/metrics, /api/results, /api/history and the status page of a daemon that ran a failing
+    and a passing flow, and greenmon's debug log: the steps are there, no token, session or
+    cookie. (urllib3's own request lines, which hold query strings, are quieted by the command:
+    limits.quiet_urllib3, proven by the CLI test above.)"""
+    caplog.set_level(logging.DEBUG, logger="greenmon")
+    config = daemon_config([flow(server, {"expect_json": {"items.0.id": 8}}), flow(server, name="ok")])
+    with running_daemon(config) as running:
+        running.wait_sweeps(2)
+        pages = {path: running.get(path) for path in ("/metrics", "/api/results", "/", "/api/history?target=shop")}
+    assert {path: page.status_code for path, page in pages.items()} == dict.fromkeys(pages, 200)
+    assert server.login.logins >= 4
+    for path, page in pages.items():
+        assert server.login.core not in page.text, path
+    assert server.login.core not in caplog.text and "list" in caplog.text
+    results = {r["target"]: r for r in pages["/api/results"].json()["results"]}
+    assert (results["shop"]["step"], [s["name"] for s in results["shop"]["steps"]]) == ("list", ["login", "list"])
+    assert 'greenmon_step_up{step="list",target="shop"} 0.0' in pages["/metrics"].text
 
 
 # --- Config errors, naming file, line and key ----------------------------------------------------
