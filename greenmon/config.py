@@ -41,6 +41,7 @@ _SECTION_CHECKS = {
         "follow_redirects": boolean, "user_agent": header_value, "slo_p95_seconds": number(above=0),
         "state_file": file_path, "min_cert_days": number(at_least=0),
         "slo_availability": open_fraction, "slo_window_days": number(above=0), "history": integer(1),
+        "degraded_latency": number(at_least=0),
         "proxy": proxy_url, "proxy_env": boolean, "client_cert": optional_file,
         "client_key": optional_file,
     }),

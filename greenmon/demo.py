@@ -125,6 +125,7 @@ labels = {{ tier = "demo" }}
 name = "demo-slow"
 url = "{base}/slow"
 timeout = 5.0
+degraded_latency = 1.0
 
 [[targets]]
 name = "demo-flaky"

@@ -142,7 +142,9 @@ class Engine:
         self.breakers[target.name] = state
         if state != before:
             self.breaker_changes += 1
-        return checked_result(target, outcome, state, checked_at)
+        degraded_after = (self.config.monitor.degraded_latency if target.degraded_latency is None
+                          else target.degraded_latency)
+        return checked_result(target, outcome, state, checked_at, degraded_after)
 
 
 def transport_for(config: Config, concurrency: int) -> Transport:

@@ -2,8 +2,9 @@
 
 The last ``size`` results of a target, in a ring of plain arrays: when each
 check started (8 bytes), its latency (4 bytes, NaN when the target was not
-contacted), one byte for its outcome (0 good; else the error class's number,
-with SKIPPED added when an open breaker kept the target from being contacted)
+contacted), one byte for its outcome (0 good, DEGRADED up but slow; else the
+error class's number, with SKIPPED added when an open breaker kept the target
+from being contacted)
 and a reference to its detail (a short string shared by every result with
 that detail). At the default 60 outcomes that is about 1.3 KB per target.
 """
@@ -17,7 +18,9 @@ from greenmon.errors import ERROR_CLASSES
 from greenmon.result import MonitorResult, iso_timestamp, round_seconds
 
 SKIPPED = 0x80
+DEGRADED = 0x40   # up, slower than its degraded_latency
 _CLASS_CODE = {name: index + 1 for index, name in enumerate(ERROR_CLASSES)}
+_UP = (0, DEGRADED)
 _details: dict[str, str] = {}   # one string object per detail, shared by every History
 
 
@@ -42,7 +45,10 @@ class History:
         return len(self.code)
 
     def add(self, result: MonitorResult) -> None:
-        code = 0 if result.ok else _CLASS_CODE.get(result.error_class, 0) or 1
+        if result.ok:
+            code = DEGRADED if result.degraded else 0
+        else:
+            code = _CLASS_CODE.get(result.error_class, 0) or 1
         if result.skipped:
             code |= SKIPPED
         latency = math.nan if result.latency_s is None else result.latency_s
@@ -73,11 +79,12 @@ class History:
         return values[self.next:] + values[:self.next]
 
     def outcomes(self) -> list[dict]:
-        """Oldest first: checked_at, ok, latency_s, error_class, detail (what /api/history serves)."""
-        return [{"checked_at": iso_timestamp(started), "ok": code == 0,
+        """Oldest first: checked_at, ok, latency_s, error_class, detail, degraded (what
+        /api/history serves)."""
+        return [{"checked_at": iso_timestamp(started), "ok": code in _UP,
                  "latency_s": None if math.isnan(latency) else round_seconds(latency),
-                 "error_class": ERROR_CLASSES[(code & ~SKIPPED) - 1] if code else None,
-                 "detail": detail}
+                 "error_class": None if code in _UP else ERROR_CLASSES[(code & ~SKIPPED) - 1],
+                 "detail": detail, "degraded": code == DEGRADED}
                 for started, latency, code, detail in zip(*map(self._oldest_first, (
                     self.started, self.latency, self.code, self.detail)))]
 
@@ -90,6 +97,7 @@ class History:
         return [latency for latency in self._oldest_first(self.latency) if not math.isnan(latency)]
 
     def availability(self) -> float | None:
-        """The share of good outcomes over what is kept (None: nothing yet)."""
+        """The share of outcomes that were up (degraded ones too) over what is kept (None:
+        nothing yet)."""
         count = len(self.code)
-        return None if not count else self.code.count(0) / count
+        return None if not count else (self.code.count(0) + self.code.count(DEGRADED)) / count

@@ -55,6 +55,11 @@ def _up(store: MetricsStore, series: TargetSeries, by_target: Labels) -> list[Sa
     return [] if last is None else [("greenmon_up", by_target, 1 if last.ok else 0)]
 
 
+def _degraded(store, series, by_target):
+    last = series.last
+    return [] if last is None else [("greenmon_degraded", by_target, 1 if last.degraded else 0)]
+
+
 def _status(store, series, by_target):
     last = series.last
     return [] if last is None else [("greenmon_http_status_code", by_target, last.status_code or 0)]
@@ -117,7 +122,8 @@ def _tls_version(store, series, by_target):
 def _slo_checks(store, series, by_target):
     name = series.target.name
     return [("greenmon_slo_checks_total", (("result", "bad"), ("target", name)), series.bad),
-            ("greenmon_slo_checks_total", (("result", "good"), ("target", name)), series.good)]
+            ("greenmon_slo_checks_total", (("result", "good"), ("target", name)), series.good),
+            ("greenmon_slo_checks_total", (("result", "slow"), ("target", name)), series.slow)]
 
 
 def _objective(store, series, by_target):
@@ -158,6 +164,9 @@ CONTACT = SKIPPED | CHECKED   # every scheduled check, whether or not it contact
 TARGET_METRICS = (
     MetricRow("greenmon_up", "gauge", "1 if the last check of the target succeeded.",
               ("target",), _up, CONTACT),
+    MetricRow("greenmon_degraded", "gauge",
+              "1: the last check succeeded slower than the target's degraded_latency (it is up).",
+              ("target",), _degraded, CONTACT),
     MetricRow("greenmon_http_status_code", "gauge", "Status code of the last check (0: none).",
               ("target",), _status, CONTACT),
     MetricRow("greenmon_breaker_state", "gauge", "Circuit breaker: 0 closed, 1 open, 2 half-open.",
@@ -183,8 +192,9 @@ TARGET_METRICS = (
               "The TLS version of the last contacted check; always 1.",
               ("target", "version"), _tls_version, TLS_CHANGED),
     MetricRow("greenmon_slo_checks_total", "counter",
-              "Every scheduled check by result (good, bad; one skipped by an open breaker is bad): "
-              "the availability SLI, which does not go quiet during an outage.",
+              "Every scheduled check by result (good; slow: up, over degraded_latency; bad, and "
+              "one skipped by an open breaker is bad): the availability SLI, which does not go "
+              "quiet during an outage.",
               ("target", "result"), _slo_checks, CONTACT),
     MetricRow("greenmon_slo_objective", "gauge",
               "The target's availability objective (slo_availability).", ("target",), _objective),

@@ -51,11 +51,13 @@ def _seconds(value: float | None) -> str:
 
 
 def write_table(out: IO[str], results: Sequence[MonitorResult], summary: dict) -> None:
-    """Failures first (in target order), then the healthy targets; a summary line last."""
-    ordered = [r for r in results if not r.ok] + [r for r in results if r.ok]
+    """Failures first (in target order), then the degraded, then the healthy targets; a
+    summary line last."""
+    ordered = ([r for r in results if not r.ok] + [r for r in results if r.ok and r.degraded]
+               + [r for r in results if r.ok and not r.degraded])
     header = ("STATE", "TARGET", "CODE", "LATENCY", "TRIES", "CLASS", "DETAIL", "BREAKER", "ERROR")
     rows = [header] + [(
-        "UP" if r.ok else ("SKIP" if r.skipped else "DOWN"), r.target,
+        ("DEGRADED" if r.degraded else "UP") if r.ok else ("SKIP" if r.skipped else "DOWN"), r.target,
         str(r.status_code) if r.status_code is not None else "-", _seconds(r.latency_s),
         str(r.attempts), r.error_class or "-", r.detail or "-", r.breaker, r.error or "",
     ) for r in ordered]
@@ -70,7 +72,8 @@ def summary_line(summary: dict) -> str:
     slo = summary["slo_met"]
     verdict = "n/a" if slo is None else ("met" if slo else "MISSED")
     errors = ", ".join(f"{name} {count}" for name, count in summary["errors"].items() if count)
-    return (f"{summary['targets']} targets: {summary['up']} up, {summary['down']} down "
+    degraded = f" ({summary['degraded']} degraded)" if summary.get("degraded") else ""
+    return (f"{summary['targets']} targets: {summary['up']} up{degraded}, {summary['down']} down "
             f"({summary['skipped']} skipped) in {summary['duration_s']:.2f}s; "
             f"latency p50 {_seconds(summary['p50_s'])}, p95 {_seconds(summary['p95_s'])}, "
             f"max {_seconds(summary['max_s'])}; "

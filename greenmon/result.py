@@ -128,6 +128,7 @@ class MonitorResult:
     # A flow: the step that failed (None when none did), and every step it sent.
     step: str | None = None
     steps: tuple[StepResult, ...] = ()
+    degraded: bool = False   # up, but slower than its degraded_latency
 
     @property
     def skipped(self) -> bool:
@@ -146,14 +147,16 @@ class MonitorResult:
             "timings": None if self.timings is None else
             {phase: round_seconds(seconds) for phase, seconds in self.timings.items()},
             "tls": None if self.tls is None else self.tls.to_dict(),
+            "degraded": self.degraded,
         } | ({"step": self.step, "steps": [step.to_dict() for step in self.steps]}
              if self.steps else {})
 
 
 def checked_result(target: Checked, outcome: Outcome, state: BreakerState,
-                   checked_at: float) -> MonitorResult:
+                   checked_at: float, degraded_after: float = 0.0) -> MonitorResult:
     """A check that contacted the target: its last attempt decides. A flow's latency is the
-    sum of its steps' final attempts, and its error names the step."""
+    sum of its steps' final attempts, and its error names the step. A success whose latency
+    is over ``degraded_after`` (> 0) is degraded: still up."""
     last = outcome.last
     failure = last.failure
     latency, steps, step, error = last.latency_s, (), None, failure and failure.message
@@ -176,7 +179,8 @@ def checked_result(target: Checked, outcome: Outcome, state: BreakerState,
         body_bytes=last.body_bytes, labels=target.labels, timings=last.timings, tls=last.tls,
         retried_classes=outcome.retried_classes,
         attempt_latencies=tuple(a.latency_s for a in outcome.attempts if a.latency_s is not None),
-        step=step, steps=steps)
+        step=step, steps=steps,
+        degraded=(failure is None and 0 < degraded_after < (latency or 0.0)))
 
 
 def internal_error_result(target: Checked, error: Exception, checked_at: float) -> MonitorResult:

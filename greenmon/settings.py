@@ -29,6 +29,7 @@ class MonitorSettings:
     min_cert_days: float = 0.0   # > 0: a certificate expiring sooner fails the check
     slo_availability: float = 0.999  # the availability objective (also per target)
     slo_window_days: float = 30.0    # the error budget's window (also per target)
+    degraded_latency: float = 0.0    # > 0: a success slower than this is degraded (also per target)
     history: int = 60                # recent outcomes kept per target (status page, /api/history)
     proxy: str = ""              # http://host:port for every target (HTTPS through CONNECT)
     proxy_env: bool = False      # true: the proxy of HTTP_PROXY/HTTPS_PROXY/NO_PROXY instead

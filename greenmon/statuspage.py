@@ -16,7 +16,7 @@ from html import escape
 from urllib.parse import urlencode
 
 from greenmon.histogram import Histogram
-from greenmon.history import SKIPPED
+from greenmon.history import DEGRADED, SKIPPED
 from greenmon.result import iso_timestamp
 from greenmon.store import TargetSeries
 from greenmon.summary import percentile
@@ -27,11 +27,12 @@ h1{font-size:1.3em;margin:0 0 .3em} p.summary{margin:.2em 0 .6em;color:#444}
 table{border-collapse:collapse;width:100%} th,td{padding:.25em .5em;text-align:left;border-bottom:1px solid #ddd;vertical-align:middle}
 th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .up{color:#17702a;font-weight:600} .down{color:#b00020;font-weight:600} .skip{color:#8a5a00;font-weight:600}
+.degraded{color:#6b3fa0;font-weight:600}
 .slow{color:#b00020} .url{color:#666;font-size:.85em}
 form.filter{margin:.5em 0} form.filter input{width:24em;padding:.25em}
-svg.strip,svg.spark{display:block} .g{fill:#2e9b48} .b{fill:#c62828} .s{fill:#d49a1a}
+svg.strip,svg.spark{display:block} .g{fill:#2e9b48} .b{fill:#c62828} .s{fill:#d49a1a} .d{fill:#8e5cc7}
 .line{fill:none;stroke:#1f5fa8;stroke-width:1} .slo{stroke:#c62828;stroke-width:.6;stroke-dasharray:2 1}
-p.pages a{margin-right:.6em}
+p.pages a,p.states a{margin-right:.6em}
 """
 
 # Narrows the rows as one types; without JavaScript the form does it on the server.
@@ -78,15 +79,22 @@ def _steps(last) -> str:
     return f"<div class='url'>steps: {marks}</div>"
 
 
+STATES = ("up", "degraded", "down", "skipped", "pending")   # what ?state= can ask for
+
+
+def state_of(last) -> tuple[str, str]:
+    """(shown state, its style class) of a target whose last result is ``last``."""
+    if last is None:
+        return "PENDING", ""
+    if last.ok:
+        return ("DEGRADED", "degraded") if last.degraded else ("UP", "up")
+    return ("SKIPPED", "skip") if last.skipped else ("DOWN", "down")
+
+
 def row(series: TargetSeries, *, slo_p95_s: float, objective: float, now: float) -> str:
     """One target's table row."""
     last, target, history = series.last, series.target, series.history
-    if last is None:
-        state, css = "PENDING", ""
-    elif last.ok:
-        state, css = "UP", "up"
-    else:
-        state, css = ("SKIPPED" if last.skipped else "DOWN"), ("skip" if last.skipped else "down")
+    state, css = state_of(last)
     problem = "" if last is None or last.ok else f"{last.error_class} / {last.detail}"
     if last is not None and last.step:
         problem = f"{last.step}: {problem}"
@@ -110,16 +118,21 @@ def row(series: TargetSeries, *, slo_p95_s: float, objective: float, now: float)
 
 
 def strip(series: TargetSeries) -> str:
-    """The recent outcomes, oldest left: green good, red failed, amber skipped by an open
-    breaker; a failure's class and detail on hover."""
+    """The recent outcomes, oldest left: green good, purple degraded (up, slow), red failed,
+    amber skipped by an open breaker; a failure's class and detail on hover."""
     history = series.history
     codes = history.codes()
     outcomes = history.outcomes() if any(codes) else None
     cells = []
     for x, code in enumerate(codes):
-        kind = "g" if code == 0 else ("s" if code & SKIPPED else "b")
+        kind = "g" if code == 0 else "d" if code == DEGRADED else ("s" if code & SKIPPED else "b")
         if kind == "g":
             cells.append(f"<rect x='{x * STRIP_CELL}' width='{STRIP_CELL - 1}' height='12' class='g'/>")
+        elif kind == "d":
+            item = outcomes[x]
+            tip = escape(f"{item['checked_at']} degraded: {item['latency_s']} s")
+            cells.append(f"<rect x='{x * STRIP_CELL}' width='{STRIP_CELL - 1}' height='12' "
+                         f"class='d'><title>{tip}</title></rect>")
         else:
             item = outcomes[x]
             tip = escape(f"{item['checked_at']} {item['error_class']}/{item['detail']}"
@@ -171,7 +184,12 @@ def fidelity(loop_lag: Histogram, schedule_lag: Histogram) -> str:
             f"({verdict})")
 
 
-def pages(query: str, page: int, count: int) -> str:
+def _link(query: str, state: str, **more) -> str:
+    params = {key: value for key, value in (("q", query), ("state", state)) if value}
+    return "?" + escape(urlencode({**params, **more}))
+
+
+def pages(query: str, page: int, count: int, state: str = "") -> str:
     if count <= 1:
         return ""
     links = []
@@ -179,29 +197,39 @@ def pages(query: str, page: int, count: int) -> str:
         if number == page:
             links.append(f"<b>{number}</b>")
         else:
-            target = urlencode({"q": query, "page": number} if query else {"page": number})
-            links.append(f"<a href='?{escape(target)}'>{number}</a>")
+            links.append(f"<a href='{_link(query, state, page=number)}'>{number}</a>")
     return f"<p class='pages'>pages: {' '.join(links)}</p>"
+
+
+def state_links(query: str, state: str, counts: dict[str, int]) -> str:
+    """Show all targets, or those of one state (``?state=``), keeping the filter words."""
+    links = ["<b>all</b>" if not state else f"<a href='{_link(query, '')}'>all</a>"]
+    for name in STATES:
+        label = f"{name} ({counts.get(name, 0)})"
+        links.append(f"<b>{label}</b>" if name == state else f"<a href='{_link(query, name)}'>{label}</a>")
+    return f"<p class='states'>show: {' '.join(links)}</p>"
 
 
 def page(summary: dict, *, targets: int, shown: int, slo_p95_s: float, objective: float,
          sweeps: int, sweep_duration_s: float, fidelity_line: str, refresh_s: int, now: float,
-         query: str, paging: str) -> tuple[str, str]:
+         query: str, paging: str, states: str = "", state: str = "") -> tuple[str, str]:
     """The page before the rows, and after them."""
     verdict = {None: "n/a", True: "met", False: "MISSED"}[summary["slo_met"]]
+    hidden = f'<input type="hidden" name="state" value="{escape(state)}">' if state else ""
     head = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="{refresh_s}">
 <link rel="icon" href="data:,">
 <title>greenmon: {summary['down']} down of {summary['targets']}</title><style>{STYLE}</style></head>
 <body><h1>greenmon</h1>
-<p class="summary">{summary['up']} up, {summary['down']} down ({summary['skipped']} skipped by open breakers)
+<p class="summary">{summary['up']} up ({summary['degraded']} degraded), {summary['down']} down ({summary['skipped']} skipped by open breakers)
 of {targets} targets &middot; P95 {_seconds(summary['p95_s'])} against the {slo_p95_s:g} s objective: {verdict}
 &middot; availability objective {objective * 100:g} % &middot; {sweeps} sweeps, last took {sweep_duration_s:.2f} s
 &middot; page made {iso_timestamp(now)}</p>
 <p class="summary">{fidelity_line}</p>
 <form class="filter" method="get"><input type="search" id="filter" name="q" value="{escape(query)}"
-placeholder="filter by name or URL" aria-label="filter targets"> <button>filter</button>
-{shown} shown, the targets burning their error budget fastest first</form>
+placeholder="filter by name or URL" aria-label="filter targets">{hidden} <button>filter</button>
+{shown} shown, the targets burning their error budget fastest first, then the degraded</form>
+{states}
 {paging}
 <table id="targets"><thead><tr><th>state</th><th>target</th><th>error class / detail</th>
 <th>availability</th><th>recent outcomes</th><th>latency (P95 objective dashed)</th>

@@ -42,7 +42,7 @@ class TargetSeries:
     """Everything exported about one target."""
 
     __slots__ = ("target", "checks", "errors", "retries", "last", "contacted", "last_checked_at",
-                 "breaker", "history", "histogram", "good", "bad")
+                 "breaker", "history", "histogram", "good", "slow", "bad")
 
     def __init__(self, target: Target, history: int = 60):
         self.target = target
@@ -56,6 +56,7 @@ class TargetSeries:
         self.history = History(history)
         self.histogram: Histogram | None = None
         self.good = 0   # every scheduled check, for the SLI: skipped by an open breaker is bad
+        self.slow = 0   # up, but degraded (over its degraded_latency)
         self.bad = 0
 
 
@@ -193,7 +194,9 @@ class MetricsStore:
         series.last = result
         series.breaker = result.breaker
         series.history.add(result)
-        if result.ok:
+        if result.degraded:
+            series.slow += 1
+        elif result.ok:
             series.good += 1
         else:
             series.bad += 1

@@ -1,4 +1,4 @@
-"""The summary of a sweep: up/down counts, latency percentiles, the SLO verdict, errors by class."""
+"""The summary of a sweep: up/down/degraded counts, latency percentiles, the SLO verdict, errors by class."""
 
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ def summarize(results: Sequence[MonitorResult], duration_s: float, slo_p95_s: fl
     """One pass over the results (the daemon summarizes 10,000 of them on its event loop)."""
     latencies = []
     errors = dict.fromkeys(ERROR_CLASSES, 0)
-    up = skipped = 0
+    up = skipped = degraded = 0
     for result in results:
         if result.latency_s is not None:
             latencies.append(result.latency_s)
         if result.ok:
             up += 1
+            degraded += result.degraded
         else:
             if result.error_class in errors:
                 errors[result.error_class] += 1
@@ -38,6 +39,7 @@ def summarize(results: Sequence[MonitorResult], duration_s: float, slo_p95_s: fl
         "up": up,
         "down": len(results) - up,
         "skipped": skipped,
+        "degraded": degraded,
         "duration_s": round(duration_s, 3),
         "p50_s": round_seconds(percentile(latencies, 0.50)),
         "p95_s": round_seconds(p95),

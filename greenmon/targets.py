@@ -74,6 +74,7 @@ class Target:
     min_cert_days: float | None = None  # None: monitor.min_cert_days
     slo_availability: float | None = None  # None: monitor.slo_availability
     slo_window_days: float | None = None   # None: monitor.slo_window_days
+    degraded_latency: float | None = None  # None: monitor.degraded_latency (0: off)
     expect_json: Mapping[str, str | int | float | bool] | None = None
     expect_header: HeaderRules = ()   # (name, pattern): present, the value matching
     reject_header: HeaderRules = ()   # (name, pattern): absent, or not matching
@@ -296,6 +297,7 @@ _CHECKS = {
     "min_cert_days": number(at_least=0),
     "slo_availability": open_fraction,
     "slo_window_days": number(above=0),
+    "degraded_latency": number(at_least=0),
     "expect_json": expect_json,
     "expect_header": _header_rules,
     "reject_header": _header_rules,

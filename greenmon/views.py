@@ -80,14 +80,16 @@ class Views:
         return json.dumps(series.history.outcomes()).encode()
 
     def status_page(self, *, interval_s: float, now: float, query: str = "",
-                    page: int = 1) -> list[bytes]:
-        """The targets burning their error budget fastest first, then the rest in config
-        order, a page of PAGE_ROWS at a time; ``query`` keeps the targets whose name or URL
-        holds it."""
+                    page: int = 1, state: str = "") -> list[bytes]:
+        """The targets burning their error budget fastest first, then the degraded, then the
+        rest in config order, a page of PAGE_ROWS at a time; ``query`` keeps the targets
+        whose name or URL holds it, ``state`` (one of statuspage.STATES) those in that state."""
         slices = Slices()
         store = self.store
         words = query.strip().lower()
-        burning, calm, results = [], [], []
+        state = state if state in statuspage.STATES else ""
+        burning, degraded, calm, results = [], [], [], []
+        counts = dict.fromkeys(statuspage.STATES, 0)
         for series in slices.each(list(store.series.values())):
             last = series.last
             if last is not None:
@@ -95,24 +97,31 @@ class Views:
             if words and words not in series.target.name.lower() \
                     and words not in series.target.display_url.lower():
                 continue
+            shown = statuspage.state_of(last)[0].lower()
+            counts[shown] += 1
+            if state and shown != state:
+                continue
             burn = statuspage.burn_rate(series, store.objective(series.target))
             if burn > 0 or (last is not None and not last.ok):
                 burning.append((-burn, last is None or last.ok, series))
+            elif last is not None and last.degraded:
+                degraded.append(series)
             else:
                 calm.append(series)
         burning.sort(key=lambda item: item[:2])   # stable: ties keep the config's order
-        ordered = [item[2] for item in burning] + calm
+        ordered = [item[2] for item in burning] + degraded + calm
         count = max(1, -(-len(ordered) // PAGE_ROWS))
         page = min(max(page, 1), count)
         rows = [self._rows.get(series) for series in slices.each(
             ordered[(page - 1) * PAGE_ROWS:page * PAGE_ROWS])]
         self._rows.keep_only(store.series)
         slo = self._slo_p95_s()
-        paging = statuspage.pages(query, page, count)
+        paging = statuspage.pages(query, page, count, state)
         head, tail = statuspage.page(
             summarize(results, store.sweep_duration_s, slo), targets=len(store.series),
             shown=len(ordered), slo_p95_s=slo, objective=store.monitor.slo_availability,
             sweeps=store.sweeps, sweep_duration_s=store.sweep_duration_s,
             fidelity_line=statuspage.fidelity(store.timing.loop_lag, store.timing.schedule_lag),
-            refresh_s=int(min(max(interval_s, 5), 60)), now=now, query=query, paging=paging)
+            refresh_s=int(min(max(interval_s, 5), 60)), now=now, query=query, paging=paging,
+            states=statuspage.state_links(query, state, counts), state=state)
         return [head.encode()] + rows + [tail.encode()]

@@ -93,6 +93,7 @@ def make_app(daemon):
             return respond(environ, start_response, "200 OK", "text/html; charset=utf-8",
                            daemon.views.status_page(interval_s=daemon.config.monitor.interval,
                                                      now=time.time(), query=params.get("q", [""])[0],
+                                                     state=params.get("state", [""])[0],
                                                      page=int(page) if page.isdigit() else 1),
                            [PAGE_POLICY])
         return text(environ, start_response, "404 Not Found", b"not found\n")

@@ -158,6 +158,13 @@ MUTANTS = [
            "a header filled with a token follows a redirect to another origin", ("tests/test_flows.py",)),
     Mutant("F5", "greenmon/check.py", "if sent.follow_redirects is None\n", "if True\n",
            "a step's or target's follow_redirects = false is ignored", ("tests/test_flows.py",)),
+    # --- degraded: slow but up ---
+    Mutant("G1", "greenmon/result.py", "degraded=(failure is None and 0 < degraded_after < (latency or 0.0))",
+           "degraded=False", "a slow success is never marked degraded", ("tests/test_degraded.py",)),
+    Mutant("G2", "greenmon/store.py", "            series.slow += 1\n", "            series.good += 1\n",
+           "a degraded check counts as good in the SLI: no result=\"slow\"", ("tests/test_degraded.py",)),
+    Mutant("G3", "greenmon/engine.py", "if target.degraded_latency is None", "if True",
+           "a target's own degraded_latency (0: off for it) is ignored", ("tests/test_degraded.py",)),
     # --- targets: what is refused at load, status matching, names ---
     Mutant("T1", "greenmon/targets.py", "problem = unsendable(url)", "problem = None",
            "a URL requests cannot send is accepted at load", TARGETS),

@@ -67,14 +67,14 @@ def daemon(tmp_path_factory):
     with HTTPFarm(routes) as farm:
         targets = [{"name": "alpha-api", "url": farm.url("/ok")}, {"name": "beta-api", "url": farm.url("/ok")},
                    {"name": "gamma-broken", "url": farm.url("/broken")},
-                   {"name": "delta-slow", "url": farm.url("/slow")}]
+                   # Up, but slower than its degraded_latency: degraded on every check.
+                   {"name": "delta-slow", "url": farm.url("/slow"), "degraded_latency": 0.1}]
         path = workdir / "greenmon.toml"
         path.write_text(config_text(targets, interval=0.5, timeout=0.5), encoding="utf-8")
         with DaemonProcess(path, workdir) as running:
             running.wait_ready()
-            running.wait_metric(lambda t: all((value(t, "greenmon_slo_checks_total", target=n, result="good")
-                                               or 0) + (value(t, "greenmon_slo_checks_total", target=n,
-                                                                    result="bad") or 0) >= 4
+            running.wait_metric(lambda t: all(sum(value(t, "greenmon_slo_checks_total", target=n, result=r)
+                                                  or 0 for r in ("good", "slow", "bad")) >= 4
                                               for n in TARGETS), timeout=15,
                                 message="four checks of every target")
             yield running
@@ -124,6 +124,21 @@ def test_the_filter_narrows_the_rows_as_one_types(browser, daemon):
 def test_the_filter_works_without_javascript_too(browser, daemon):
     browser.get(daemon.url("/?q=delta"))
     assert set(rows(browser)) == {"delta-slow"}
+
+
+def test_a_degraded_target_has_its_own_colour_and_its_own_filter(browser, daemon):
+    from selenium.webdriver.common.by import By
+    browser.get(daemon.url("/"))
+    found = rows(browser)
+    states = {name: row.find_element(By.TAG_NAME, "td") for name, row in found.items()}
+    assert states["delta-slow"].text == "DEGRADED" and states["alpha-api"].text == "UP"
+    colour = {name: cell.value_of_css_property("color") for name, cell in states.items()}
+    assert len({colour["delta-slow"], colour["alpha-api"], colour["gamma-broken"]}) == 3, colour
+    cells = found["delta-slow"].find_elements(By.CSS_SELECTOR, "svg.strip rect.d")
+    assert cells and cells[0].value_of_css_property("fill") != found["alpha-api"].find_element(
+        By.CSS_SELECTOR, "svg.strip rect.g").value_of_css_property("fill")
+    browser.find_element(By.PARTIAL_LINK_TEXT, "degraded (").click()
+    assert set(rows(browser)) == {"delta-slow"} and "state=degraded" in browser.current_url
 
 
 def test_the_browser_saw_no_error(browser, daemon):

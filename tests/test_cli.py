@@ -25,9 +25,9 @@ from support.servers import HTTPFarm, InFlight, closed_port, delayed, reply
 
 RESULT_FIELDS = {"target", "url", "method", "ok", "status_code", "latency_s", "elapsed_s", "attempts",
                  "error_class", "detail", "error", "breaker", "checked_at", "body_bytes", "labels",
-                 "timings", "tls"}
+                 "timings", "tls", "degraded"}
 SUMMARY_KEYS = {"targets", "up", "down", "skipped", "duration_s", "p50_s", "p95_s", "max_s",
-                "slo_p95_s", "slo_met", "errors"}
+                "slo_p95_s", "slo_met", "errors", "degraded"}
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 

@@ -345,7 +345,7 @@ DEFAULTS = {
         "concurrency": 1000, "timeout": 10.0, "interval": 60.0, "location": "", "max_body_bytes": 1048576,
         "verify_tls": True, "ca_file": "", "follow_redirects": True,
         "user_agent": f"greenmon/{greenmon.__version__}", "slo_p95_seconds": 2.0, "state_file": "",
-        "min_cert_days": 0.0, "slo_availability": 0.999, "slo_window_days": 30.0, "history": 60,
+        "min_cert_days": 0.0, "slo_availability": 0.999, "slo_window_days": 30.0, "history": 60, "degraded_latency": 0.0,
         "proxy": "", "proxy_env": False, "client_cert": "", "client_key": "",
     },
     "retry": {"retries": 3, "backoff": 1.0, "max_backoff": 30.0, "jitter": False},

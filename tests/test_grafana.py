@@ -4,7 +4,7 @@ The dashboard (deploy/grafana/greenmon.json) is read as Grafana would import it:
 variables, its panels and their datasource. Then one stack, shared by this module's
 end-to-end tests: target servers on 127.0.0.1 (a healthy one, an HTTPS one behind a trustme
 CA, a refused port, one whose checks fail their first attempt and pass their retry, one whose
-500s open its breaker, a flow whose second step gets those 500s), two greenmon daemons at two locations (lab-a named by
+500s open its breaker, a flow whose second step gets those 500s, one up but degraded), two greenmon daemons at two locations (lab-a named by
 ``[monitor] location``, lab-b by ``--location``), and a real Prometheus scraping them
 through the shipped ``greenmon-locations`` job and evaluating the shipped alerts.yml. Every
 query of every panel, its variables filled in the way Grafana fills them, must be valid
@@ -40,7 +40,7 @@ LOCATIONS = ("lab-a", "lab-b")
 # What Grafana would put in place of its built-in variables for a 1 s scrape interval:
 # $__rate_interval is at least 4 scrape intervals; 10 s leaves room on a loaded machine.
 BUILT_INS = {"__rate_interval": "10s", "__interval": "2s", "__range": "1m"}
-TARGET_NAMES = ("healthy", "api.tls", "refused", "retried", "breaker", "flow")   # "." is a regex character
+TARGET_NAMES = ("healthy", "api.tls", "refused", "retried", "breaker", "flow", "sluggish")   # "." is a regex character
 DOWN_FROM_EVERY_LOCATION = {"refused", "breaker", "flow"}
 
 
@@ -115,6 +115,7 @@ def test_the_dashboard_is_an_importable_grafana_model():
     ("event loop lag", r"greenmon_event_loop_lag_seconds_bucket"),
     ("schedule lag", r"greenmon_schedule_lag_seconds_bucket"),
     ("failing steps of flows", r"greenmon_step_up\{[^}]*\} == 0"),
+    ("degraded targets", r"greenmon_degraded\{[^}]*\} == 1"),
 ])
 def test_the_dashboard_shows(subject, pattern):
     assert any(re.search(pattern, expr) for _, _, expr, _ in panel_queries(load_dashboard())), subject
@@ -210,6 +211,8 @@ def stack(tmp_path_factory):
                 {"name": "breaker", "url": farm.url("/broken")},
                 {"name": "flow", "interval": 2.0, "steps": [{"name": "login", "url": farm.url("/ok")},
                                            {"name": "call", "url": farm.url("/broken")}]},
+                # Up, and degraded on every check: no check answers in a microsecond.
+                {"name": "sluggish", "url": farm.url("/ok"), "degraded_latency": 0.000001},
             ]
             assert tuple(t["name"] for t in targets) == TARGET_NAMES
             monitor = {}
@@ -320,7 +323,7 @@ def test_the_panels_show_what_the_targets_do(stack):
     """Not only data: the numbers this stack makes. Three targets down from both locations,
     their breakers open (their half-open trials still fail: connection and http errors),
     retries of the target that fails each first attempt, a P95 for the healthy one under
-    the objective, the certificate's days, the one failing step of the flow."""
+    the objective, the certificate's days, the one failing step of the flow, the degraded target."""
     dashboard = load_dashboard()
     objective = float(variables(dashboard)["objective"]["query"])
 
@@ -334,7 +337,7 @@ def test_the_panels_show_what_the_targets_do(stack):
                            "class")
         errors = by_label(stack, panel_query(dashboard, "Error classes (failed checks per second)"), "class")
         return (single("Targets down") == 3 and single("Down from 2+ locations") == 3
-                and breakers.get("closed") == 2 * 3
+                and breakers.get("closed") == 2 * 4
                 and breakers.get("open", 0) + breakers.get("half-open", 0) == 2 * 3
                 and retries.get("http", 0) > 0   # "retried", every check (refused's stop once its breaker opens)
                 and errors.get("http", 0) > 0 and errors.get("connection", 0) > 0
@@ -350,6 +353,9 @@ def test_the_panels_show_what_the_targets_do(stack):
     failing = sorted((item["metric"]["target"], item["metric"]["step"], item["metric"]["location"])
                      for item in prom_query(stack.prom_url, panel_query(dashboard, "Failing steps of flows")))
     assert failing == [("flow", "call", location) for location in LOCATIONS], failing
+    degraded = sorted((item["metric"]["target"], item["metric"]["location"])
+                      for item in prom_query(stack.prom_url, panel_query(dashboard, "Degraded now (up, but slow)")))
+    assert degraded == [("sluggish", location) for location in LOCATIONS], degraded
     days = by_label(stack, panel_query(dashboard, "Certificate days left"), "target")
     assert set(days) == {"api.tls"} and days["api.tls"] > 30, days   # trustme's certificates last years
 

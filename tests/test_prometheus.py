@@ -176,7 +176,7 @@ def test_promtool_check_rules_passes():
 
 ALERT_NAMES = ("GreenmonTargetDown", "GreenmonLatencyP95High", "GreenmonErrorRateHigh",
                "GreenmonBreakerOpen", "GreenmonAbsent", "GreenmonCertExpiringSoon",
-               "GreenmonLocationFailing", "GreenmonTargetDownQuorum")
+               "GreenmonLocationFailing", "GreenmonTargetDownQuorum", "GreenmonTargetDegraded")
 ALERTS_RULE_COUNT = len(ALERT_NAMES) + 1   # and the recording rule the location alerts read
 
 

@@ -94,7 +94,7 @@ def test_history_keeps_the_last_n_outcomes_oldest_first():
         f"2027-01-15T08:00:{7 + i:02d}.000Z" for i in range(5)]
     assert [item["ok"] for item in kept] == [True, True, False, True, True]
     assert kept[2] == {"checked_at": "2027-01-15T08:00:09.000Z", "ok": False, "latency_s": None,
-                       "error_class": "http", "detail": "503"}
+                       "error_class": "http", "detail": "503", "degraded": False}
     assert kept[0]["latency_s"] == pytest.approx(0.07, abs=1e-6)
     assert history.availability() == 0.8
     assert len(history.latencies()) == 4   # the skipped one has none

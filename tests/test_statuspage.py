@@ -103,7 +103,7 @@ def test_targets_never_checked_are_pending():
     rows = _rows(html)
     assert {name: _state(row) for name, row in rows.items()} == {"first": "PENDING", "second": "PENDING"}
     assert list(rows) == ["first", "second"]                 # config order when nothing burns
-    assert "0 up, 0 down (0 skipped by open breakers) of 2 targets" in " ".join(html.split())
+    assert "0 up (0 degraded), 0 down (0 skipped by open breakers) of 2 targets" in " ".join(html.split())
     assert "event loop lag: not measured yet" in html
 
 
