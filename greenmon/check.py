@@ -18,11 +18,13 @@ more.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from typing import Mapping
 
 import backoff
+import gevent
 from requests.cookies import RequestsCookieJar
 from requests.utils import get_environ_proxies
 
@@ -35,7 +37,7 @@ from greenmon.result import Attempt, Outcome
 from greenmon.settings import MonitorSettings
 from greenmon.targets import Extract, Target
 from greenmon.tokens import Credentials
-from greenmon.transport import Request, Transport
+from greenmon.transport import Request, Transport, resolve
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,11 @@ class Step:
     expect: Expectations
     extract: tuple[Extract, ...] = ()  # a flow's: values read from the response
     templated: bool = False            # a flow's: url, headers or body use {{variables}}
+    all_addresses: bool = False        # addresses = "all": every address of the name
+    family: int = 0                    # ip_version: socket.AF_INET or AF_INET6 (0: any)
+
+
+FAMILIES = {"any": 0, "4": socket.AF_INET, "6": socket.AF_INET6}   # ip_version -> family
 
 
 def verify_setting(target: Target, monitor: MonitorSettings) -> bool | str:
@@ -107,7 +114,9 @@ def _step(request: Target, monitor: MonitorSettings, transport: Transport, close
     return Step(request=request, headers=transport.base_headers(request.url, request.headers, close=close),
                 verify=verify_setting(request, monitor), proxies=proxies_for(request, monitor),
                 cert=client_cert(request, monitor), expect=expectations(request, monitor, shared),
-                extract=extract, templated=templated)
+                extract=extract, templated=templated,
+                all_addresses=(request.addresses or monitor.addresses) == "all",
+                family=FAMILIES[request.ip_version or monitor.ip_version])
 
 
 def trust_settings(config: Config) -> set[tuple]:
@@ -138,10 +147,10 @@ def _log_retry(details) -> None:
 
 
 def _attempt(status: int | None, record, body_bytes: int | None,
-             failure: Failure | None, step: int = 0) -> Attempt:
+             failure: Failure | None, step: int = 0, address: str | None = None) -> Attempt:
     """An Attempt from the transport's trace (every attempt it made has one): its duration
     and phases, which add up to the duration."""
-    return Attempt(status, record.end(), body_bytes, failure, record.timings(), record.tls, step)
+    return Attempt(status, record.end(), body_bytes, failure, record.timings(), record.tls, step, address)
 
 
 class Checker:
@@ -183,8 +192,11 @@ class Checker:
         attempts: list[Attempt] = []
         started = time.monotonic()
         send = self._attempt if trial else self._attempt_with_retries
+        steps = self.plan(target)
+        if steps[0].all_addresses or steps[0].family:
+            return self._check_addresses(steps[0], send, started)
         flow = Flow() if target.steps else None
-        for number, step in enumerate(self.plan(target)):
+        for number, step in enumerate(steps):
             try:
                 send(attempts, step, number, flow)
             except AttemptFailed:
@@ -192,23 +204,56 @@ class Checker:
         names = tuple(step.request.name for step in target.steps) if flow is not None else ()
         return Outcome(tuple(attempts), time.monotonic() - started, names)
 
+    def _check_addresses(self, step: Step, send, started: float) -> Outcome:
+        """A check of the name's addresses (``ip_version``: of one family): every one with
+        addresses = "all", at once, each over its own connection and retried on its own;
+        else the first. No address is connection/dns, before anything is sent."""
+        try:
+            addresses = resolve(step.request.url, step.family, step.request.timeout or self._monitor.timeout)
+        except TransportError as error:
+            log.debug("check of %s failed: %s/%s", step.request.name, error.failure.error_class,
+                      error.failure.detail)
+            return Outcome((Attempt(None, None, None, error.failure),), time.monotonic() - started)
+        if not step.all_addresses:
+            addresses = addresses[:1]
+        per_address: list[list[Attempt]] = [[] for _ in addresses]
+
+        def check_one(attempts: list[Attempt], address: str) -> None:
+            try:
+                send(attempts, step, 0, None, address)
+            except AttemptFailed:
+                pass   # its failure is its last attempt's
+
+        if len(addresses) == 1:
+            check_one(per_address[0], addresses[0])
+        else:
+            greenlets = [gevent.spawn(check_one, attempts, address)
+                         for attempts, address in zip(per_address, addresses)]
+            try:
+                gevent.joinall(greenlets, raise_error=True)
+            finally:
+                gevent.killall(greenlets)   # this check was stopped: its addresses stop too
+        attempts = tuple(attempt for attempts in per_address for attempt in attempts)
+        return Outcome(attempts, time.monotonic() - started,
+                       addresses=tuple(addresses) if step.all_addresses else ())
+
     def _attempt(self, attempts: list[Attempt], step: Step, number: int = 0,
-                 flow: "Flow | None" = None) -> None:
+                 flow: "Flow | None" = None, address: str | None = None) -> None:
         """One attempt, repeated once after refreshing the auth source on 401/403 (not after a
         token that could not be had: asking again at once would only ask the same)."""
-        attempt, sent = self._send(step, number, flow)
+        attempt, sent = self._send(step, number, flow, address)
         if (attempt.failure is not None and attempt.failure.error_class == AUTH
                 and attempt.status_code is not None
                 and step.request.auth is not None and step.request.auth.refreshable):
             attempts.append(attempt)
             self.credentials.refresh(step.request.auth, sent)
-            attempt, _ = self._send(step, number, flow)
+            attempt, _ = self._send(step, number, flow, address)
         attempts.append(attempt)
         if attempt.failure is not None:
             raise AttemptFailed(attempt)
 
-    def _send(self, step: Step, number: int = 0,
-              flow: "Flow | None" = None) -> tuple[Attempt, tuple[str, str] | None]:
+    def _send(self, step: Step, number: int = 0, flow: "Flow | None" = None,
+              address: str | None = None) -> tuple[Attempt, tuple[str, str] | None]:
         """One request, and the auth header it carried. A token that cannot be had fails the
         attempt as auth/token before the target is contacted (no latency: nothing was timed).
         A flow's step fills in its variables now, and reads its own from the response."""
@@ -217,7 +262,8 @@ class Checker:
             auth = self.credentials.header(sent.auth) if sent.auth is not None else None
         except TokenError as error:
             log.debug("attempt on %s failed: auth/token", sent.name)
-            return Attempt(None, None, None, Failure(AUTH, "token", str(error)), step=number), None
+            return Attempt(None, None, None, Failure(AUTH, "token", str(error)), step=number,
+                           address=address), None
         url, headers, body = sent.url, step.headers, sent.body
         if step.templated:
             url, body = flow.fill(url), flow.fill(body)
@@ -230,16 +276,18 @@ class Checker:
             follow_redirects=(monitor.follow_redirects if sent.follow_redirects is None
                               else sent.follow_redirects), max_body_bytes=monitor.max_body_bytes,
             proxies=step.proxies, cert=step.cert, cookies=flow.cookies if flow is not None else None,
-            cache_url=url is sent.url)   # not a URL filled in for this attempt
+            cache_url=url is sent.url,   # not a URL filled in for this attempt
+            address=address)
         try:
             response = self._transport.send(request)
         except TransportError as error:
-            attempt = _attempt(None, error.trace, None, error.failure, number)
+            attempt = _attempt(None, error.trace, None, error.failure, number, address)
         else:
             failure = judge(step.expect, response, self._clock())
             if failure is None and step.extract:
                 failure = flow.read(step.extract, response)
-            attempt = _attempt(response.status_code, response.trace, len(response.body), failure, number)
+            attempt = _attempt(response.status_code, response.trace, len(response.body), failure, number,
+                               address)
         if attempt.failure is not None:
             log.debug("attempt on %s failed: %s/%s", sent.name,
                       attempt.failure.error_class, attempt.failure.detail)

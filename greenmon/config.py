@@ -22,13 +22,13 @@ from greenmon.certfiles import ca_file
 from greenmon.discovery import sources as discovery
 from greenmon.flows import check_flow_interval, parse_flow
 from greenmon.oauth2 import parse_oauth2
-from greenmon.schema import (SECRET_MASK, ConfigError, Document, boolean, buckets, integer,
+from greenmon.schema import (SECRET_MASK, ConfigError, Document, boolean, buckets, choice, integer,
                              interpolate, interpolated_values, open_fraction,
                              file_path, header_value, listen_address, location_name, number,
                              optional_file)
-from greenmon.settings import (BreakerSettings, MetricsSettings, MonitorSettings, RetrySettings,
-                               ServerSettings)
-from greenmon.targets import (Target, check_client_cert_pair, first_clash, fit_timeout, parse_target,
+from greenmon.settings import (ADDRESS_MODES, IP_VERSIONS, BreakerSettings, MetricsSettings,
+                               MonitorSettings, RetrySettings, ServerSettings)
+from greenmon.targets import (Target, check_address_choice, check_client_cert_pair, first_clash, fit_timeout, parse_target,
                               proxy_url)
 
 DEFAULT_CONFIG_PATH = "greenmon.toml"
@@ -41,7 +41,8 @@ _SECTION_CHECKS = {
         "follow_redirects": boolean, "user_agent": header_value, "slo_p95_seconds": number(above=0),
         "state_file": file_path, "min_cert_days": number(at_least=0),
         "slo_availability": open_fraction, "slo_window_days": number(above=0), "history": integer(1),
-        "degraded_latency": number(at_least=0),
+        "degraded_latency": number(at_least=0), "addresses": choice(*ADDRESS_MODES),
+        "ip_version": choice(*IP_VERSIONS),
         "proxy": proxy_url, "proxy_env": boolean, "client_cert": optional_file,
         "client_key": optional_file,
     }),
@@ -204,6 +205,7 @@ def parse_config(text: str, filename: str = "<string>", base_dir: str | None = N
         fitted.append(f"monitor.timeout {timeout:g} s")
     monitor = sections["monitor"]
     check_client_cert_pair(doc, ("monitor",), monitor.client_cert, monitor.client_key)
+    check_address_choice(doc, None, Target(name="[monitor]", url=""), monitor)
 
     raw_auth = raw.get("auth", {})
     if not isinstance(raw_auth, dict):
@@ -222,6 +224,7 @@ def parse_config(text: str, filename: str = "<string>", base_dir: str | None = N
     for i, target in enumerate(targets):
         if target.steps:
             check_flow_interval(doc, i, target, monitor)
+        check_address_choice(doc, i, target, monitor)
     for i, target in enumerate(targets):
         timeout = fit_timeout(doc, ("targets", i), target.timeout, target.interval,
                               monitor.timeout, monitor.interval, f"target {target.name!r}")

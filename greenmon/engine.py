@@ -138,7 +138,7 @@ class Engine:
             for listener in self.breaker_listeners:
                 listener(target.name, half_open)
         outcome = self.checker.check(target, trial=trial)
-        before, state = state, record(state, outcome.last.failure, self.clock(), settings, trial=trial)
+        before, state = state, record(state, outcome.decisive.failure, self.clock(), settings, trial=trial)
         self.breakers[target.name] = state
         if state != before:
             self.breaker_changes += 1

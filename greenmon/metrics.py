@@ -140,20 +140,27 @@ def _duration(store, series, by_target):
     return histogram_samples("greenmon_check_duration_seconds", series.histogram, by_target)
 
 
-def _step_up(store, series, by_target):
-    contacted = series.contacted
-    name = series.target.name
-    return [] if contacted is None else [
-        ("greenmon_step_up", (("step", step.name), ("target", name)), 1 if step.ok else 0)
-        for step in contacted.steps]
+def _per_part(metric: str, parts: str, label: str, key: str, value) -> Callable:
+    """The samples of ``metric`` for each part of the last check that contacted the target:
+    a flow's steps, or the addresses it checked (``parts``), labelled by the part's ``key``;
+    a part whose ``value`` is None has none (a step or address gone since: no sample)."""
+    def samples(store, series, by_target):
+        contacted = series.contacted
+        if contacted is None:
+            return []
+        name = series.target.name
+        return [(metric, ((label, getattr(part, key)), ("target", name)), found)
+                for part in getattr(contacted, parts) if (found := value(part)) is not None]
+    return samples
 
 
-def _step_duration(store, series, by_target):
-    contacted = series.contacted
-    name = series.target.name
-    return [] if contacted is None else [
-        ("greenmon_step_duration_seconds", (("step", step.name), ("target", name)), step.latency_s)
-        for step in contacted.steps if step.latency_s is not None]
+_step_up = _per_part("greenmon_step_up", "steps", "step", "name", lambda part: 1 if part.ok else 0)
+_step_duration = _per_part("greenmon_step_duration_seconds", "steps", "step", "name",
+                           lambda part: part.latency_s)
+_address_up = _per_part("greenmon_address_up", "addresses", "address", "address",
+                        lambda part: 1 if part.ok else 0)
+_address_duration = _per_part("greenmon_address_duration_seconds", "addresses", "address", "address",
+                              lambda part: part.latency_s)
 
 
 def _per_target_histograms(store: MetricsStore) -> bool:
@@ -208,6 +215,13 @@ TARGET_METRICS = (
     MetricRow("greenmon_step_duration_seconds", "gauge",
               "A flow's steps in its last check that contacted the target: the duration of each "
               "step's final attempt.", ("target", "step"), _step_duration, CHECKED),
+    MetricRow("greenmon_address_up", "gauge",
+              "addresses = \"all\": each address of the target's name in its last check that "
+              "contacted it: 1 up, 0 failed (an address the name no longer has: no sample).",
+              ("target", "address"), _address_up, CHECKED),
+    MetricRow("greenmon_address_duration_seconds", "gauge",
+              "addresses = \"all\": the duration of the final attempt to each address in the "
+              "target's last check that contacted it.", ("target", "address"), _address_duration, CHECKED),
     MetricRow("greenmon_check_duration_seconds", "histogram",
               "Duration of every attempt of every check.", ("target", "le"), _duration, CHECKED,
               shown=_per_target_histograms),

@@ -50,16 +50,19 @@ class Attempt:
     timings: Mapping[str, float | None] | None = None
     tls: TLSFacts | None = None
     step: int = 0             # which step of the check's plan it was an attempt of
+    address: str | None = None   # addresses = "all": the address it was sent to
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """All attempts of one check, as the checker made them; ``steps``: the names of a flow's
-    steps, in order (empty for a check of one request)."""
+    steps, in order (empty for a check of one request); ``addresses``: with addresses =
+    "all", every address the name had, in the resolver's order (their attempts interleave)."""
 
     attempts: tuple[Attempt, ...]
     elapsed_s: float
     steps: tuple[str, ...] = ()
+    addresses: tuple[str, ...] = ()
 
     def final_attempts(self) -> list[Attempt]:
         """The last attempt of each step that was sent, in order."""
@@ -68,13 +71,28 @@ class Outcome:
             last[attempt.step] = attempt
         return [last[step] for step in sorted(last)]
 
+    def final_by_address(self) -> list[Attempt]:
+        """The last attempt to each address, in the order of ``addresses``."""
+        last = {attempt.address: attempt for attempt in self.attempts}
+        return [last[address] for address in self.addresses if address in last]
+
     @property
     def last(self) -> Attempt:
         return self.attempts[-1]
 
     @property
+    def decisive(self) -> Attempt:
+        """The attempt that decides the check: the last one; with every address checked, the
+        first address's that failed, else the slowest address's."""
+        if not self.addresses:
+            return self.last
+        finals = self.final_by_address()
+        failed = [a for a in finals if a.failure is not None]
+        return failed[0] if failed else max(finals, key=lambda a: a.latency_s or 0.0)
+
+    @property
     def ok(self) -> bool:
-        return self.last.failure is None
+        return self.decisive.failure is None
 
     @property
     def retried_classes(self) -> tuple[str, ...]:
@@ -100,6 +118,23 @@ class StepResult:
                 "timings": None if self.timings is None else
                 {phase: round_seconds(seconds) for phase, seconds in self.timings.items()},
                 "error_class": self.error_class, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class AddressResult:
+    """One address of a name checked with addresses = "all", as its final attempt left it."""
+
+    address: str
+    ok: bool
+    status_code: int | None
+    latency_s: float | None
+    error_class: str | None
+    detail: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"address": self.address, "ok": self.ok, "status_code": self.status_code,
+                "latency_s": round_seconds(self.latency_s), "error_class": self.error_class,
+                "detail": self.detail}
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +164,7 @@ class MonitorResult:
     step: str | None = None
     steps: tuple[StepResult, ...] = ()
     degraded: bool = False   # up, but slower than its degraded_latency
+    addresses: tuple[AddressResult, ...] = ()   # addresses = "all": each address's check
 
     @property
     def skipped(self) -> bool:
@@ -149,17 +185,25 @@ class MonitorResult:
             "tls": None if self.tls is None else self.tls.to_dict(),
             "degraded": self.degraded,
         } | ({"step": self.step, "steps": [step.to_dict() for step in self.steps]}
-             if self.steps else {})
+             if self.steps else {}) | (
+            {"addresses": [address.to_dict() for address in self.addresses]} if self.addresses else {})
 
 
 def checked_result(target: Checked, outcome: Outcome, state: BreakerState,
                    checked_at: float, degraded_after: float = 0.0) -> MonitorResult:
     """A check that contacted the target: its last attempt decides. A flow's latency is the
-    sum of its steps' final attempts, and its error names the step. A success whose latency
-    is over ``degraded_after`` (> 0) is degraded: still up."""
-    last = outcome.last
+    sum of its steps' final attempts, and its error names the step. With every address of
+    the name checked, the first address that failed decides (its error names it), else the
+    slowest address (the check took as long as it). A success whose latency is over
+    ``degraded_after`` (> 0) is degraded: still up."""
+    last = outcome.decisive
     failure = last.failure
     latency, steps, step, error = last.latency_s, (), None, failure and failure.message
+    addresses = tuple(AddressResult(a.address, a.failure is None, a.status_code, a.latency_s,
+                                    a.failure and a.failure.error_class, a.failure and a.failure.detail)
+                      for a in outcome.final_by_address()) if outcome.addresses else ()
+    if addresses and failure is not None:
+        error = f"{last.address}: {failure.message}"
     if outcome.steps:
         finals = outcome.final_attempts()
         steps = tuple(StepResult(
@@ -179,7 +223,7 @@ def checked_result(target: Checked, outcome: Outcome, state: BreakerState,
         body_bytes=last.body_bytes, labels=target.labels, timings=last.timings, tls=last.tls,
         retried_classes=outcome.retried_classes,
         attempt_latencies=tuple(a.latency_s for a in outcome.attempts if a.latency_s is not None),
-        step=step, steps=steps,
+        step=step, steps=steps, addresses=addresses,
         degraded=(failure is None and 0 < degraded_after < (latency or 0.0)))
 
 

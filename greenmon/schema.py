@@ -166,6 +166,16 @@ def number(*, above: float | None = None, at_least: float | None = None) -> Chec
     return check
 
 
+def choice(*allowed: str) -> Check:
+    """One of ``allowed``, written as a string."""
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value not in allowed:
+            shown = repr(value) if isinstance(value, str) else type_name(value)
+            raise ValueError(f"must be one of {', '.join(repr(a) for a in allowed)}, got {shown}")
+        return value
+    return check
+
+
 def open_fraction(value: Any) -> float:
     """A number strictly between 0 and 1 (an availability objective)."""
     number_ = number()(value)

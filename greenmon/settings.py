@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from greenmon import __version__
 
+ADDRESS_MODES = ("first", "all")     # which addresses of a name a check contacts
+IP_VERSIONS = ("any", "4", "6")      # which address families it uses
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0)
 
 
@@ -30,6 +32,8 @@ class MonitorSettings:
     slo_availability: float = 0.999  # the availability objective (also per target)
     slo_window_days: float = 30.0    # the error budget's window (also per target)
     degraded_latency: float = 0.0    # > 0: a success slower than this is degraded (also per target)
+    addresses: str = "first"         # "all": every address of the name, each checked (also per target)
+    ip_version: str = "any"          # "4" or "6": only that family's addresses (also per target)
     history: int = 60                # recent outcomes kept per target (status page, /api/history)
     proxy: str = ""              # http://host:port for every target (HTTPS through CONNECT)
     proxy_env: bool = False      # true: the proxy of HTTP_PROXY/HTTPS_PROXY/NO_PROXY instead

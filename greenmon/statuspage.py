@@ -71,12 +71,15 @@ def burn_rate(series: TargetSeries, objective: float) -> float:
     return 0.0 if availability is None else (1.0 - availability) / (1.0 - objective)
 
 
-def _steps(last) -> str:
-    """A flow's steps of its last check, each marked passed or failed (names only)."""
-    if last is None or not last.steps:
+def _parts(last) -> str:
+    """A flow's steps, or each address checked (addresses = "all"), of the last check, each
+    marked passed or failed."""
+    if last is None or not (last.steps or last.addresses):
         return ""
-    marks = " ".join(escape(step.name) + (" \u2713" if step.ok else " \u2717") for step in last.steps)
-    return f"<div class='url'>steps: {marks}</div>"
+    kind, parts = ("steps", [(s.name, s.ok) for s in last.steps]) if last.steps else (
+        "addresses", [(a.address, a.ok) for a in last.addresses])
+    marks = " ".join(escape(name) + (" \u2713" if ok else " \u2717") for name, ok in parts)
+    return f"<div class='url'>{kind}: {marks}</div>"
 
 
 STATES = ("up", "degraded", "down", "skipped", "pending")   # what ?state= can ask for
@@ -105,7 +108,7 @@ def row(series: TargetSeries, *, slo_p95_s: float, objective: float, now: float)
     return (
         f"<tr data-search=\"{search}\"><td class='{css}'>{state}</td>"
         f"<td>{escape(target.name)}<div class='url'>{escape(target.method)} {escape(target.display_url)}</div>"
-        f"{_steps(last)}</td>"
+        f"{_parts(last)}</td>"
         f"<td>{escape(problem)}</td>"
         f"<td class='num'>{'-' if availability is None else f'{availability * 100:.1f} %'}"
         f"<div class='url'>burn {burn_rate(series, objective):.1f}x</div></td>"

@@ -11,9 +11,10 @@ from urllib.parse import urlsplit
 from greenmon.auth import AuthSource, OAuth2Source
 from greenmon.certfiles import ca_file, check_client_cert
 from greenmon.expectations import expect_json
-from greenmon.schema import (SECRET_MASK, ConfigError, Document, Path, boolean, dotted, file_path,
+from greenmon.schema import (SECRET_MASK, ConfigError, Document, Path, boolean, choice, dotted, file_path,
                              header_name, header_value, non_empty_string, number, open_fraction,
                              optional_file, string, string_table, type_name)
+from greenmon.settings import ADDRESS_MODES, IP_VERSIONS
 from greenmon.urls import redact_url, unsendable
 
 DEFAULT_EXPECT_STATUS = ("2xx",)
@@ -75,6 +76,8 @@ class Target:
     slo_availability: float | None = None  # None: monitor.slo_availability
     slo_window_days: float | None = None   # None: monitor.slo_window_days
     degraded_latency: float | None = None  # None: monitor.degraded_latency (0: off)
+    addresses: str | None = None      # None: monitor.addresses ("first" or "all")
+    ip_version: str | None = None     # None: monitor.ip_version ("any", "4" or "6")
     expect_json: Mapping[str, str | int | float | bool] | None = None
     expect_header: HeaderRules = ()   # (name, pattern): present, the value matching
     reject_header: HeaderRules = ()   # (name, pattern): absent, or not matching
@@ -198,6 +201,30 @@ def fit_timeout(doc: Document, path: Path, timeout: float | None, interval: floa
     return None
 
 
+def check_address_choice(doc: Document, index: int | None, target: Target, monitor) -> None:
+    """``addresses = "all"`` and an ``ip_version`` pick the addresses greenmon connects to:
+    not possible through a proxy (it resolves the name), nor for a flow (its steps share one
+    session). The error names the key that was written. ``index`` None: [monitor]'s own
+    choice against its own proxy (``target`` stands for any target that takes both)."""
+    all_addresses = (target.addresses or monitor.addresses) == "all"
+    one_family = (target.ip_version or monitor.ip_version) != "any"
+    if not (all_addresses or one_family):
+        return
+    key = "addresses" if all_addresses else "ip_version"
+    written = index is not None and getattr(target, key) is not None
+    where = ("targets", index, key) if written else ("monitor", key)
+    what = f'{key} = "{getattr(target, key) or getattr(monitor, key)}"'
+    who = "[monitor]" if index is None else f"target {target.name!r}"
+    if target.steps and all_addresses:
+        raise doc.error(where, f"{what} is for a target of one request, not a flow "
+                        f"({who}): its steps share one session")
+    proxied = (monitor.proxy if target.proxy is None else target.proxy) or (
+        monitor.proxy_env if target.proxy_env is None else target.proxy_env)
+    if proxied:
+        raise doc.error(where, f"{what} cannot be kept through a proxy, which resolves the name "
+                        f"itself ({who})")
+
+
 def _method(value: Any) -> str:
     method = non_empty_string(value).upper()
     if not _METHOD.fullmatch(method):
@@ -298,6 +325,8 @@ _CHECKS = {
     "slo_availability": open_fraction,
     "slo_window_days": number(above=0),
     "degraded_latency": number(at_least=0),
+    "addresses": choice(*ADDRESS_MODES),
+    "ip_version": choice(*IP_VERSIONS),
     "expect_json": expect_json,
     "expect_header": _header_rules,
     "reject_header": _header_rules,

@@ -26,6 +26,7 @@ import requests
 import urllib3.connection
 import urllib3.connectionpool
 import urllib3.exceptions
+import urllib3.util
 from requests.adapters import HTTPAdapter
 from requests.cookies import extract_cookies_to_jar
 from requests.structures import CaseInsensitiveDict
@@ -76,6 +77,9 @@ class Request:
     # check, so nothing carries over between checks. None: no cookies, as for every target.
     cookies: http.cookiejar.CookieJar | None = None
     cache_url: bool = True       # False: a URL made for this attempt (a flow's variables)
+    # Connect to this address, not to the one the name resolves to first (addresses = "all",
+    # ip_version): Host, SNI and the certificate's name stay the URL's.
+    address: str | None = None
 
 
 class _RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
@@ -270,15 +274,29 @@ class _CachingAdapter(HTTPAdapter):
         return origin
 
     def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
+        address = getattr(request, "pinned_address", None)
         key = (self._origin(request.url), verify, cert,
-               select_proxy(request.url, proxies) if proxies else None)
+               select_proxy(request.url, proxies) if proxies else None, address)
         pool = self._pools.get(key)
         if pool is None or pool.pool is None:  # new, or closed by the pool manager's LRU
             if len(self._pools) > CACHE_LIMIT:
                 self._pools.clear()
-            pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+            if address is None:
+                pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+            else:
+                pool = self._pinned_pool(request, verify, cert, address)
             self._pools[key] = pool
         return pool
+
+    def _pinned_pool(self, request, verify, cert, address: str):
+        """A pool whose connections go to ``address``: the pool manager's pool of that host,
+        with the URL's name as SNI and the name the certificate is checked against (the Host
+        header is the request's: Transport._prepare)."""
+        host_params, pool_kwargs = self.build_connection_pool_key_attributes(request, verify, cert)
+        if host_params["scheme"] == "https":
+            pool_kwargs["server_hostname"] = host_params["host"]
+        return self.poolmanager.connection_from_host(address, host_params["port"], host_params["scheme"],
+                                                     pool_kwargs=pool_kwargs)
 
     def forget_pools(self, verify, cert) -> None:
         """Pools of an SSLContext that was replaced: the next check gets a pool of the new one
@@ -424,6 +442,12 @@ class Transport:
             if prepared.headers is request.headers:
                 prepared.headers = request.headers.copy()
             prepared.prepare_cookies(request.cookies)
+        if request.address is not None:
+            prepared.pinned_address = request.address   # the adapter's pool of that address
+            if "Host" not in prepared.headers:   # the URL's name, not the address connected to
+                if prepared.headers is request.headers:
+                    prepared.headers = request.headers.copy()
+                prepared.headers["Host"] = prepared.pinned_host = _host_header(prepared.url)
         prepared.body = None
         prepared.hooks = {"response": []}
         if has_body:
@@ -434,6 +458,8 @@ class Transport:
         """Redirects through requests' own logic: at most MAX_REDIRECTS, then TooManyRedirects."""
         prepared._cookies = (request.cookies if request.cookies is not None else
                              requests.cookies.RequestsCookieJar(policy=_RejectAllCookies()))
+        if getattr(prepared, "pinned_host", None) is not None:
+            del prepared.headers["Host"]   # a redirect goes where its Location says, by name
         last = response
         for last in self.session.resolve_redirects(response, prepared, stream=True,
                                                    timeout=None, verify=request.verify,
@@ -452,6 +478,35 @@ class Transport:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _host_header(url: str) -> str:
+    """The Host header a request of ``url`` carries (http.client's rule: the port only when
+    it is not the scheme's)."""
+    parsed = urllib3.util.parse_url(url)
+    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+    default = {"http": 80, "https": 443}.get(parsed.scheme)
+    return host if parsed.port in (None, default) else f"{host}:{parsed.port}"
+
+
+def resolve(url: str, family: int, timeout: float) -> list[str]:
+    """Every address of the URL's host of ``family`` (0: any), in the resolver's order and
+    without repeats: through the process's resolver (resolver.py: /etc/hosts, then DNS, each
+    answer kept for its TTL); an IP literal is its one address. Raises TransportError
+    (connection/dns) when there is none, (timeout/dns) after ``timeout``."""
+    host = urllib3.util.parse_url(prepare_url(url)[0]).host.strip("[]")
+    try:
+        with gevent.Timeout(timeout, DeadlineExceeded):
+            found = socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)
+    except DeadlineExceeded:
+        raise TransportError(timeout_failure("dns", timeout)) from None
+    except (OSError, UnicodeError):
+        found = []
+    addresses = list(dict.fromkeys(info[4][0] for info in found))
+    if not addresses:
+        kind = {socket.AF_INET: " (IPv4)", socket.AF_INET6: " (IPv6)"}.get(family, "")
+        raise TransportError(Failure(CONNECTION, "dns", f"DNS lookup failed{kind}"))
+    return addresses
 
 
 def _sets_cookies(response: requests.Response) -> bool:

@@ -31,10 +31,13 @@ monkey.patch_all()
 
 from pathlib import Path  # noqa: E402
 
+import gevent  # noqa: E402
 import pytest  # noqa: E402
 import trustme  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 from hypothesis.database import DirectoryBasedExampleDatabase  # noqa: E402
+
+from greenmon import resolver  # noqa: E402
 
 # Big generated documents are the point of the fuzz tests, and the load of a busy machine
 # must not fail them: neither health check says anything about greenmon.
@@ -70,3 +73,16 @@ def ca_pem(ca, tmp_path_factory):
     path = tmp_path_factory.mktemp("ca") / "ca.pem"
     ca.cert_pem.write_to_path(str(path))
     return str(path)
+
+
+@pytest.fixture
+def fresh_resolver():
+    """A new caching resolver (an empty cache) asking the tests' DNS server on 127.0.0.1:53
+    (support.dns_server); the process's resolver is put back afterwards."""
+    hub = gevent.get_hub()
+    before = hub.resolver
+    installed = resolver.install(servers=["127.0.0.1"], fresh=True)
+    try:
+        yield installed
+    finally:
+        hub.resolver = before

@@ -165,6 +165,19 @@ MUTANTS = [
            "a degraded check counts as good in the SLI: no result=\"slow\"", ("tests/test_degraded.py",)),
     Mutant("G3", "greenmon/engine.py", "if target.degraded_latency is None", "if True",
            "a target's own degraded_latency (0: off for it) is ignored", ("tests/test_degraded.py",)),
+    # --- every address of a name ---
+    Mutant("N1", "greenmon/check.py", "        if not step.all_addresses:\n            addresses = addresses[:1]\n",
+           "        addresses = addresses[:1]\n", "addresses = \"all\" checks the first address only",
+           ("tests/test_addresses.py",)),
+    Mutant("N2", "greenmon/result.py", "        return failed[0] if failed else max(",
+           "        return finals[0] if failed else max(", "a failing address that is not the first "
+           "one is not seen: the check is up", ("tests/test_addresses.py",)),
+    Mutant("N3", "greenmon/transport.py", '            pool_kwargs["server_hostname"] = host_params["host"]\n',
+           "            pass\n", "HTTPS to an address is verified against the address, not the name",
+           ("tests/test_addresses.py",)),
+    Mutant("N4", "greenmon/transport.py", "found = socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)",
+           "found = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)", "ip_version does not filter what a name resolves to",
+           ("tests/test_addresses.py",)),
     # --- targets: what is refused at load, status matching, names ---
     Mutant("T1", "greenmon/targets.py", "problem = unsendable(url)", "problem = None",
            "a URL requests cannot send is accepted at load", TARGETS),

@@ -17,7 +17,7 @@ from greenmon.cli import build_parser
 from greenmon.discovery import file_sd, sources
 from greenmon.metrics import GLOBAL_METRICS, TARGET_METRICS, build_registry
 from greenmon.store import MetricsStore
-from greenmon.result import MonitorResult, StepResult
+from greenmon.result import AddressResult, MonitorResult, StepResult
 from greenmon.targets import TARGET_CHECKS, Target
 from greenmon.result import TLSFacts
 
@@ -141,7 +141,9 @@ def full_store() -> MetricsStore:
         timings={"dns": 0.0, "connect": 0.01, "tls": 0.02, "processing": 0.16, "transfer": 0.01},
         tls=TLSFacts("TLSv1.3", 1_900_000_000.0, "CN=a", "CN=ca"), step="list",
         steps=(StepResult("login", True, 200, 0.1, None, None, None),
-               StepResult("list", False, 503, 0.2, None, "http", "503"))))
+               StepResult("list", False, 503, 0.2, None, "http", "503")),
+        addresses=(AddressResult("127.0.0.1", True, 200, 0.1, None, None),
+                   AddressResult("::1", False, 503, 0.2, "http", "503"))))
     store.sweep_finished(0.5)
     return store
 

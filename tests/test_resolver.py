@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 
 import gevent
-import pytest
 
 from greenmon import resolver
 from greenmon.config import parse_config
@@ -20,17 +19,6 @@ from support.configs import config_text
 from support.dns_server import DNSServer, answer, nxdomain, silent, slow
 from support.helpers import sweep_config
 from support.servers import HTTPFarm, reply
-
-
-@pytest.fixture
-def fresh_resolver():
-    hub = gevent.get_hub()
-    before = hub.resolver
-    installed = resolver.install(servers=["127.0.0.1"], fresh=True)
-    try:
-        yield installed
-    finally:
-        hub.resolver = before
 
 
 def targets_on(farm: HTTPFarm, host: str, count: int, prefix: str = "t") -> list[dict]:

@@ -6,6 +6,7 @@ a DNSServer runs, each question is answered by the first rule whose suffix
 matches the name:
 
 - ``answer(address, ttl)``: an A record (AAAA questions get an empty answer);
+- ``addresses(*ips, ttl)``: A and AAAA records, as many as given;
 - ``nxdomain()``: the name does not exist;
 - ``silent()``: no reply at all (the resolver times out, or the check's deadline fires);
 - ``slow(seconds, rule)``: ``rule``, after a delay.
@@ -36,6 +37,20 @@ def answer(address: str = "127.0.0.1", ttl: int = 300) -> Rule:
         question = query.question[0]
         if question.rdtype == dns.rdatatype.A:
             reply.answer.append(dns.rrset.from_text(question.name, ttl, "IN", "A", address))
+        return reply
+    return rule
+
+
+def addresses(*ips: str, ttl: int = 300) -> Rule:
+    """A name with several addresses: A records for the IPv4 ones, AAAA for the IPv6 ones, in
+    the order given."""
+    def rule(query):
+        reply = dns.message.make_response(query)
+        question = query.question[0]
+        kind = {dns.rdatatype.A: "A", dns.rdatatype.AAAA: "AAAA"}.get(question.rdtype)
+        found = [ip for ip in ips if kind == ("AAAA" if ":" in ip else "A")]
+        if found:
+            reply.answer.append(dns.rrset.from_text_list(question.name, ttl, "IN", kind, found))
         return reply
     return rule
 

@@ -75,11 +75,14 @@ class _Served:
 class HTTPFarm(_Served):
     """A WSGI server routing paths to handlers; records every request's time and headers."""
 
-    def __init__(self, routes: dict[str, Handler] | None = None, ssl_context: ssl.SSLContext | None = None):
+    def __init__(self, routes: dict[str, Handler] | None = None, ssl_context: ssl.SSLContext | None = None,
+                 address: str = "127.0.0.1", port: int = 0):
+        """``address`` and ``port``: where it listens (another loopback address, ::1, and the
+        port of a farm already listening elsewhere: one name's several addresses)."""
         self.routes: dict[str, Handler] = dict(routes or {})
         self.requests: dict[str, list[tuple[float, dict]]] = defaultdict(list)
         kwargs = {"ssl_context": ssl_context} if ssl_context is not None else {}
-        self._server = WSGIServer(("127.0.0.1", 0), self._app, log=None, error_log=None, **kwargs)
+        self._server = WSGIServer((address, port), self._app, log=None, error_log=None, **kwargs)
         self.scheme = "https" if ssl_context is not None else "http"
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
