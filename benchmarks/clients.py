@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from benchmarks.names import NAME
 from benchmarks.peers import installed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -126,12 +127,14 @@ def stderr_tail(text: str, lines: int = 3) -> str:
 # --- greenmon --------------------------------------------------------------------------------
 
 def greenmon_config(urls: list[str], *, concurrency: int | None, ca_file: str | None,
-                    flow_steps: int = 1) -> str:
+                    flow_steps: int = 1, addresses: int = 1) -> str:
     """A config with ``urls`` as targets: defaults except concurrency and timeout (and ca_file for TLS).
 
     ``concurrency=None`` leaves [monitor] at greenmon's own defaults (timeout too).
     ``flow_steps`` > 1: the URLs in turn are the steps of flows; each step after the first
     sends, as a header, a value the step before extracted (what a login and call do).
+    ``addresses`` > 1: the URLs go round that many hosts; each group of them is one target of
+    names.NAME (which has those addresses), checked with addresses = "all".
     """
     monitor = []
     if concurrency is not None:
@@ -140,6 +143,9 @@ def greenmon_config(urls: list[str], *, concurrency: int | None, ca_file: str | 
         monitor.append(f'ca_file = "{ca_file}"')
     if flow_steps > 1:   # an interval that holds the steps' timeouts (--once has no schedule)
         monitor.append(f"interval = {flow_steps * GREENMON_TIMEOUT_S}")
+    if addresses > 1:
+        monitor.append('addresses = "all"')
+        urls = [_on_name(url) for url in urls[::addresses]]
     lines = ["[monitor]", *monitor, ""]
     if flow_steps == 1:
         for url in urls:
@@ -155,24 +161,36 @@ def greenmon_config(urls: list[str], *, concurrency: int | None, ca_file: str | 
     return "\n".join(lines)
 
 
-def greenmon_label(workers: int | None, flow_steps: int = 1, n: int = 0) -> str:
+def _on_name(url: str) -> str:
+    """``url`` with its host (an address) replaced by the name that has every farm address."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{NAME}:{rest.split(':', 1)[1]}"
+
+
+def greenmon_label(workers: int | None, flow_steps: int = 1, n: int = 0, addresses: int = 1) -> str:
     label = "greenmon" if workers is None else f"greenmon --workers {workers}"
+    if addresses > 1:
+        return f"{label} ({n // addresses:,} targets x {addresses} addresses)"
     return label if flow_steps == 1 else f"{label} ({n // flow_steps:,} flows of {flow_steps} steps)"
 
 
 def run_greenmon(urls: list[str], *, concurrency: int | None, ca_file: str | None,
-                 workers: int | None, cap_s: float, workdir: Path, flow_steps: int = 1) -> ClientResult:
+                 workers: int | None, cap_s: float, workdir: Path, flow_steps: int = 1,
+                 addresses: int = 1, name_server: str | None = None) -> ClientResult:
     """``greenmon --once`` on ``urls``, measured whole; net CPU subtracts a run of the same config
     and processes with one target per process. With ``flow_steps`` > 1 the URLs are the steps
-    of flows: the figures stay per request (a step), ``ok`` counts the steps of the flows up."""
+    of flows, with ``addresses`` > 1 the addresses of targets (``name_server`` answers for
+    them): the figures stay per request, ``ok`` counts the requests of the targets up."""
     n = len(urls)
-    label = greenmon_label(workers, flow_steps, n)
+    group = flow_steps * addresses
+    label = greenmon_label(workers, flow_steps, n, addresses)
+    shape = dict(flow_steps=flow_steps, addresses=addresses, name_server=name_server)
     full = _greenmon_once(urls, concurrency=concurrency, ca_file=ca_file, workers=workers,
-                          cap_s=cap_s, workdir=workdir, tag="full", flow_steps=flow_steps)
+                          cap_s=cap_s, workdir=workdir, tag="full", **shape)
     if isinstance(full, ClientResult):
         return replace(full, client=label, n=n)
     run, summary = full
-    up = summary.get("up", 0) * flow_steps
+    up = summary.get("up", 0) * group
     result = ClientResult(client=label, kind="greenmon", n=n, measured_n=n, ok=up,
                           status=OK if up == n and run.returncode == 0 else FAILED,
                           process_s=run.wall_s, sweep_s=summary.get("duration_s"), cpu_s=run.cpu_s,
@@ -183,25 +201,27 @@ def run_greenmon(urls: list[str], *, concurrency: int | None, ca_file: str | Non
                                        f"up {up}/{n}, errors {errors}"))
     # The baseline starts the same processes: one target per worker (one target is checked in
     # this process, without workers).
-    base = _greenmon_once(urls[:(workers or 1) * flow_steps], concurrency=concurrency, ca_file=ca_file,
-                          workers=workers, cap_s=cap_s, workdir=workdir, tag="base", flow_steps=flow_steps)
+    base = _greenmon_once(urls[:(workers or 1) * group], concurrency=concurrency, ca_file=ca_file,
+                          workers=workers, cap_s=cap_s, workdir=workdir, tag="base", **shape)
     if isinstance(base, ClientResult):
         return replace(result, note=(result.note + " baseline run failed").strip())
     return replace(result, net_cpu_s=max(0.0, run.cpu_s - base[0].cpu_s))
 
 
-def _greenmon_once(urls, *, concurrency, ca_file, workers, cap_s, workdir: Path, tag: str, flow_steps: int = 1):
+def _greenmon_once(urls, *, concurrency, ca_file, workers, cap_s, workdir: Path, tag: str, flow_steps: int = 1,
+                   addresses: int = 1, name_server: str | None = None):
     """(ProcessRun, summary) on success, else a ClientResult row saying what went wrong."""
     config = workdir / f"greenmon-{tag}.toml"
     output = workdir / f"greenmon-{tag}.json"
-    config.write_text(greenmon_config(urls, concurrency=concurrency, ca_file=ca_file, flow_steps=flow_steps),
-                      encoding="utf-8")
+    config.write_text(greenmon_config(urls, concurrency=concurrency, ca_file=ca_file, flow_steps=flow_steps,
+                                      addresses=addresses), encoding="utf-8")
+    env = None if name_server is None else {**os.environ, "GEVENT_RESOLVER_NAMESERVERS": name_server}
     output.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "greenmon", "--once", "--config", str(config), "--format", "json",
             "--output", str(output)]
     if workers is not None:
         argv += ["--workers", str(workers)]
-    run = run_measured(argv, cap_s)
+    run = run_measured(argv, cap_s, env=env)
     base = dict(client="greenmon", kind="greenmon", n=len(urls), measured_n=len(urls))
     if run.timed_out:
         return ClientResult(status=TIMEOUT, note=f"killed after {cap_s:.0f} s", **base)

@@ -134,20 +134,25 @@ def scenario_block(scenario: Scenario, rows: list[ClientResult]) -> str:
 
 
 def flow_step_cost(scenario: Scenario, rows: list[ClientResult]) -> str:
-    """A flow scenario's figure: net CPU per step of the flows against per one-step target
-    (the same requests), or "" when there is none to give."""
-    if scenario.flow_steps == 1:
+    """A flow or addresses scenario's figure: net CPU per step of the flows, or per address of
+    the targets checked at every address, against per one-request target (the same
+    requests); "" when there is none to give."""
+    if scenario.flow_steps == 1 and scenario.addresses == 1:
         return ""
+    marker, what, why = (("flows of", "step of a flow", "extraction, filling {{token}} in, one "
+                          "cookie jar per check") if scenario.flow_steps > 1 else
+                         ("addresses)", "address of a target checked at every address",
+                          "the name resolved per check, a greenlet and a pool per address"))
     greenmons = [r for r in rows if r.kind == "greenmon" and r.status == OK
                  and r.net_cpu_ms_per_check is not None]
-    flows = [r for r in greenmons if "flows of" in r.client]
-    single = [r for r in greenmons if "flows of" not in r.client]
-    if not flows or not single:
+    grouped = [r for r in greenmons if marker in r.client]
+    single = [r for r in greenmons if marker not in r.client]
+    if not grouped or not single:
         return ""
-    flow_ms, single_ms = flows[-1].net_cpu_ms_per_check, single[-1].net_cpu_ms_per_check
-    ratio = f"{flow_ms / single_ms:.2f}x" if single_ms else "no ratio (too little CPU to measure)"
-    return (f"Net CPU per step of a flow {flow_ms:.3f} ms, per one-step target {single_ms:.3f} ms: "
-            f"{ratio} (extraction, filling {{{{token}}}} in, one cookie jar per check).")
+    grouped_ms, single_ms = grouped[-1].net_cpu_ms_per_check, single[-1].net_cpu_ms_per_check
+    ratio = f"{grouped_ms / single_ms:.2f}x" if single_ms else "no ratio (too little CPU to measure)"
+    return (f"Net CPU per {what} {grouped_ms:.3f} ms, per one-request target {single_ms:.3f} ms: "
+            f"{ratio} ({why}).")
 
 
 def verdicts(results: list[tuple[Scenario, list[ClientResult]]]) -> list[str]:

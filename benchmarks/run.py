@@ -17,6 +17,7 @@ farm and every child are stopped in ``finally`` blocks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import math
@@ -36,6 +37,7 @@ from benchmarks import daemon, report
 from benchmarks.clients import (OK, REPO, STEADY_LABEL, ClientResult, greenmon_label, run_greenmon,
                                 run_greenmon_steady, run_peer)
 from benchmarks.farm import DEFAULT_LISTENERS, raise_open_file_limit, target_path
+from benchmarks.names import NameServer
 from benchmarks.scenarios import PEERS, DaemonScenario, Scenario, select
 
 FARM_START_S = 30.0
@@ -187,14 +189,24 @@ def run_scenario(scenario: Scenario, farm: FarmProcess, workdir: Path,
                 break
         rows.append(median_run(runs))
 
-    # A flow scenario runs the same requests as one-step targets first: the flows are the reference.
-    steps = (1, scenario.flow_steps) if scenario.flow_steps > 1 else (1,)
-    for workers in scenario.workers:
-        for flow_steps in steps:
-            measured(greenmon_label(workers, flow_steps, scenario.n),
-                     lambda workers=workers, flow_steps=flow_steps: run_greenmon(
-                         urls, concurrency=scenario.greenmon_concurrency, ca_file=ca_file, workers=workers,
-                         cap_s=scenario.cap_s, workdir=workdir, flow_steps=flow_steps))
+    # A flow or addresses scenario runs the same requests as one-request targets first: the
+    # flows, or the targets of every address, are the reference.
+    shapes = [{}]
+    if scenario.flow_steps > 1:
+        shapes.append({"flow_steps": scenario.flow_steps})
+    if scenario.addresses > 1:
+        shapes.append({"addresses": scenario.addresses})
+    with contextlib.ExitStack() as stack:
+        if scenario.addresses > 1:
+            names = stack.enter_context(NameServer(farm.addresses[:scenario.addresses]))
+            shapes[-1]["name_server"] = names.server
+        for workers in scenario.workers:
+            for shape in shapes:
+                measured(greenmon_label(workers, shape.get("flow_steps", 1), scenario.n,
+                                        shape.get("addresses", 1)),
+                         lambda workers=workers, shape=shape: run_greenmon(
+                             urls, concurrency=scenario.greenmon_concurrency, ca_file=ca_file,
+                             workers=workers, cap_s=scenario.cap_s, workdir=workdir, **shape))
     if scenario.steady:
         measured(STEADY_LABEL, lambda: run_greenmon_steady(
             urls, concurrency=scenario.greenmon_concurrency, ca_file=ca_file, cap_s=scenario.cap_s,

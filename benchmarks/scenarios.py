@@ -38,6 +38,9 @@ class Scenario:
     # > 1: greenmon checks the N URLs as N / flow_steps flows of this many steps, each step after
     # the first sending a value the one before extracted; and once as N one-step targets, to compare.
     flow_steps: int = 1
+    # > 1: greenmon checks the N URLs (on as many hosts) as N / addresses targets of one name
+    # with that many addresses, addresses = "all"; and once as N one-address targets, to compare.
+    addresses: int = 1
     description: str = ""
 
     @property
@@ -65,6 +68,9 @@ class Scenario:
         if self.flow_steps > 1:
             parts.append(f"greenmon as {self.n // self.flow_steps:,} flows of {self.flow_steps} steps "
                          f"and as {self.n:,} one-step targets")
+        if self.addresses > 1:
+            parts.append(f"greenmon as {self.n // self.addresses:,} targets of a name with "
+                         f"{self.addresses} addresses (addresses = \"all\") and as {self.n:,} targets")
         return ", ".join(parts)
 
 
@@ -132,6 +138,9 @@ SCENARIOS = [
              description="1,000 flows of two steps (the second sends a header the first extracted) "
                          "against the same 2,000 requests as one-step targets: what a step of a flow "
                          "costs"),
+    Scenario("addresses-1k@100ms", 3_000, 100, hosts=3, addresses=3, steady=False,
+             description="1,000 targets of one name with 3 addresses, addresses = \"all\", against "
+                         "the same 3,000 requests as one-address targets: what an address costs"),
     Scenario("50k@100ms", 50_000, 100, optional=True, cap_s=300.0),
     Scenario("50k@1s", 50_000, 1000, optional=True, cap_s=300.0),
     DaemonScenario("daemon-10k", 10_000, judge=CRITERIA,
@@ -153,6 +162,8 @@ QUICK = [
              description="smoke over TLS"),
     Scenario("quick-flows", 20, 10, flow_steps=2, steady=False, seed_n=10, cap_s=60.0,
              description="smoke of flows against one-step targets"),
+    Scenario("quick-addresses", 30, 10, hosts=3, addresses=3, steady=False, seed_n=10, cap_s=60.0,
+             description="smoke of addresses = \"all\" against one-address targets"),
     DaemonScenario("daemon-quick", 200, hosts=2, interval=2.0, timeout=1.5, concurrency=200,
                    window_s=8.0, description="smoke of the daemon scenario; no timing meaning"),
 ]

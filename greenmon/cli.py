@@ -13,7 +13,7 @@ from typing import IO, Sequence
 
 import gevent
 
-from greenmon import __version__, webconfig
+from greenmon import __version__, resolver, webconfig
 from greenmon.adhoc import AdHocError, config_for_url, select_targets, url_target_config
 from greenmon.config import CONFIG_ENV, Config, config_path, load_config
 from greenmon.discovery.loading import discover
@@ -152,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with contextlib.ExitStack() as stack:
             _check_flags(args)
+            problem = resolver.name_servers_problem()
+            if problem is not None:
+                raise UsageError(problem)
             if args.demo:
                 from greenmon.demo import DemoFarm
                 farm = stack.enter_context(DemoFarm())

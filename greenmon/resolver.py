@@ -222,6 +222,17 @@ def _addrinfo(addresses, port, socktype, proto) -> list[tuple]:
     return out
 
 
+def name_servers_problem() -> str | None:
+    """What is wrong with GEVENT_RESOLVER_NAMESERVERS, if anything: gevent's resolver, which
+    this one wraps, takes IP addresses only (port 53), and fails with a traceback on
+    anything else the first time a name is looked up."""
+    for server in configured_servers() or ():
+        if not _is_ip(server):
+            return (f"GEVENT_RESOLVER_NAMESERVERS: {server!r} is not an IP address (name servers "
+                    "are given by address, comma-separated, and asked on port 53)")
+    return None
+
+
 def configured_servers() -> list[str] | None:
     value = os.environ.get("GEVENT_RESOLVER_NAMESERVERS", "").strip()
     return [s.strip() for s in value.split(",") if s.strip()] or None

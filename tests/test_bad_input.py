@@ -151,3 +151,14 @@ def test_a_file_sd_key_that_turns_bad_live_keeps_the_targets_and_the_scrape_vali
     result = run_tool([promtool, "check", "metrics"], input_text=text)
     assert result.returncode == 0 and result.stdout == "" and result.stderr == "", (
         describe_run(result) + "\n--- /metrics ---\n" + text)
+
+
+@pytest.mark.parametrize("servers", ["127.0.0.1:5353", "dns.example", "127.0.0.1,ns1"])
+def test_a_name_server_that_is_not_an_address_is_exit_2_without_a_traceback(write_config, servers):
+    """gevent's resolver takes addresses only, and fails with a traceback at the first lookup
+    on anything else: the command says so before anything runs."""
+    path = write_config('[[targets]]\nurl = "http://127.0.0.1:9/"\n')
+    run = run_cli("--config", str(path), "--once", env={"GEVENT_RESOLVER_NAMESERVERS": servers})
+    assert run.returncode == 2, describe_run(run)
+    assert "GEVENT_RESOLVER_NAMESERVERS" in run.stderr and "is not an IP address" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -24,6 +24,7 @@ EXPECTED = {
     "quick": ["greenmon", "greenmon --workers 2", "greenmon steady (daemon sweeps)", *PEERS],
     "quick-https": ["greenmon", "greenmon steady (daemon sweeps)", *PEERS],
     "quick-flows": ["greenmon", "greenmon (10 flows of 2 steps)", *PEERS],
+    "quick-addresses": ["greenmon", "greenmon (10 targets x 3 addresses)", *PEERS],
 }
 DAEMON_EXPECTED = {"daemon-quick": ["greenmon daemon", "aiohttp (paced reference)"]}
 
@@ -103,7 +104,7 @@ def test_written_document_has_the_command_machine_and_tables(quick_run):
     assert "python -m benchmarks.run --quick" in text
     assert "## Machine" in text and "Python" in text
     assert "### quick:" in text and "### quick-https:" in text and "### quick-flows:" in text
-    assert "Net CPU per step of a flow" in text
+    assert "Net CPU per step of a flow" in text and "Net CPU per address of a target" in text
     assert "## The daemon" in text and "### daemon-quick:" in text
 
 
