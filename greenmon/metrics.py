@@ -56,8 +56,12 @@ def _up(store: MetricsStore, series: TargetSeries, by_target: Labels) -> list[Sa
 
 
 def _degraded(store, series, by_target):
+    """Only for a target with a degraded_latency: 10,000 series of zeros cost scrapes and
+    Prometheus memory for nothing."""
     last = series.last
-    return [] if last is None else [("greenmon_degraded", by_target, 1 if last.degraded else 0)]
+    if last is None or not store.degraded_after(series.target):
+        return []
+    return [("greenmon_degraded", by_target, 1 if last.degraded else 0)]
 
 
 def _status(store, series, by_target):
@@ -121,9 +125,11 @@ def _tls_version(store, series, by_target):
 
 def _slo_checks(store, series, by_target):
     name = series.target.name
-    return [("greenmon_slo_checks_total", (("result", "bad"), ("target", name)), series.bad),
-            ("greenmon_slo_checks_total", (("result", "good"), ("target", name)), series.good),
-            ("greenmon_slo_checks_total", (("result", "slow"), ("target", name)), series.slow)]
+    samples = [("greenmon_slo_checks_total", (("result", "bad"), ("target", name)), series.bad),
+               ("greenmon_slo_checks_total", (("result", "good"), ("target", name)), series.good)]
+    if series.slow or store.degraded_after(series.target):   # as greenmon_degraded
+        samples.append(("greenmon_slo_checks_total", (("result", "slow"), ("target", name)), series.slow))
+    return samples
 
 
 def _objective(store, series, by_target):

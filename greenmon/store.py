@@ -155,6 +155,10 @@ class MetricsStore:
         """The target's availability objective (its own, else the monitor's)."""
         return target.slo_availability or self.monitor.slo_availability
 
+    def degraded_after(self, target: Target) -> float:
+        """The target's degraded_latency (its own, else the monitor's; 0: off)."""
+        return self.monitor.degraded_latency if target.degraded_latency is None else target.degraded_latency
+
     def window_days(self, target: Target) -> float:
         """The target's error budget window (its own, else the monitor's)."""
         return target.slo_window_days or self.monitor.slo_window_days

@@ -61,8 +61,10 @@ def test_a_slow_success_is_up_degraded_and_counted_slow_never_bad(farm):
     assert results["slow"].to_dict()["degraded"] is True and results["fast"].to_dict()["degraded"] is False
     text = generate_latest(build_registry(store)).decode()
     assert value(text, "greenmon_up", target="slow") == 1
+    # Only targets with a degraded_latency have the series (slow-exempt turned it off).
     assert {name: value(text, "greenmon_degraded", target=name) for name in results} == {
-        "slow": 1, "fast": 0, "slow-broken": 0, "slow-exempt": 0, "slow-flow": 1}
+        "slow": 1, "fast": 0, "slow-broken": 0, "slow-exempt": None, "slow-flow": 1}
+    assert value(text, "greenmon_slo_checks_total", target="slow-exempt", result="slow") is None
     assert slo_counts(text, "slow") == {"good": 0, "slow": 1, "bad": 0}
     assert slo_counts(text, "fast") == {"good": 1, "slow": 0, "bad": 0}
     assert slo_counts(text, "slow-broken") == {"good": 0, "slow": 0, "bad": 1}

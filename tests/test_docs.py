@@ -131,7 +131,7 @@ def full_store() -> MetricsStore:
     """A store that exports every family: a checked HTTPS target with phases, retries and a
     failure, a discovery source, a configured shard."""
     store = MetricsStore((0.1, 1.0), True, shard=(0, 2))
-    store.set_targets([Target(name="a", url="https://127.0.0.1:9/", labels={"team": "x"})])
+    store.set_targets([Target(name="a", url="https://127.0.0.1:9/", labels={"team": "x"}, degraded_latency=1.0)])
     store.discovery = {"file_sd[0]": (1, 0)}
     store.observe(MonitorResult(
         target="a", url="https://127.0.0.1:9/", method="GET", ok=False, status_code=503,
