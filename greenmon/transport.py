@@ -36,7 +36,7 @@ from greenmon import trace
 from greenmon.classify import classify_exception
 from greenmon.errors import CONNECTION, DeadlineExceeded, Failure, TransportError, timeout_failure
 from greenmon.result import TLSFacts
-from greenmon.tls import TrustStore, facts_of
+from greenmon.tls import TrustStore, facts_of, load_parser
 from greenmon.urls import origin as url_origin
 
 MAX_REDIRECTS = 10
@@ -473,6 +473,7 @@ class Transport:
         a CA bundle takes tens of milliseconds; a daemon reload calls this from a thread, off
         the event loop), or again where a file they were built from changed."""
         for verify, cert in settings:
+            load_parser()   # what reads the certificates, before any of them is timed
             if self.adapter.trust.load(verify, cert):
                 self.adapter.forget_pools(verify, cert)
 

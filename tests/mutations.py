@@ -178,6 +178,10 @@ MUTANTS = [
     Mutant("N4", "greenmon/transport.py", "found = socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)",
            "found = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)", "ip_version does not filter what a name resolves to",
            ("tests/test_addresses.py",)),
+    # --- nothing loaded while checks are timed ---
+    Mutant("L1", "greenmon/transport.py", "            load_parser()   # what reads the certificates, before any of them is timed\n",
+           "", "the certificate parser is imported by the first HTTPS check, on the loop, while "
+           "the sweep's checks are timed", ("tests/test_first_check.py",)),
     # --- targets: what is refused at load, status matching, names ---
     Mutant("T1", "greenmon/targets.py", "problem = unsendable(url)", "problem = None",
            "a URL requests cannot send is accepted at load", TARGETS),
