@@ -33,12 +33,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks import daemon, report
+from benchmarks import daemon, report, stall
 from benchmarks.clients import (OK, REPO, STEADY_LABEL, ClientResult, greenmon_label, run_greenmon,
                                 run_greenmon_steady, run_peer)
 from benchmarks.farm import DEFAULT_LISTENERS, raise_open_file_limit, target_path
 from benchmarks.names import NameServer
-from benchmarks.scenarios import PEERS, DaemonScenario, Scenario, select
+from benchmarks.scenarios import PEERS, DaemonScenario, Scenario, StallScenario, select
 
 FARM_START_S = 30.0
 DRAIN_WAIT_S = 10.0
@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "benchmarks.run", *argv])
     results: list[tuple[Scenario, list[ClientResult]]] = []
     daemon_results: list[tuple[DaemonScenario, list[daemon.DaemonResult]]] = []
+    stall_results: list[tuple[StallScenario, stall.StallResult]] = []
     references: dict = {}      # the daemon scenarios' paced reference, one per workload
     with tempfile.TemporaryDirectory(prefix="greenmon-bench-") as directory:
         workdir = Path(directory)
@@ -265,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
                          f"{farm.addresses[-1]}, {DEFAULT_LISTENERS} SO_REUSEPORT listeners each"
                          + (", TLS on a second port" if farm.tls_port else ""))
             for scenario in scenarios:
+                if isinstance(scenario, StallScenario):
+                    _progress(f"[{scenario.name}] {scenario.runs} runs of each ...")
+                    found = stall.run_stall(farm, workdir, scenario.plain, scenario.runs, scenario.cap_s)
+                    stall_results.append((scenario, found))
+                    print(stall.block(scenario, found) + "\n", flush=True)
+                    continue
                 if isinstance(scenario, DaemonScenario):
                     rows = daemon.run_daemon_scenario(scenario, farm, workdir, references, _progress)
                     daemon_results.append((scenario, rows))
@@ -275,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(report.scenario_block(scenario, rows) + "\n", flush=True)
         finally:
             farm.stop()
-    lines = report.verdicts(results) + report.daemon_verdicts(daemon_results)
+    lines = (report.verdicts(results) + report.daemon_verdicts(daemon_results)
+             + [stall.verdict(s, found) for s, found in stall_results if s.runs > 1])
     print("Targets:\n" + ("\n".join(lines) if lines else "- no figure to judge"))
     print("\n" + (report.NET_CPU_NOTE if results else "")
           + ("\n\n" if results and daemon_results else "")
@@ -287,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
                  "tls": s.tls, "rows": [r.as_dict() for r in rows]} for s, rows in results] + [
                 {"name": s.name, "kind": "daemon", "n": s.n, "delay_ms": s.delay_ms, "hosts": s.hosts,
                  "tls": s.tls, "interval": s.interval, "workers": s.workers, "window_s": s.window_s,
-                 "rows": [r.as_dict() for r in rows]} for s, rows in daemon_results]},
+                 "rows": [r.as_dict() for r in rows]} for s, rows in daemon_results] + [
+                {"name": s.name, "kind": "stall", "plain": s.plain, "runs": s.runs, **found.as_dict()}
+                for s, found in stall_results]},
             indent=2) + "\n", encoding="utf-8")
     if args.write:
         path = Path(args.write)

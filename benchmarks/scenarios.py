@@ -120,6 +120,25 @@ class DaemonScenario:
                 f"every {self.scrape_every_s:g} s with gzip for {self.window_s:g} s")
 
 
+@dataclass(frozen=True)
+class StallScenario:
+    """``plain`` plain targets checked by ``--once`` with and without one HTTPS target beside
+    them, ``runs`` times each (benchmarks.stall)."""
+
+    name: str
+    plain: int = 20
+    runs: int = 7
+    cap_s: float = 60.0
+    optional: bool = False
+    description: str = ""
+    hosts: int = 1
+    tls: bool = True      # the farm needs its TLS port
+
+    def summary(self) -> str:
+        return (f"--once, {self.plain} plain targets with and without one HTTPS target, "
+                f"{self.runs} runs each, in turn")
+
+
 SCENARIOS = [
     Scenario("1k@100ms", 1_000, 100),
     Scenario("1k@1s", 1_000, 1000, greenmon_defaults=True,
@@ -143,6 +162,9 @@ SCENARIOS = [
                          "the same 3,000 requests as one-address targets: what an address costs"),
     Scenario("50k@100ms", 50_000, 100, optional=True, cap_s=300.0),
     Scenario("50k@1s", 50_000, 1000, optional=True, cap_s=300.0),
+    StallScenario("first-https", description="the first HTTPS check must not stall the plain "
+                  "checks timed beside it: no import, trust store or context is made on the loop "
+                  "while they run"),
     DaemonScenario("daemon-10k", 10_000, judge=CRITERIA,
                    description="the daemon at scale in one process; the paced aiohttp client on "
                                "the same schedule is the latency reference"),
@@ -164,6 +186,7 @@ QUICK = [
              description="smoke of flows against one-step targets"),
     Scenario("quick-addresses", 30, 10, hosts=3, addresses=3, steady=False, seed_n=10, cap_s=60.0,
              description="smoke of addresses = \"all\" against one-address targets"),
+    StallScenario("quick-first-https", plain=5, runs=1, description="smoke of the stall scenario"),
     DaemonScenario("daemon-quick", 200, hosts=2, interval=2.0, timeout=1.5, concurrency=200,
                    window_s=8.0, description="smoke of the daemon scenario; no timing meaning"),
 ]

@@ -65,6 +65,14 @@ def test_every_client_ran_in_every_scenario(quick_run):
                     else row["cpu_s"] is not None, (name, row)
 
 
+def test_the_stall_scenario_timed_the_plain_targets_with_and_without_https(quick_run):
+    """Shape only: one run of each sweep, a median latency of the plain targets from each."""
+    _, document, _ = quick_run
+    [stall] = [s for s in document["scenarios"] if s["kind"] == "stall"]
+    assert stall["error"] == "" and len(stall["plain_ms"]) == len(stall["with_https_ms"]) == 1, stall
+    assert stall["plain_ms"][0] > 0 and stall["with_https_ms"][0] > 0 and stall["move_ms"] is not None
+
+
 def test_the_daemon_scenario_ran_scraped_and_saw_checks(quick_run):
     _, document, _ = quick_run
     scenarios = {s["name"]: s for s in document["scenarios"] if s["kind"] == "daemon"}
