@@ -224,7 +224,7 @@ def parse_config(text: str, filename: str = "<string>", base_dir: str | None = N
     for i, target in enumerate(targets):
         if target.steps:
             check_flow_interval(doc, i, target, monitor)
-        check_address_choice(doc, i, target, monitor)
+        check_address_choice(doc, ("targets", i), target, monitor)
     for i, target in enumerate(targets):
         timeout = fit_timeout(doc, ("targets", i), target.timeout, target.interval,
                               monitor.timeout, monitor.interval, f"target {target.name!r}")

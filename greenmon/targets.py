@@ -201,20 +201,21 @@ def fit_timeout(doc: Document, path: Path, timeout: float | None, interval: floa
     return None
 
 
-def check_address_choice(doc: Document, index: int | None, target: Target, monitor) -> None:
+def check_address_choice(doc: Document, path: Path | None, target: Target, monitor) -> None:
     """``addresses = "all"`` and an ``ip_version`` pick the addresses greenmon connects to:
     not possible through a proxy (it resolves the name), nor for a flow (its steps share one
-    session). The error names the key that was written. ``index`` None: [monitor]'s own
-    choice against its own proxy (``target`` stands for any target that takes both)."""
+    session). The error names the key that was written, in the table at ``path`` (a
+    [[targets]] entry, or a discovery entry whose targets take its keys). ``path`` None:
+    [monitor]'s own choice against its own proxy (``target`` stands for any target)."""
     all_addresses = (target.addresses or monitor.addresses) == "all"
     one_family = (target.ip_version or monitor.ip_version) != "any"
     if not (all_addresses or one_family):
         return
     key = "addresses" if all_addresses else "ip_version"
-    written = index is not None and getattr(target, key) is not None
-    where = ("targets", index, key) if written else ("monitor", key)
+    written = path is not None and getattr(target, key) is not None
+    where = path + (key,) if written else ("monitor", key)
     what = f'{key} = "{getattr(target, key) or getattr(monitor, key)}"'
-    who = "[monitor]" if index is None else f"target {target.name!r}"
+    who = "[monitor]" if path is None else dotted(path) if not target.name else f"target {target.name!r}"
     if target.steps and all_addresses:
         raise doc.error(where, f"{what} is for a target of one request, not a flow "
                         f"({who}): its steps share one session")

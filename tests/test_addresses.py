@@ -197,7 +197,9 @@ def test_a_changed_answer_adds_and_drops_address_series(fresh_resolver):
      "targets[0].ip_version", "must be one of 'any', '4', '6', got an integer"),
     ('[monitor]\naddresses = "every"\n[[targets]]\nurl = "http://127.0.0.1:9/"\n',
      "monitor.addresses", "must be one of 'first', 'all', got 'every'"),
-], ids=["flow", "proxy", "proxy-env", "ip-version-integer", "unknown-mode"])
+    ('[[file_sd]]\nfiles = ["sd.json"]\naddresses = "all"\nproxy = "http://127.0.0.1:3128"\n',
+     "file_sd[0].addresses", "cannot be kept through a proxy, which resolves the name itself (file_sd[0])"),
+], ids=["flow", "proxy", "proxy-env", "ip-version-integer", "unknown-mode", "file-sd"])
 def test_an_address_choice_that_cannot_hold_is_a_config_error(text, key, words):
     with pytest.raises(ConfigError) as raised:
         parse_config(text, "greenmon.toml")

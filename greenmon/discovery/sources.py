@@ -25,8 +25,8 @@ from greenmon.discovery.values import Discovered, Found, Skip, SourceError
 from greenmon.files import file_stamp
 from greenmon.schema import (ConfigError, Document, Path, dotted, header_name, header_value,
                              non_empty_string, number, string, type_name)
-from greenmon.targets import (TARGET_CHECKS, Target, check_label_name, check_method, check_regex,
-                              check_url, first_clash, fit_timeout, link_keys, redact_url)
+from greenmon.targets import (TARGET_CHECKS, Target, check_address_choice, check_label_name, check_method,
+                              check_regex, check_url, first_clash, fit_timeout, link_keys, redact_url)
 
 SOURCE_KINDS = ("openapi", "file_sd")
 DEFAULT_REFRESH_S = {"openapi": 300.0, "file_sd": 30.0}
@@ -238,6 +238,7 @@ def _parse_entry(doc: Document, kind: str, index: int, entry: Any, auth: Mapping
     values = doc.read_table(entry, path, checks)
     mine = {key: values.pop(key) for key in list(values) if key in own}
     link_keys(doc, path, values, auth)
+    check_address_choice(doc, path, Target(name="", url="", **values), monitor)
     timeout = values.get("timeout", monitor.timeout)   # fetching the document: not fitted
     fitted = fit_timeout(doc, path, values.get("timeout"), values.get("interval"),
                          monitor.timeout, monitor.interval, "the targets it yields")
