@@ -26,6 +26,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import gevent
+from gevent import socket
 from gevent.server import DatagramServer
 
 Rule = Callable[[dns.message.Message], dns.message.Message | None]
@@ -82,7 +83,16 @@ class DNSServer:
         self.questions: Counter = Counter()   # name (no trailing dot) -> questions asked
         self.unanswered = 0
         self.most_unanswered = 0
-        self._server = DatagramServer((address, 53), self._handle)
+        # Bound here, without SO_REUSEADDR (which gevent would set, and which lets a second
+        # UDP socket share the port): a name server already on port 53 (another test run on
+        # this machine) is an error now, not answers from the wrong rules.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((address, 53))
+        except OSError:
+            sock.close()
+            raise
+        self._server = DatagramServer(sock, self._handle)
 
     def __enter__(self) -> "DNSServer":
         self._server.start()
