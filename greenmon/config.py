@@ -54,7 +54,8 @@ _SECTION_CHECKS = {
         "failure_threshold": integer(1), "recovery_timeout": number(above=0),
     }),
     "server": (ServerSettings, {"listen": listen_address, "web_config_file": optional_file}),
-    "metrics": (MetricsSettings, {"buckets": buckets, "per_target_histograms": boolean}),
+    "metrics": (MetricsSettings, {"buckets": buckets, "per_target_histograms": boolean,
+                                  "phase_gauges": boolean}),
 }
 _TOP_LEVEL = set(_SECTION_CHECKS) | {"auth", "targets"} | set(discovery.SOURCE_KINDS)
 

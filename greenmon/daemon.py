@@ -147,7 +147,8 @@ class Daemon:
             log.warning("server.listen changed to %s: it takes effect at the next restart",
                         config.server.listen)
         self.checks.apply(config, prepared)
-        self.store.configure(config.metrics.buckets, config.metrics.per_target_histograms)
+        self.store.configure(config.metrics.buckets, config.metrics.per_target_histograms,
+                             config.metrics.phase_gauges)
         self.store.set_monitor(config.monitor)
         self.store.set_targets(config.enabled_targets, Slices().tick)
         self.config = config

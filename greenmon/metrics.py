@@ -173,6 +173,10 @@ def _per_target_histograms(store: MetricsStore) -> bool:
     return store.per_target_histograms
 
 
+def _phase_gauges(store: MetricsStore) -> bool:
+    return store.phase_gauges
+
+
 CONTACT = SKIPPED | CHECKED   # every scheduled check, whether or not it contacted the target
 TARGET_METRICS = (
     MetricRow("greenmon_up", "gauge", "1 if the last check of the target succeeded.",
@@ -197,7 +201,7 @@ TARGET_METRICS = (
               ("target", "url", "method"), _info),   # and the target labels; new ones: a new layout
     MetricRow("greenmon_check_phase_seconds", "gauge",
               "Where the last attempt of the last check that contacted the target spent its time.",
-              ("target", "phase"), _phases, CHECKED),
+              ("target", "phase"), _phases, CHECKED, shown=_phase_gauges),
     MetricRow("greenmon_tls_cert_expiry_timestamp_seconds", "gauge",
               "When the certificate the target presented expires (Unix time; the leaf's notAfter).",
               ("target",), _cert_expiry, TLS_CHANGED),
@@ -244,9 +248,10 @@ def changed_metrics(events: int) -> int:
 def target_samples(store: MetricsStore, series: TargetSeries,
                    metrics: int = ALL_TARGET_METRICS) -> list[list[Sample] | None]:
     """One target's samples, a list per row of TARGET_METRICS (None for a row left out of
-    ``metrics``, a bit mask in that order)."""
+    ``metrics``, a bit mask in that order; none for a row the store does not show)."""
     by_target = (("target", series.target.name),)
-    return [row.samples(store, series, by_target) if metrics >> index & 1 else None
+    return [(row.samples(store, series, by_target) if row.shown(store) else [])
+            if metrics >> index & 1 else None
             for index, row in enumerate(TARGET_METRICS)]
 
 

@@ -73,3 +73,4 @@ class ServerSettings:
 class MetricsSettings:
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
     per_target_histograms: bool = True
+    phase_gauges: bool = True    # false: no greenmon_check_phase_seconds (5 series per target)

@@ -118,11 +118,12 @@ class MetricsStore:
 
     def __init__(self, buckets: tuple[float, ...], per_target_histograms: bool = True,
                  inflight: Callable[[], int] = lambda: 0, shard: tuple[int, int] = (0, 1),
-                 monitor: MonitorSettings = MonitorSettings()):
+                 monitor: MonitorSettings = MonitorSettings(), phase_gauges: bool = True):
         self.shard = shard
         self.monitor = monitor   # the defaults of the SLO objective and the history's length
         self.buckets = tuple(buckets)
         self.per_target_histograms = per_target_histograms
+        self.phase_gauges = phase_gauges   # false: greenmon_check_phase_seconds not exported
         self.series: dict[str, TargetSeries] = {}
         self.shared_histogram = Histogram(self.buckets)   # per_target_histograms = false
         self.inflight = inflight
@@ -135,8 +136,12 @@ class MetricsStore:
         # Discovery sources by their label ("openapi[0]"): (targets yielded now, failed loads).
         self.discovery: dict[str, tuple[int, int]] = {}
 
-    def configure(self, buckets: tuple[float, ...], per_target_histograms: bool) -> None:
-        """New histogram settings; histograms restart from zero when their shape changes."""
+    def configure(self, buckets: tuple[float, ...], per_target_histograms: bool,
+                  phase_gauges: bool = True) -> None:
+        """New [metrics] settings; histograms restart from zero when their shape changes."""
+        if phase_gauges != self.phase_gauges:
+            self.phase_gauges = phase_gauges
+            self.layout += 1
         if (tuple(buckets), per_target_histograms) != (self.buckets, self.per_target_histograms):
             self.buckets, self.per_target_histograms = tuple(buckets), per_target_histograms
             self.shared_histogram = Histogram(self.buckets)
@@ -250,6 +255,7 @@ class MetricsStore:
 
 def store_for(config, targets: Iterable[Target], **sources) -> MetricsStore:
     store = MetricsStore(config.metrics.buckets, config.metrics.per_target_histograms,
+                         phase_gauges=config.metrics.phase_gauges,
                          shard=config.shard, monitor=config.monitor, **sources)
     store.set_targets(targets)
     store.discovery = discovery_counts(config)

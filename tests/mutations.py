@@ -257,6 +257,12 @@ MUTANTS = [
            EXPORTER + ("tests/test_daemon.py",)),
     Mutant("X10", "greenmon/metrics.py", 'return "+Inf" if bound == float("inf")',
            'return "Inf" if bound == float("inf")', "the +Inf bucket is written as Inf", EXPORTER),
+    Mutant("X12", "greenmon/metrics.py", '("target", "phase"), _phases, CHECKED, shown=_phase_gauges),',
+           '("target", "phase"), _phases, CHECKED),', "phase_gauges = false is ignored",
+           ("tests/test_metrics.py",)),
+    Mutant("X13", "greenmon/metrics.py", "(row.samples(store, series, by_target) if row.shown(store) else [])",
+           "row.samples(store, series, by_target)", "a row the store does not show still counts in the "
+           "cached exposition's length: /metrics sends a wrong Content-Length", ("tests/test_metrics.py",)),
     Mutant("X11", "greenmon/metrics.py", '("target", "class"), _retries, RETRIED),',
            '("target", "class"), _retries),',
            "a retry does not mark greenmon_check_retries_total changed: /metrics shows a stale "

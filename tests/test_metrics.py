@@ -7,8 +7,10 @@ read back through prometheus_client's own text parser, as a scraper would.
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from importlib.metadata import version as installed_version
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY, generate_latest
@@ -444,3 +446,50 @@ def test_the_global_registry_is_left_alone():
         store, _ = swept_store(config)
     assert value(scrape(store), "greenmon_up", target="ok") == 1
     assert not [s for s in samples(generate_latest(REGISTRY).decode()) if s.name.startswith("greenmon_")]
+
+
+def timed(checked: MonitorResult) -> MonitorResult:
+    """``checked`` with the phases of a plain HTTP check (no tls phase)."""
+    return dataclasses.replace(checked, timings={"dns": 0.0, "connect": 0.01, "tls": None,
+                                                 "processing": 0.18, "transfer": 0.01})
+
+
+def test_the_series_per_target_table_of_the_metrics_page_is_true():
+    """docs/metrics.md says what a plain HTTP target costs by [metrics] setting: count it."""
+    def count(buckets=DEFAULT_BUCKETS, per_target=True, phases=True) -> int:
+        store = MetricsStore(buckets, per_target, phase_gauges=phases)
+        store.set_targets([Target(name="a", url="http://127.0.0.1:9/")])
+        store.observe(timed(result("a", latencies=(0.2,))))
+        return sum(1 for sample in scrape(store) if sample.labels.get("target") == "a")
+
+    few = (0.25, 0.5, 1.0, 2.0, 5.0)
+    counted = {"defaults (12 buckets, phase gauges)": count(), "`phase_gauges = false`": count(phases=False),
+               "`buckets = [0.25, 0.5, 1.0, 2.0, 5.0]`": count(buckets=few),
+               "both": count(buckets=few, phases=False), "`per_target_histograms = false`": count(per_target=False)}
+    page = (Path(__file__).resolve().parent.parent / "docs" / "metrics.md").read_text(encoding="utf-8")
+    table = page.split("## Series per target", 1)[1].split("\n\n", 3)[2]
+    documented = {cells[0]: int(cells[1]) for cells in (
+        [cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:])}
+    assert documented == counted
+
+
+def test_phase_gauges_false_exports_no_phase_series():
+    config = parse_config(config_text([{"name": "a", "url": "http://127.0.0.1:9/"}],
+                                      extra="[metrics]\nphase_gauges = false\n"), "<test>")
+    store = store_for(config, config.enabled_targets)
+    store.observe(timed(result("a", latencies=(0.2,))))
+    found = scrape(store)
+    assert select(found, "greenmon_check_phase_seconds") == [] and value(found, "greenmon_up", target="a") == 1
+
+
+def test_turning_phase_gauges_off_and_on_by_reload_renders_the_cache_anew():
+    """A reload that changes phase_gauges: the cached exposition follows, both ways (scrape
+    checks it against prometheus_client's own text each time)."""
+    store = MetricsStore(DEFAULT_BUCKETS)
+    store.set_targets([target("a")])
+    store.observe(timed(result("a")))
+    assert len(select(scrape(store), "greenmon_check_phase_seconds")) == 4
+    store.configure(DEFAULT_BUCKETS, True, phase_gauges=False)
+    assert select(scrape(store), "greenmon_check_phase_seconds") == []
+    store.configure(DEFAULT_BUCKETS, True, phase_gauges=True)
+    assert len(select(scrape(store), "greenmon_check_phase_seconds")) == 4
