@@ -28,8 +28,8 @@ from greenmon.schema import (SECRET_MASK, ConfigError, Document, boolean, bucket
                              optional_file)
 from greenmon.settings import (ADDRESS_MODES, IP_VERSIONS, BreakerSettings, MetricsSettings,
                                MonitorSettings, RetrySettings, ServerSettings)
-from greenmon.targets import (Target, check_address_choice, check_client_cert_pair, first_clash, fit_timeout, parse_target,
-                              proxy_url)
+from greenmon.targets import (Target, check_address_choice, check_client_cert_pair, first_clash,
+                              fit_timeout, parse_target, proxy_url)
 
 DEFAULT_CONFIG_PATH = "greenmon.toml"
 CONFIG_ENV = "GREENMON_CONFIG"

@@ -142,9 +142,8 @@ class Engine:
         self.breakers[target.name] = state
         if state != before:
             self.breaker_changes += 1
-        degraded_after = (self.config.monitor.degraded_latency if target.degraded_latency is None
-                          else target.degraded_latency)
-        return checked_result(target, outcome, state, checked_at, degraded_after)
+        return checked_result(target, outcome, state, checked_at,
+                              self.config.monitor.degraded_after(target.degraded_latency))
 
 
 def transport_for(config: Config, concurrency: int) -> Transport:

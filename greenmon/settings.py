@@ -48,6 +48,11 @@ class MonitorSettings:
         ca_file = self.ca_file if ca_file is None else ca_file
         return ca_file if verify_tls and ca_file else verify_tls
 
+    def degraded_after(self, degraded_latency: float | None) -> float:
+        """The degraded threshold of a target whose own ``degraded_latency`` is this (None:
+        not written, this section's applies); 0: off."""
+        return self.degraded_latency if degraded_latency is None else degraded_latency
+
 
 @dataclass(frozen=True)
 class RetrySettings:

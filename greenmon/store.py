@@ -162,7 +162,7 @@ class MetricsStore:
 
     def degraded_after(self, target: Target) -> float:
         """The target's degraded_latency (its own, else the monitor's; 0: off)."""
-        return self.monitor.degraded_latency if target.degraded_latency is None else target.degraded_latency
+        return self.monitor.degraded_after(target.degraded_latency)
 
     def window_days(self, target: Target) -> float:
         """The target's error budget window (its own, else the monitor's)."""

@@ -163,7 +163,8 @@ MUTANTS = [
            "degraded=False", "a slow success is never marked degraded", ("tests/test_degraded.py",)),
     Mutant("G2", "greenmon/store.py", "            series.slow += 1\n", "            series.good += 1\n",
            "a degraded check counts as good in the SLI: no result=\"slow\"", ("tests/test_degraded.py",)),
-    Mutant("G3", "greenmon/engine.py", "if target.degraded_latency is None", "if True",
+    Mutant("G3", "greenmon/settings.py", "return self.degraded_latency if degraded_latency is None else",
+           "return self.degraded_latency if True else",
            "a target's own degraded_latency (0: off for it) is ignored", ("tests/test_degraded.py",)),
     # --- every address of a name ---
     Mutant("N1", "greenmon/check.py", "        if not step.all_addresses:\n            addresses = addresses[:1]\n",
