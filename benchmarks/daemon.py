@@ -61,6 +61,7 @@ REFERENCE_SLACK_S = 60.0     # the reference's hard cap beyond its warm-up and w
 FDS_PER_CHECK = 2            # a socket in flight and an idle keep-alive one, per expected check
 FD_RESERVE = 1024
 LOOP_LAG_LIMIT_S = 0.05      # the loop-lag bucket the target is about (le="0.05")
+LATE_LIMIT_S = 1.0           # a check that starts later than this after its due time is late
 LOG_LINES = 3
 
 
@@ -91,6 +92,7 @@ class DaemonResult:
     inflight_max: int | None = None
     loop_lag_samples: int | None = None
     loop_lag_within: float | None = None   # share of loop-lag samples <= 50 ms
+    late_over_1s: float | None = None      # share of checks started more than 1 s after due
     loop_lag_p99_s: float | None = None    # bucket bound
     overruns: int | None = None
     cpu_s: float | None = None             # daemon (and workers), or the reference's whole run
@@ -198,12 +200,17 @@ class Daemon:
         except OSError:
             return []
         seen: list[str] = []
-        for line in lines:
-            if any(mark in line for mark in (" WARNING ", " ERROR ", " CRITICAL ", "Traceback",
-                                             "greenmon: ")):
+        for number, line in enumerate(lines):
+            if line.startswith("Traceback"):   # what was raised: the traceback's last line
+                raised = next((later for later in lines[number + 1:]
+                               if later and not later[0].isspace()), "?")
+                text = f"Traceback: {raised}"[:200]
+            elif any(mark in line for mark in (" WARNING ", " ERROR ", " CRITICAL ", "greenmon: ")):
                 text = line.split(": ", 1)[-1][:200]
-                if text not in seen:
-                    seen.append(text)
+            else:
+                continue
+            if text not in seen:
+                seen.append(text)
         return seen[:LOG_LINES]
 
 
@@ -457,9 +464,12 @@ def summarize(window: Window, scenario: DaemonScenario, label: str, watch: Proce
         first, last = window.scrapes[0], window.scrapes[-1]
         loop = delta(first.loop_lag, last.loop_lag)
         share, samples = within(loop, LOOP_LAG_LIMIT_S)
+        late = delta(first.schedule_lag, last.schedule_lag)
+        on_time, _ = within(late, LATE_LIMIT_S)
         fields = dict(loop_lag_within=share, loop_lag_samples=samples,
                       loop_lag_p99_s=bucket_quantile(loop, 0.99),
-                      start_late_p99_s=bucket_quantile(delta(first.schedule_lag, last.schedule_lag), 0.99),
+                      start_late_p99_s=bucket_quantile(late, 0.99),
+                      late_over_1s=None if on_time is None else 1.0 - on_time,
                       overruns=(None if last.overruns is None or first.overruns is None
                                 else int(last.overruns - first.overruns)))
     inflight = [s.inflight for s in window.scrapes if s.inflight is not None]

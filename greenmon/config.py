@@ -55,7 +55,7 @@ _SECTION_CHECKS = {
     }),
     "server": (ServerSettings, {"listen": listen_address, "web_config_file": optional_file}),
     "metrics": (MetricsSettings, {"buckets": buckets, "per_target_histograms": boolean,
-                                  "phase_gauges": boolean}),
+                                  "phase_gauges": boolean, "all_error_classes": boolean}),
 }
 _TOP_LEVEL = set(_SECTION_CHECKS) | {"auth", "targets"} | set(discovery.SOURCE_KINDS)
 
@@ -93,6 +93,12 @@ class Config:
     def longest_interval(self) -> float:
         """The longest interval of any enabled target: one daemon "sweep" is a pass of it."""
         return max([t.interval for t in self.enabled_targets if t.interval] + [self.monitor.interval])
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """Every label name the enabled targets use, sorted: greenmon_target_info has them all
+        (a worker process is told them, its share may use fewer)."""
+        return tuple(sorted({name for t in self.enabled_targets for name in t.labels}))
 
     def only_shard(self, index: int, count: int) -> "Config":
         """The targets whose stable hash falls in shard ``index`` of ``count``."""

@@ -2,10 +2,11 @@
 
 It wires the checks (``inprocess.InProcessChecks`` in this process, or
 worker processes), the MetricsStore they feed, the caches the web endpoints
-read, and the breaker table's state file, written when it changed, at most
-every STATE_SAVE_EVERY_S seconds and at stop. ``reload`` reads the config
-again off the event loop and applies it: targets that remain keep their
-breaker, series and schedule phase. Discovery sources are read again as
+read (with workers, /metrics joins the shares they render:
+``SharedExposition``), and the breaker table's state file, written when it
+changed, at most every STATE_SAVE_EVERY_S seconds and at stop. ``reload``
+reads the config again off the event loop and applies it: targets that
+remain keep their breaker, series and schedule phase. Discovery sources are read again as
 they fall due (``discovery.live``) and applied the same way. ``stop`` lets
 the checks in flight end or hit their deadline. ``run_daemon`` serves it
 (``web``) and hands it the signals: TERM and INT stop, HUP reloads.
@@ -27,7 +28,7 @@ from greenmon.config import Config
 from greenmon.cooperative import Slices, off_loop
 from greenmon.discovery.live import Discovery
 from greenmon.discovery.sources import merge_one
-from greenmon.exposition import Exposition
+from greenmon.exposition import Exposition, SharedExposition
 from greenmon.inprocess import InProcessChecks
 from greenmon.schema import ConfigError
 from greenmon.store import MetricsStore, discovery_counts, store_for
@@ -52,16 +53,19 @@ class Daemon:
         self.web = web or WebConfig()
         self.auth = BasicAuth(self.web.users)
         self._loader = loader
-        self.store: MetricsStore = store_for(config, config.enabled_targets,
+        shared = workers > 1 and len(config.enabled_targets) > 1
+        self.store: MetricsStore = store_for(config, config.enabled_targets, renders=not shared,
                                              inflight=lambda: self.checks.inflight)
         hooks = dict(timing=self.store.timing, on_result=self.store.observe,
                      on_breaker=self.store.breaker_changed, on_pass=self.store.sweep_finished)
-        if workers > 1 and len(config.enabled_targets) > 1:
+        if shared:
             from greenmon.workers.parent import WorkerChecks
-            self.checks = WorkerChecks(config, workers, **hooks)
+            self.checks = WorkerChecks(config, workers, seed=self.store.series_of, **hooks)
+            # Each worker renders its share of /metrics; this process joins them.
+            self.exposition = SharedExposition(self.store, self.checks.render_shares)
         else:
             self.checks = InProcessChecks(config, clock=clock, **hooks)
-        self.exposition = Exposition(self.store)
+            self.exposition = Exposition(self.store)
         self.views = Views(self.store)
         self._stop = gevent.event.Event()
         self._reloading = gevent.lock.Semaphore()
@@ -147,8 +151,7 @@ class Daemon:
             log.warning("server.listen changed to %s: it takes effect at the next restart",
                         config.server.listen)
         self.checks.apply(config, prepared)
-        self.store.configure(config.metrics.buckets, config.metrics.per_target_histograms,
-                             config.metrics.phase_gauges)
+        self.store.configure(config.metrics)
         self.store.set_monitor(config.monitor)
         self.store.set_targets(config.enabled_targets, Slices().tick)
         self.config = config
@@ -166,6 +169,7 @@ class Daemon:
         self._runner = self.checks.start()
         saver = gevent.spawn(self._save_state_every, STATE_SAVE_EVERY_S)
         discoverer = gevent.spawn(self.discovery.run)
+        fresh = gevent.spawn(self.exposition.keep_fresh)
         try:
             gevent.wait([self._stop, self._runner], count=1)
             discoverer.kill()
@@ -175,6 +179,7 @@ class Daemon:
         finally:
             discoverer.kill()
             self.discovery.close()
+            fresh.kill()
             saver.kill()
             self._save_state()
             self.checks.close()

@@ -45,6 +45,8 @@ class History:
         return len(self.code)
 
     def add(self, result: MonitorResult) -> None:
+        if not self.size:
+            return   # none kept (a worker process's store: the parent keeps the history)
         if result.ok:
             code = DEGRADED if result.degraded else 0
         else:
@@ -68,7 +70,7 @@ class History:
         if size == self.size:
             return
         self.started, self.latency, self.code, self.detail = (
-            self._oldest_first(values)[-size:]
+            self._oldest_first(values)[max(0, len(values) - size):]
             for values in (self.started, self.latency, self.code, self.detail))
         self.size = size
         self.next = 0   # oldest first now: a full ring overwrites from the start

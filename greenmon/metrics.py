@@ -83,15 +83,18 @@ def _checks(store, series, by_target):
 
 
 def _errors(store, series, by_target):
-    name = series.target.name
+    """Every class from 0 (a rate() sees the first failure), or with all_error_classes = false
+    only those that happened: 5 series of zeros fewer per healthy target, and as many for
+    retries."""
+    name, every = series.target.name, store.all_error_classes
     return [("greenmon_check_errors_total", (("class", c), ("target", name)), n)
-            for c, n in zip(ERROR_CLASSES, series.errors)]
+            for c, n in zip(ERROR_CLASSES, series.errors) if n or every]
 
 
 def _retries(store, series, by_target):
-    name = series.target.name
+    name, every = series.target.name, store.all_error_classes
     return [("greenmon_check_retries_total", (("class", c), ("target", name)), n)
-            for c, n in zip(ERROR_CLASSES, series.retries)]
+            for c, n in zip(ERROR_CLASSES, series.retries) if n or every]
 
 
 def _info(store, series, by_target):

@@ -79,3 +79,6 @@ class MetricsSettings:
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
     per_target_histograms: bool = True
     phase_gauges: bool = True    # false: no greenmon_check_phase_seconds (5 series per target)
+    # false: error and retry counters only for the classes that happened to the target (10
+    # series of zeros fewer per healthy target)
+    all_error_classes: bool = True

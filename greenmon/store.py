@@ -21,7 +21,7 @@ from greenmon.errors import ERROR_CLASSES
 from greenmon.histogram import Histogram
 from greenmon.history import History
 from greenmon.result import MonitorResult
-from greenmon.settings import MonitorSettings
+from greenmon.settings import MetricsSettings, MonitorSettings
 from greenmon.targets import Target, is_target_label
 from greenmon.timing import Timing
 from greenmon.urls import redact_url
@@ -38,6 +38,9 @@ Sample = tuple[str, Labels, float]            # (sample name, labels, value)
 SKIPPED, CHECKED, FAILED, RETRIED, TLS_CHANGED, BREAKER_CHANGED = (1 << bit for bit in range(6))
 
 
+NO_HISTORY = History(0)   # shared: with size 0 it is never written to (add, resize: no-ops)
+
+
 class TargetSeries:
     """Everything exported about one target."""
 
@@ -45,6 +48,7 @@ class TargetSeries:
                  "breaker", "history", "histogram", "good", "slow", "bad")
 
     def __init__(self, target: Target, history: int = 60):
+        """``history`` 0: none kept (a worker process's store), and none allocated."""
         self.target = target
         self.checks = 0
         self.errors = [0] * len(ERROR_CLASSES)
@@ -53,7 +57,7 @@ class TargetSeries:
         self.contacted: MonitorResult | None = None   # the last result that contacted the target
         self.last_checked_at: float | None = None  # of the last check that contacted the target
         self.breaker = CLOSED
-        self.history = History(history)
+        self.history = History(history) if history else NO_HISTORY
         self.histogram: Histogram | None = None
         self.good = 0   # every scheduled check, for the SLI: skipped by an open breaker is bad
         self.slow = 0   # up, but degraded (over its degraded_latency)
@@ -118,12 +122,20 @@ class MetricsStore:
 
     def __init__(self, buckets: tuple[float, ...], per_target_histograms: bool = True,
                  inflight: Callable[[], int] = lambda: 0, shard: tuple[int, int] = (0, 1),
-                 monitor: MonitorSettings = MonitorSettings(), phase_gauges: bool = True):
+                 monitor: MonitorSettings = MonitorSettings(), phase_gauges: bool = True,
+                 renders: bool = True, views: bool = True, all_error_classes: bool = True):
+        """With worker processes the numbers are kept twice, each store for its readers only.
+        ``renders`` False: the parent's, for the views; the workers render the per-target
+        metrics, so it keeps no per-target histogram nor what changed. ``views`` False: a
+        worker's, for its share of /metrics; it keeps no history (the status page's)."""
+        self.renders = renders
+        self.views = views
         self.shard = shard
         self.monitor = monitor   # the defaults of the SLO objective and the history's length
         self.buckets = tuple(buckets)
         self.per_target_histograms = per_target_histograms
         self.phase_gauges = phase_gauges   # false: greenmon_check_phase_seconds not exported
+        self.all_error_classes = all_error_classes   # false: error counters of seen classes only
         self.series: dict[str, TargetSeries] = {}
         self.shared_histogram = Histogram(self.buckets)   # per_target_histograms = false
         self.inflight = inflight
@@ -136,14 +148,15 @@ class MetricsStore:
         # Discovery sources by their label ("openapi[0]"): (targets yielded now, failed loads).
         self.discovery: dict[str, tuple[int, int]] = {}
 
-    def configure(self, buckets: tuple[float, ...], per_target_histograms: bool,
-                  phase_gauges: bool = True) -> None:
+    def configure(self, settings: MetricsSettings) -> None:
         """New [metrics] settings; histograms restart from zero when their shape changes."""
-        if phase_gauges != self.phase_gauges:
-            self.phase_gauges = phase_gauges
+        shown = (settings.phase_gauges, settings.all_error_classes)
+        if shown != (self.phase_gauges, self.all_error_classes):
+            self.phase_gauges, self.all_error_classes = shown
             self.layout += 1
-        if (tuple(buckets), per_target_histograms) != (self.buckets, self.per_target_histograms):
-            self.buckets, self.per_target_histograms = tuple(buckets), per_target_histograms
+        buckets, per_target_histograms = tuple(settings.buckets), settings.per_target_histograms
+        if (buckets, per_target_histograms) != (self.buckets, self.per_target_histograms):
+            self.buckets, self.per_target_histograms = buckets, per_target_histograms
             self.shared_histogram = Histogram(self.buckets)
             for series in self.series.values():
                 series.histogram = None
@@ -152,9 +165,17 @@ class MetricsStore:
     def set_monitor(self, monitor: MonitorSettings) -> None:
         """New monitor defaults (a reload): objectives and the length of the kept history."""
         self.monitor = monitor
+        size = self._history_size
         for series in self.series.values():
-            series.history.resize(monitor.history)
+            if series.history is not NO_HISTORY:
+                series.history.resize(size)
+            elif size:   # never resized: it is every such series' own
+                series.history = History(size)
         self.layout += 1
+
+    @property
+    def _history_size(self) -> int:
+        return self.monitor.history if self.views else 0
 
     def objective(self, target: Target) -> float:
         """The target's availability objective (its own, else the monitor's)."""
@@ -168,10 +189,13 @@ class MetricsStore:
         """The target's error budget window (its own, else the monitor's)."""
         return target.slo_window_days or self.monitor.slo_window_days
 
-    def set_targets(self, targets: Iterable[Target], tick: Callable[[], None] = lambda: None) -> None:
+    def set_targets(self, targets: Iterable[Target], tick: Callable[[], None] = lambda: None,
+                    label_names: Iterable[str] | None = None) -> None:
         """Track exactly these targets, in this order: new ones start at zero, removed ones
         lose their series, kept ones keep their numbers. ``tick`` is called after each
         target (the daemon yields to its event loop there: cooperative.Slices).
+        ``label_names``: those greenmon_target_info carries, when more targets than these
+        have labels (a worker process's store holds its share only; Config.label_names).
 
         A series holds the target as it is exported (``exported_target``: valid UTF-8,
         Prometheus label names), made once here so that no scrape has to check a line; it
@@ -181,7 +205,7 @@ class MetricsStore:
             shown = exported_target(target, dropped)
             series = old.get(target.name)
             if series is None:
-                series = TargetSeries(shown, self.monitor.history)
+                series = TargetSeries(shown, self._history_size)
             else:
                 series.target = shown
             series_now[target.name] = series
@@ -191,9 +215,15 @@ class MetricsStore:
             log.warning("target labels not exported (not Prometheus label names, or greenmon's "
                         "own): %s", ", ".join(sorted(repr(name)[:80] for name in dropped)[:10]))
         self.series = series_now
+        if label_names is not None:
+            labels = {name for name in label_names if is_target_label(name)}
         self.info_labels = sorted(labels)
         self.changed = {name: bits for name, bits in self.changed.items() if name in series_now}
         self.layout += 1
+
+    def series_of(self, names: Iterable[str]) -> dict[str, TargetSeries]:
+        """These targets' series (those it tracks): a replaced worker process's starting point."""
+        return {name: self.series[name] for name in names if name in self.series}
 
     def observe(self, result: MonitorResult) -> None:
         """Result listener: count the check, its errors and retries, time every attempt."""
@@ -226,6 +256,8 @@ class MetricsStore:
             changes |= RETRIED
         self._mark_changed(result.target, changes)
         if self.per_target_histograms:
+            if not self.renders:
+                return   # the per-target histograms are the workers'
             if series.histogram is None:
                 series.histogram = Histogram(self.buckets)
             histogram = series.histogram
@@ -243,7 +275,8 @@ class MetricsStore:
 
     def _mark_changed(self, name: str, events: int) -> None:
         """These events happened to the target: the next scrape formats what they change."""
-        self.changed[name] = self.changed.get(name, 0) | events
+        if self.renders:
+            self.changed[name] = self.changed.get(name, 0) | events
 
     def sweep_finished(self, duration_s: float) -> None:
         self.sweeps += 1
@@ -256,6 +289,7 @@ class MetricsStore:
 def store_for(config, targets: Iterable[Target], **sources) -> MetricsStore:
     store = MetricsStore(config.metrics.buckets, config.metrics.per_target_histograms,
                          phase_gauges=config.metrics.phase_gauges,
+                         all_error_classes=config.metrics.all_error_classes,
                          shard=config.shard, monitor=config.monitor, **sources)
     store.set_targets(targets)
     store.discovery = discovery_counts(config)

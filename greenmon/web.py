@@ -23,7 +23,8 @@ from prometheus_client.exposition import gzip_accepted
 
 from greenmon import statuspage
 from greenmon.cooperative import off_loop
-from greenmon.exposition import CONTENT_TYPE, Text, gzip_pieces
+from greenmon.exposition import CONTENT_TYPE, Inflated, Text, gzip_pieces
+from greenmon.workers.messages import ShareUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,16 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def make_app(daemon):
-    def respond(environ, start_response, status: str, content_type: str, pieces, extra=()):
-        """``pieces``: the body as an iterable of bytes (a list, or exposition.Text) with len()
-        of the whole (Text knows its size; a list is summed)."""
+    def respond(environ, start_response, status: str, content_type: str, pieces, extra=(),
+                gzipped: bool = False):
+        """``pieces``: the body as an iterable of bytes (a list, exposition.Text or Inflated) with
+        len() of the whole (Text and Inflated know their size; a list is summed);
+        ``gzipped``: compressed already."""
         headers = [("Content-Type", content_type), ("Cache-Control", "no-store"), NOSNIFF, *extra]
-        size = len(pieces) if isinstance(pieces, Text) else sum(map(len, pieces))
-        if size >= GZIP_MIN_BYTES and gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
+        size = len(pieces) if isinstance(pieces, (Text, Inflated)) else sum(map(len, pieces))
+        if gzipped:
+            headers.append(("Content-Encoding", "gzip"))
+        elif size >= GZIP_MIN_BYTES and gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
             pieces = [off_loop(gzip_pieces, pieces)]
             size = len(pieces[0])
             headers.append(("Content-Encoding", "gzip"))
@@ -68,8 +73,14 @@ def make_app(daemon):
                 and not daemon.auth.allows(environ.get("HTTP_AUTHORIZATION"))):
             return text(environ, start_response, "401 Unauthorized", b"unauthorized\n", [UNAUTHORIZED])
         if path == "/metrics":
-            return respond(environ, start_response, "200 OK", CONTENT_TYPE,
-                           daemon.exposition.render())
+            gzip = gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", ""))
+            try:
+                body, gzipped = daemon.exposition.document(gzip)
+            except ShareUnavailable as error:
+                return text(environ, start_response, "503 Service Unavailable",
+                            f"/metrics: {error}\n".encode())
+            return respond(environ, start_response, "200 OK", CONTENT_TYPE, body,
+                           gzipped=gzipped)
         if path == "/healthz":
             if daemon.healthy():
                 return text(environ, start_response, "200 OK", b"ok\n")

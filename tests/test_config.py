@@ -354,7 +354,7 @@ DEFAULTS = {
     "server": {"listen": "0.0.0.0:9715", "web_config_file": ""},
     "metrics": {
         "buckets": (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0),
-        "per_target_histograms": True, "phase_gauges": True,
+        "per_target_histograms": True, "phase_gauges": True, "all_error_classes": True,
     },
 }
 

@@ -52,7 +52,7 @@ SECTIONS = {
     "retry": ["retries", "backoff", "max_backoff", "jitter"],
     "breaker": ["failure_threshold", "recovery_timeout"],
     "server": ["listen"],
-    "metrics": ["buckets", "per_target_histograms", "phase_gauges"],
+    "metrics": ["buckets", "per_target_histograms", "phase_gauges", "all_error_classes"],
 }
 TARGET_KEYS = ["name", "url", "method", "headers", "body", "body_file", "expect_status", "expect_body",
                "reject_body", "expect_header", "reject_header", "timeout", "verify_tls", "ca_file",

@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY, generate_latest
 import greenmon
 from greenmon.breaker import BreakerState
 from greenmon.config import parse_config
-from greenmon.settings import DEFAULT_BUCKETS, MonitorSettings
+from greenmon.settings import DEFAULT_BUCKETS, MetricsSettings, MonitorSettings
 from greenmon.engine import Engine
 from greenmon.errors import ERROR_CLASSES
 from greenmon.metrics import build_registry
@@ -456,16 +456,19 @@ def timed(checked: MonitorResult) -> MonitorResult:
 
 def test_the_series_per_target_table_of_the_metrics_page_is_true():
     """docs/metrics.md says what a plain HTTP target costs by [metrics] setting: count it."""
-    def count(buckets=DEFAULT_BUCKETS, per_target=True, phases=True) -> int:
-        store = MetricsStore(buckets, per_target, phase_gauges=phases)
+    def count(buckets=DEFAULT_BUCKETS, per_target=True, phases=True, classes=True) -> int:
+        store = MetricsStore(buckets, per_target, phase_gauges=phases, all_error_classes=classes)
         store.set_targets([Target(name="a", url="http://127.0.0.1:9/")])
         store.observe(timed(result("a", latencies=(0.2,))))
         return sum(1 for sample in scrape(store) if sample.labels.get("target") == "a")
 
     few = (0.25, 0.5, 1.0, 2.0, 5.0)
-    counted = {"defaults (12 buckets, phase gauges)": count(), "`phase_gauges = false`": count(phases=False),
+    counted = {"defaults (12 buckets, phase gauges, every error class)": count(),
+               "`phase_gauges = false`": count(phases=False),
                "`buckets = [0.25, 0.5, 1.0, 2.0, 5.0]`": count(buckets=few),
-               "both": count(buckets=few, phases=False), "`per_target_histograms = false`": count(per_target=False)}
+               "`all_error_classes = false`": count(classes=False),
+               "the three above (the 50,000-target settings)": count(buckets=few, phases=False, classes=False),
+               "`per_target_histograms = false`": count(per_target=False)}
     page = (Path(__file__).resolve().parent.parent / "docs" / "metrics.md").read_text(encoding="utf-8")
     table = page.split("## Series per target", 1)[1].split("\n\n", 3)[2]
     documented = {cells[0]: int(cells[1]) for cells in (
@@ -482,6 +485,36 @@ def test_phase_gauges_false_exports_no_phase_series():
     assert select(found, "greenmon_check_phase_seconds") == [] and value(found, "greenmon_up", target="a") == 1
 
 
+def test_all_error_classes_false_exports_the_classes_that_happened_only():
+    """Error and retry counters appear with their class's first occurrence, and stay; a reload
+    that turns the option back on brings every class back from the kept counts."""
+    store = MetricsStore(DEFAULT_BUCKETS, all_error_classes=False)
+    store.set_targets([target("a"), target("b")])
+    store.observe(result("a"))
+    store.observe(result("b", ok=False, error_class="timeout", attempts=2, retried=("connection",)))
+    found = scrape(store)
+    assert select(found, "greenmon_check_errors_total", target="a") == []
+    assert select(found, "greenmon_check_retries_total", target="a") == []
+    assert [(s.labels["class"], s.value) for s in select(found, "greenmon_check_errors_total")] == [("timeout", 1)]
+    assert [(s.labels["class"], s.value) for s in select(found, "greenmon_check_retries_total")] == [("connection", 1)]
+    store.observe(result("b"))   # a success: the counter stays, at 1
+    assert value(scrape(store), "greenmon_check_errors_total", target="b", **{"class": "timeout"}) == 1
+    store.observe(result("b", ok=False, error_class="http", status=500))
+    assert {s.labels["class"] for s in select(scrape(store), "greenmon_check_errors_total", target="b")} == {
+        "timeout", "http"}
+    store.configure(MetricsSettings(all_error_classes=True))
+    found = scrape(store)
+    assert len(select(found, "greenmon_check_errors_total", target="a")) == len(ERROR_CLASSES)
+    assert value(found, "greenmon_check_errors_total", target="b", **{"class": "http"}) == 1
+
+
+def test_all_error_classes_is_a_metrics_key():
+    config = parse_config(config_text([{"name": "a", "url": "http://127.0.0.1:9/"}],
+                                      extra="[metrics]\nall_error_classes = false\n"), "<test>")
+    assert config.metrics.all_error_classes is False
+    assert store_for(config, config.enabled_targets).all_error_classes is False
+
+
 def test_turning_phase_gauges_off_and_on_by_reload_renders_the_cache_anew():
     """A reload that changes phase_gauges: the cached exposition follows, both ways (scrape
     checks it against prometheus_client's own text each time)."""
@@ -489,7 +522,7 @@ def test_turning_phase_gauges_off_and_on_by_reload_renders_the_cache_anew():
     store.set_targets([target("a")])
     store.observe(timed(result("a")))
     assert len(select(scrape(store), "greenmon_check_phase_seconds")) == 4
-    store.configure(DEFAULT_BUCKETS, True, phase_gauges=False)
+    store.configure(MetricsSettings(phase_gauges=False))
     assert select(scrape(store), "greenmon_check_phase_seconds") == []
-    store.configure(DEFAULT_BUCKETS, True, phase_gauges=True)
+    store.configure(MetricsSettings(phase_gauges=True))
     assert len(select(scrape(store), "greenmon_check_phase_seconds")) == 4

@@ -322,14 +322,15 @@ def test_end_to_end_alert_reaches_alertmanager_webhook(tmp_path):
             return wait_until(processes.watching(probe), min(timeout, budget.left()), interval=interval,
                               ignoring=NOT_YET, message=what)
 
-        # greenmon: one sweep a second, no retries, short deadline.
+        # greenmon: one sweep a second, no retries, short deadline; two worker processes, so
+        # that Prometheus reads /metrics joined from the shares they render, gzipped.
         gm_port = closed_port()
         gm_config = tmp_path / "greenmon.toml"
         gm_config.write_text(config_text(
             [{"name": "healthy", "url": farm.url("/healthy")},
              {"name": "flaky", "url": farm.url("/switch")}],
             timeout=1.0, interval=1.0), encoding="utf-8")
-        processes.start("greenmon", greenmon_argv(gm_config, gm_port), cwd=REPO)
+        processes.start("greenmon", greenmon_argv(gm_config, gm_port, "--workers", "2"), cwd=REPO)
         wait_for_sweeps(f"http://127.0.0.1:{gm_port}", processes, count=1,
                         timeout=min(20.0, budget.left()))
 
@@ -386,6 +387,17 @@ def test_end_to_end_alert_reaches_alertmanager_webhook(tmp_path):
         wait(up_values, "greenmon_up == 1 for both targets in Prometheus")
         scrape = prom_query(prom_url, 'up{job="greenmon"}')
         assert [float(item["value"][1]) for item in scrape] == [1.0], scrape
+        # Every series of the joined document, each worker's targets' and the parent's own.
+        def samples_read_whole():
+            read = prom_query(prom_url, 'scrape_samples_scraped{job="greenmon"}')
+            text = http_get(f"http://127.0.0.1:{gm_port}/metrics").text
+            direct = sum(len(family.samples) for family in text_string_to_metric_families(text))
+            return read and float(read[0]["value"][1]) == direct
+
+        wait(samples_read_whole, "Prometheus reading as many samples as /metrics holds")
+        for name in ("greenmon_target_info", "greenmon_slo_objective"):
+            assert {item["metric"]["target"] for item in prom_query(prom_url, name)} == {"healthy", "flaky"}
+        assert prom_query(prom_url, "greenmon_event_loop_lag_seconds_count") != []
 
         # The P95 expression of the contract (over 1m here) has a value for the healthy target.
         p95 = wait(lambda: finite_value(prom_query(prom_url, P95_QUERY), target="healthy"),

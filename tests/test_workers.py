@@ -16,14 +16,16 @@ import random
 import re
 import signal
 import subprocess
+import zlib
 from pathlib import Path
 from typing import Iterator
 
 import gevent
 import pytest
+import requests
 
 from support.configs import config_text
-from support.daemon_helpers import DaemonProcess, select, targets_in, value
+from support.daemon_helpers import DaemonProcess, samples, select, targets_in, value
 from support.helpers import run_cli, start_cli, wait_until
 from support.servers import HTTPFarm, InFlight, RawServer, closed_port, delayed, never_answer, reply
 
@@ -411,12 +413,23 @@ def test_daemon_replaces_a_worker_that_died(farm, write_config, tmp_path, worker
     with DaemonProcess(path, tmp_path, "--workers", "2") as daemon:
         daemon.wait_ready()
         victim = min(workers.wait_for(daemon.process.pid, 2))
+        text = daemon.wait_metric(lambda t: all(value(t, "greenmon_checks_total", target=x["name"])
+                                                for x in targets), message="every target checked")
+        before = {t["name"]: value(text, "greenmon_checks_total", target=t["name"]) for t in targets}
         os.kill(victim, signal.SIGKILL)
-        text = daemon.metrics()
-        before = {t["name"]: value(text, "greenmon_checks_total", target=t["name"]) or 0 for t in targets}
-        daemon.wait_metric(lambda t: all(value(t, "greenmon_checks_total", target=name) >= count + 2
-                                         for name, count in before.items()),
-                           message="every target (the dead worker's too) checked twice more")
+        # Until it is replaced, /metrics says so (503) rather than leave its targets out.
+
+        def counted_on() -> bool:
+            response = daemon.get("/metrics")
+            if response.status_code != 200:
+                assert response.status_code == 503 and "worker" in response.text, response.text
+                return False
+            # The new worker's metrics go on from the parent's numbers: no counter restarts.
+            now = {name: value(response.text, "greenmon_checks_total", target=name) for name in before}
+            assert all(now[name] >= count for name, count in before.items()), (before, now)
+            return all(now[name] >= count + 2 for name, count in before.items())
+        wait_until(counted_on, 30, interval=0.1,
+                   message="every target (the dead worker's too) checked twice more")
         assert daemon.alive()
         replaced = workers.wait_for(daemon.process.pid, 2)
         assert victim not in replaced
@@ -454,6 +467,97 @@ def test_daemon_with_workers_and_a_shard_exports_only_its_targets(farm, write_co
         assert value(text, "greenmon_targets") == len(mine)
         assert value(text, "greenmon_shard", index="2", total="3") == 1
         assert len(select(text, "greenmon_shard")) == 1
+        daemon.send(signal.SIGTERM)
+        assert daemon.wait_exit(30) == 0, daemon.stderr()
+    workers.wait_all_gone()
+
+
+# --- /metrics with workers: their shares, joined -------------------------------------------------
+
+# Families whose values do not depend on when a check ran or how long it took.
+STEADY = ("greenmon_up", "greenmon_http_status_code", "greenmon_breaker_state", "greenmon_target_info",
+          "greenmon_slo_objective", "greenmon_slo_window_seconds", "greenmon_targets", "greenmon_shard")
+
+
+def settled(daemon: DaemonProcess, names: list[str]) -> str:
+    """/metrics once every target has been checked twice (a second check moves no series in)."""
+    return daemon.wait_metric(lambda t: all((value(t, "greenmon_checks_total", target=n) or 0) >= 2
+                                            for n in names), message="every target checked twice")
+
+
+def test_workers_serve_the_one_process_metrics_series_for_series(farm, write_config, tmp_path, workers):
+    """The parent's /metrics joins what each worker renders: the same series as one process has
+    on the same targets and results, with the same values where they do not depend on timing,
+    gzipped (as one member) or not."""
+    targets = [{"name": f"svc-{i:02d}", "url": farm.url("/healthy"), "labels": {"team": f"t{i % 2}"}}
+               for i in range(5)]
+    targets += [{"name": "failing", "url": farm.url("/fail"), "labels": {"tier": "gold"}},
+                {"name": "busy", "url": farm.url("/503")}]
+    # No breaker opens: whether a failing target's last check was skipped would depend on timing.
+    path = write_config(config_text(targets, timeout=0.5, interval=0.5,
+                                    breaker={"failure_threshold": 1000}))
+    names = [t["name"] for t in targets]
+    found = {}
+    for label, args in (("one", ()), ("workers", ("--workers", "2"))):
+        (tmp_path / label).mkdir()
+        with DaemonProcess(path, tmp_path / label, *args) as daemon:
+            daemon.wait_ready()
+            if args:
+                workers.wait_for(daemon.process.pid, 2)
+            settled(daemon, names)
+            plain = requests.get(daemon.url("/metrics"), headers={"Accept-Encoding": "identity"},
+                                 timeout=10)
+            zipped = requests.get(daemon.url("/metrics"), headers={"Accept-Encoding": "gzip"},
+                                  timeout=10, stream=True)
+            body = zipped.raw.read(decode_content=False)
+            assert plain.status_code == zipped.status_code == 200
+            assert "Content-Encoding" not in plain.headers
+            assert zipped.headers["Content-Encoding"] == "gzip"
+            assert int(zipped.headers["Content-Length"]) == len(body)
+            reader = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            unzipped = reader.decompress(body).decode()
+            assert reader.eof and reader.unused_data == b"", "more than one gzip member"
+            found[label] = (plain.text, unzipped)
+            daemon.send(signal.SIGTERM)
+            assert daemon.wait_exit(30) == 0, daemon.stderr()
+    workers.wait_all_gone()
+
+    def series(text: str) -> set:
+        return {(s.name, frozenset(s.labels.items())) for s in samples(text)}
+
+    def steady(text: str) -> set:
+        return {(s.name, frozenset(s.labels.items()), s.value) for s in samples(text) if s.family in STEADY}
+
+    one, _ = found["one"]
+    for text in found["workers"]:
+        assert series(text) == series(one)
+        assert steady(text) == steady(one)
+        headers = [line for line in text.splitlines() if line.startswith("# ")]
+        assert headers == [line for line in one.splitlines() if line.startswith("# ")]
+    assert value(found["workers"][0], "greenmon_up", target="failing") == 0
+    info = {s.labels["target"]: s.labels for s in select(found["workers"][0], "greenmon_target_info")}
+    assert info["svc-00"]["tier"] == "" and info["failing"]["tier"] == "gold"
+
+
+def test_a_worker_slow_to_render_leaves_the_scrape_to_fail_not_hang(farm, write_config, tmp_path, workers):
+    """A worker stopped (SIGSTOP) cannot render its share: /metrics answers 503 within the wait,
+    naming the reason; once it runs again, /metrics is whole again."""
+    targets = healthy_targets(farm, 4)
+    path = write_config(config_text(targets, timeout=0.5, interval=0.5))
+    with DaemonProcess(path, tmp_path, "--workers", "2") as daemon:
+        daemon.wait_ready()
+        stopped = min(workers.wait_for(daemon.process.pid, 2))
+        settled(daemon, [t["name"] for t in targets])
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            response = requests.get(daemon.url("/metrics"), timeout=60)
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+        assert response.status_code == 503, response.status_code
+        assert "did not render its share" in response.text
+        text = daemon.wait_metric(lambda now: targets_in(now) == {t["name"] for t in targets},
+                                  message="every target in /metrics again")
+        assert value(text, "greenmon_targets") == 4
         daemon.send(signal.SIGTERM)
         assert daemon.wait_exit(30) == 0, daemon.stderr()
     workers.wait_all_gone()

@@ -1,38 +1,41 @@
-"""One worker process (``python -m greenmon.workers.child``): checks on its own hub, driven over stdin/stdout.
+"""A worker process's checks, on its own hub, driven over stdin/stdout (started as
+``python -m greenmon.workerprocess``, which adds its share's metrics: ``main(wire)``).
 
 After ``Setup`` it obeys ``SWEEP`` (one sweep of its share, then ``DONE``),
-``RUN`` (the daemon's schedule for its share, until SIGTERM), ``Reload``
-and ``EXIT``. Results stream back as checks end, batched by one writer
+``RUN`` (the daemon's schedule for its share, until SIGTERM), ``Reload``,
+``Render`` (its share of the daemon's /metrics, made by what ``wire`` gave
+it) and ``EXIT``. Results stream back as checks end, batched by one writer
 greenlet that owns stdout, with a ``Status`` (checks in flight, health, the
 loop and schedule lag measured here) every STATUS_EVERY_S. SIGTERM stops
 what runs as the daemon does: no new checks or retries; checks in flight end
 or hit their deadline.
 """
 
-from gevent import monkey
+from __future__ import annotations
 
-monkey.patch_all()
+import ctypes
+import logging
+import os
+import signal
+import sys
+from typing import Callable
 
-import ctypes  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
+import gevent
+import gevent.event
+import gevent.queue
+from gevent.fileobject import FileObjectPosix
 
-import gevent  # noqa: E402
-import gevent.event  # noqa: E402
-import gevent.queue  # noqa: E402
-from gevent.fileobject import FileObjectPosix  # noqa: E402
-
-from greenmon.cooperative import off_loop  # noqa: E402
-from greenmon.engine import Engine  # noqa: E402
-from greenmon.inprocess import InProcessChecks  # noqa: E402
-from greenmon.limits import quiet_urllib3, tune_runtime  # noqa: E402
-from greenmon.timing import Timing  # noqa: E402
-from greenmon.transport import adopt_prepared_urls  # noqa: E402
-from greenmon.workers.messages import (DONE, EXIT, RUN, STATUS_EVERY_S, SWEEP, HalfOpen,  # noqa: E402
-                                       Reload, Results, Setup, Status, receive_message,
+from greenmon.cooperative import off_loop
+from greenmon.engine import Engine
+from greenmon.inprocess import InProcessChecks
+from greenmon.limits import quiet_urllib3, tune_runtime
+from greenmon.timing import Timing
+from greenmon.transport import adopt_prepared_urls
+from greenmon.workers.messages import (DONE, EXIT, RUN, STATUS_EVERY_S, SWEEP, HalfOpen, Reload,
+                                       Render, Rendered, Results, Setup, Status, receive_message,
                                        send_message)
+
+log = logging.getLogger(__name__)
 
 
 class Worker:
@@ -48,6 +51,12 @@ class Worker:
         self.engine: Engine | None = None
         self.checks: InProcessChecks | None = None
         self.finished = gevent.event.Event()
+        # What the process's wiring (``main``'s ``wire``) adds: who else hears of results,
+        # breakers and reloads, and what renders the share of /metrics (Rendered.share).
+        self.result_listeners: list[Callable] = []
+        self.breaker_listeners: list[Callable] = []
+        self.reload_listeners: list[Callable[[Reload], None]] = []
+        self.render: Callable[[], list] | None = None
 
     # --- what the parent asks ----------------------------------------------------------------
 
@@ -62,6 +71,8 @@ class Worker:
                 self.run()
             elif isinstance(command, Reload):
                 self.reload(command)
+            elif isinstance(command, Render):
+                gevent.spawn(self._render, command)   # commands keep being read meanwhile
 
     def sweep(self) -> None:
         if self.engine is None:
@@ -85,6 +96,19 @@ class Worker:
         if self.checks is not None:
             prepared = off_loop(self.checks.prepare, command.config)
             self.checks.apply(command.config, prepared, command.pass_s or None)
+        for listener in self.reload_listeners:
+            listener(command)
+
+    def _render(self, command: Render) -> None:
+        """The share of /metrics, or an empty answer (the parent then answers the scrape 503,
+        and this worker's error is in the log)."""
+        share = None
+        try:
+            if self.render is not None:
+                share = self.render()
+        except Exception:
+            log.exception("rendering this worker's share of /metrics failed")
+        self.outbox.put(Rendered(command.id, share))
 
     def stop(self) -> None:
         """SIGTERM: stop what runs; in the daemon, this worker's work is then done."""
@@ -110,9 +134,13 @@ class Worker:
     def _result(self, result) -> None:
         runner = self.checks or self.engine
         self.outbox.put((result, runner.breakers[result.target]))
+        for listener in self.result_listeners:
+            listener(result)
 
     def _half_open(self, name, state) -> None:
         self.outbox.put(HalfOpen(name, state))
+        for listener in self.breaker_listeners:
+            listener(name, state)
 
     def status(self) -> Status:
         passes, self.passes[:] = tuple(self.passes), []
@@ -120,7 +148,8 @@ class Worker:
         return Status(self.inflight, healthy, self.timing.take(), passes)
 
 
-def main() -> int:
+def main(wire: Callable[[Worker, Setup], None]) -> int:
+    """The process: ``wire(worker, setup)`` adds what it needs besides checks (its metrics)."""
     commands = FileObjectPosix(sys.stdin.fileno(), "rb", close=False)
     replies = FileObjectPosix(sys.stdout.fileno(), "wb", close=False)
     setup = receive_message(commands)
@@ -130,6 +159,7 @@ def main() -> int:
     quiet_urllib3()
     outbox: gevent.queue.Queue = gevent.queue.Queue()
     worker = Worker(setup, outbox)
+    wire(worker, setup)
     tune_runtime()
     writer = gevent.spawn(_write_replies, outbox, replies, worker)
     ticker = gevent.spawn(_report_status, outbox)
@@ -172,7 +202,8 @@ def _report_status(outbox: gevent.queue.Queue) -> None:
 
 
 def _write_replies(outbox: gevent.queue.Queue, replies, worker: Worker) -> None:
-    """Send results as they come, batching those that piled up; a Status with each tick."""
+    """Send results as they come, batching those that piled up; a Status with each tick; a
+    Rendered share as it is, once the results put before it are sent."""
     pending: list = []
 
     def flush(status: Status | None = None) -> None:
@@ -193,6 +224,9 @@ def _write_replies(outbox: gevent.queue.Queue, replies, worker: Worker) -> None:
                 if item == DONE:
                     flush(worker.status())
                     send_message(replies, DONE)
+                elif isinstance(item, Rendered):   # after the results that came before it
+                    flush()
+                    send_message(replies, item)
                 elif item == _TICK:
                     status = worker.status()
                 else:
@@ -200,7 +234,3 @@ def _write_replies(outbox: gevent.queue.Queue, replies, worker: Worker) -> None:
             flush(status)
     except BrokenPipeError:
         return
-
-
-if __name__ == "__main__":
-    sys.exit(main())

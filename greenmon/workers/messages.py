@@ -1,9 +1,10 @@
 """What the parent and its worker processes say to each other: pickled, length-prefixed messages.
 
 The parent writes to a worker's stdin: ``Setup`` first, then ``SWEEP`` (one
-sweep, ``--once``), ``RUN`` (the daemon's schedule), ``Reload`` and ``EXIT``.
-The worker writes to its stdout: ``Results`` as checks end and every
-STATUS_EVERY_S while it runs, and ``DONE`` after a sweep or a stop. Both
+sweep, ``--once``), ``RUN`` (the daemon's schedule), ``Reload``, ``Render``
+(the daemon's /metrics) and ``EXIT``. The worker writes to its stdout:
+``Results`` as checks end and every STATUS_EVERY_S while it runs,
+``Rendered`` for each ``Render``, and ``DONE`` after a sweep or a stop. Both
 sides import this module and nothing of each other.
 """
 
@@ -33,6 +34,9 @@ class Setup:
     log_level: int
     urls: dict                              # transport.prepared_urls of the share
     pass_s: float = 0.0                     # the whole config's longest interval (a sweep)
+    metrics: bool = False                   # the daemon: keep the share's metrics, for Render
+    label_names: tuple[str, ...] = ()       # of all the enabled targets (greenmon_target_info's)
+    seed: dict | None = None                # a replaced worker's share of the parent's numbers
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,24 @@ class Reload:
     breakers: dict[str, BreakerState]       # of targets new to this worker
     urls: dict
     pass_s: float = 0.0
+    label_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Render:
+    """The daemon's /metrics is scraped: render this worker's share of it."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class Rendered:
+    id: int
+    share: list | None                      # exposition.Text.share (None: it failed)
+
+
+class ShareUnavailable(Exception):
+    """A worker could not give its share of /metrics (it is gone, or did not answer in time)."""
 
 
 @dataclass(frozen=True)

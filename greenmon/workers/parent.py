@@ -1,19 +1,22 @@
 """Worker processes: N event loops on N cores, driven as one.
 
-Each worker is a fresh ``python -m greenmon.workers.child`` process with its
+Each worker is a fresh ``python -m greenmon.workerprocess`` process with its
 own gevent hub and a share of the targets; the parent talks to it through
 ``messages``. ``WorkerEngine`` has the interface of ``Engine`` for
 ``--once`` (sweep, stop, close, listeners, breakers, inflight);
 ``WorkerChecks`` has the interface of ``inprocess.InProcessChecks`` for the daemon:
 every worker runs its share on its own schedule, and the parent merges what
-they report into the one store behind /metrics. The parent keeps the
-breaker table (from the workers' results) and is the only one to save it.
+they report into its store (the status page, /api/results); for /metrics it
+asks each worker for its share, rendered there (``render_shares``). The
+parent keeps the breaker table (from the workers' results) and is the only
+one to save it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import heapq
+import itertools
 import logging
 import os
 import signal
@@ -23,6 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import gevent
 import gevent.event
+import gevent.lock
 from gevent import subprocess
 
 from greenmon import statefile
@@ -32,13 +36,15 @@ from greenmon.result import MonitorResult
 from greenmon.targets import Target
 from greenmon.timing import Timing
 from greenmon.transport import prepared_urls
-from greenmon.workers.messages import (DONE, EXIT, RUN, SWEEP, HalfOpen, Reload, Results, Setup,
-                                       Status, receive_message, send_message)
+from greenmon.workers.messages import (DONE, EXIT, RUN, SWEEP, HalfOpen, Reload, Render, Rendered,
+                                       Results, Setup, ShareUnavailable, Status, receive_message,
+                                       send_message)
 
 log = logging.getLogger(__name__)
 
 STATUS_STALE_S = 5.0     # a running worker silent this long is not checking on schedule
 RESTART_PAUSE_S = 1.0    # between a daemon worker's death and its replacement
+RENDER_WAIT_S = 9.0      # for a worker's share of /metrics: within Prometheus' default scrape_timeout
 
 
 def resolve_workers(value: str) -> int:
@@ -58,9 +64,10 @@ def shares(targets: Sequence[Target], count: int) -> list[tuple[Target, ...]]:
 
 def share_config(config: Config, share: Iterable[Target], concurrency: int) -> Config:
     """A worker's config: its targets only (not the discovery sources or what they loaded: the
-    parent reads them and sends each worker its share)."""
+    parent reads them and sends each worker its share; nor the file's text, which only the
+    parent's errors quote)."""
     return dataclasses.replace(
-        config, targets=tuple(share), sources=(), static_targets=(), discovered={},
+        config, targets=tuple(share), sources=(), static_targets=(), discovered={}, document=None,
         monitor=dataclasses.replace(config.monitor, concurrency=concurrency, state_file=""))
 
 
@@ -78,16 +85,32 @@ class _Worker:
         self.heard_at = time.monotonic()
         self.passes: list[float] = []
         self.process: subprocess.Popen | None = None
+        self.renders: dict[int, gevent.event.AsyncResult] = {}   # Render sent, Rendered awaited
+        # One message at a time on its stdin: a Render may come while the Setup of a large
+        # share is still being written (a pipe write yields to the loop when the pipe is full).
+        self._writing = gevent.lock.Semaphore()
 
-    def start(self, breakers: dict[str, BreakerState], pass_s: float = 0.0) -> None:
+    def start(self, breakers: dict[str, BreakerState], pass_s: float = 0.0,
+              label_names: tuple[str, ...] | None = None, seed: dict | None = None) -> None:
+        """``label_names``: the daemon's (Config.label_names); the worker then keeps its share's
+        metrics and renders them when asked. None: --once, results only. ``seed``: the
+        numbers its metrics start from (a replaced worker's go on from the parent's)."""
         names = {t.name for t in self.config.enabled_targets}
         table = {n: s for n, s in breakers.items() if n in names}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "greenmon.workers.child"], stdin=subprocess.PIPE,
+            [sys.executable, "-m", "greenmon.workerprocess"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE)
         self.inflight, self.healthy, self.heard_at = 0, True, time.monotonic()
         urls = prepared_urls(t.url for t in self.config.enabled_targets)
-        self.send(Setup(self.config, table, logging.getLogger().level, urls, pass_s))
+        self.send(Setup(self.config, table, logging.getLogger().level, urls, pass_s,
+                        metrics=label_names is not None, label_names=label_names or (),
+                        seed=seed))
+
+    def renders_fail(self, why: str) -> None:
+        """The renders this worker will not answer (it is gone)."""
+        renders, self.renders = self.renders, {}
+        for waiting in renders.values():
+            waiting.set_exception(ShareUnavailable(why))
 
     @property
     def alive(self) -> bool:
@@ -95,7 +118,8 @@ class _Worker:
 
     def send(self, message: Any, quiet: bool = False) -> None:
         try:
-            send_message(self.process.stdin, message)
+            with self._writing:
+                send_message(self.process.stdin, message)
         except (BrokenPipeError, OSError, ValueError):
             if not quiet:
                 log.error("worker %d (pid %d) is gone", self.index, self.process.pid)
@@ -236,8 +260,12 @@ class WorkerChecks(_WorkerSet):
     def __init__(self, config: Config, workers: int, *, timing: Timing,
                  on_result: Callable[[MonitorResult], None],
                  on_breaker: Callable[[str, BreakerState], None],
-                 on_pass: Callable[[float], None], breakers: dict[str, BreakerState] | None = None):
+                 on_pass: Callable[[float], None], breakers: dict[str, BreakerState] | None = None,
+                 seed: Callable[[Iterable[str]], dict] | None = None):
+        """``seed(names)``: those targets' numbers as the parent holds them, for the metrics of
+        a worker that replaces one that died (its counters go on, they do not restart)."""
         super().__init__(config, breakers)
+        self._seed = seed
         self.listeners.append(on_result)
         self.breaker_listeners.append(on_breaker)
         self.timing = timing
@@ -245,6 +273,7 @@ class WorkerChecks(_WorkerSet):
         self._stopping = False
         self._stopped = gevent.event.Event()
         self._readers: list[gevent.Greenlet] = []
+        self._render_ids = itertools.count()
         count = min(workers, config.monitor.concurrency)
         self._assigned = assign(config.enabled_targets, {}, count)
         for index, concurrency in enumerate(split_concurrency(config.monitor.concurrency, count)):
@@ -261,8 +290,11 @@ class WorkerChecks(_WorkerSet):
             self._readers.append(gevent.spawn(self._read, worker))
         return gevent.spawn(self._stopped.wait)
 
-    def _launch(self, worker: _Worker) -> None:
-        worker.start(self.breakers, self.config.longest_interval)
+    def _launch(self, worker: _Worker, replacing: bool = False) -> None:
+        seed = None
+        if replacing and self._seed is not None:
+            seed = self._seed(t.name for t in worker.config.enabled_targets)
+        worker.start(self.breakers, self.config.longest_interval, self.config.label_names, seed)
         worker.send(RUN)
 
     def _read(self, worker: _Worker) -> None:
@@ -272,7 +304,13 @@ class WorkerChecks(_WorkerSet):
             message = worker.receive()
             if message == DONE:
                 return
+            if isinstance(message, Rendered):
+                waiting = worker.renders.pop(message.id, None)
+                if waiting is not None:
+                    waiting.set(message.share)
+                continue
             if message is None:
+                worker.renders_fail(f"worker {worker.index} ended")
                 if self._stopping:
                     return
                 log.error("worker %d ended (exit code %s); starting it again", worker.index,
@@ -280,7 +318,7 @@ class WorkerChecks(_WorkerSet):
                 gevent.sleep(RESTART_PAUSE_S)
                 if self._stopping:
                     return
-                self._launch(worker)
+                self._launch(worker, replacing=True)
                 continue
             self._handle(worker, message)
 
@@ -293,6 +331,34 @@ class WorkerChecks(_WorkerSet):
             # A pass is done when every worker has done it: as long as the slowest.
             while all(w.passes for w in self._workers):
                 self._on_pass(max(w.passes.pop(0) for w in self._workers))
+
+    def render_shares(self) -> list:
+        """Each worker's share of /metrics, rendered there at once (exposition.Text.share), in
+        worker order. ShareUnavailable when a worker is gone or has not answered in
+        RENDER_WAIT_S: a scrape with part of the targets missing would read as those series
+        ending."""
+        request = next(self._render_ids)
+        deadline = time.monotonic() + RENDER_WAIT_S
+        waits, shares = [], []
+        try:
+            for worker in self._workers:
+                if not worker.alive:
+                    raise ShareUnavailable(f"worker {worker.index} is not running (it is restarted)")
+                waiting = worker.renders[request] = gevent.event.AsyncResult()
+                worker.send(Render(request))
+                waits.append(waiting)
+            for worker, waiting in zip(self._workers, waits):
+                share = waiting.get(timeout=max(0.0, deadline - time.monotonic()))
+                if share is None:
+                    raise ShareUnavailable(f"worker {worker.index} could not render its share "
+                                           "(its error is in the log)")
+                shares.append(share)
+        except gevent.Timeout:
+            raise ShareUnavailable(f"a worker did not render its share in {RENDER_WAIT_S:g} s") from None
+        finally:
+            for worker in self._workers:
+                worker.renders.pop(request, None)
+        return shares
 
     def healthy(self) -> bool:
         now = time.monotonic()
@@ -310,7 +376,8 @@ class WorkerChecks(_WorkerSet):
             moved = {t.name: self.breakers[t.name] for t in share
                      if self._assigned.get(t.name) != index and t.name in self.breakers}
             reloads.append(Reload(share_config(config, share, concurrency[index]), moved,
-                                  prepared_urls(t.url for t in share), config.longest_interval))
+                                  prepared_urls(t.url for t in share), config.longest_interval,
+                                  config.label_names))
         return assigned, reloads
 
     def apply(self, config: Config, prepared) -> None:
