@@ -115,6 +115,8 @@ class DaemonResult:
 def daemon_config(urls: list[str], scenario: DaemonScenario) -> str:
     lines = ["[monitor]", f"interval = {scenario.interval}", f"timeout = {scenario.timeout}",
              f"concurrency = {scenario.concurrency}", ""]
+    if scenario.metrics:
+        lines += ["[metrics]", scenario.metrics, ""]
     for url in urls:
         lines += ["[[targets]]", f'url = "{url}"', ""]
     return "\n".join(lines)

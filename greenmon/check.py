@@ -119,18 +119,29 @@ def _step(request: Target, monitor: MonitorSettings, transport: Transport, close
                 family=FAMILIES[request.ip_version or monitor.ip_version])
 
 
+def _requests_of(config: Config) -> list[Target]:
+    """Every request the config's enabled targets send: a flow's steps, a target's own."""
+    return [step.request for t in config.enabled_targets for step in t.steps] + [
+        t for t in config.enabled_targets if not t.steps]
+
+
 def trust_settings(config: Config) -> set[tuple]:
     """The (verify, client certificate) settings of the config's HTTPS targets: their
     contexts are built before checks start, not by the first check that needs one, while
     others are being timed."""
-    requests = [step.request for t in config.enabled_targets for step in t.steps] + [
-        t for t in config.enabled_targets if not t.steps]
     settings = {(verify_setting(r, config.monitor), client_cert(r, config.monitor))
-                for r in requests if r.url[:6].lower() == "https:"}
+                for r in _requests_of(config) if r.url[:6].lower() == "https:"}
     # Token endpoints of oauth2 sources are asked before their targets' checks are timed.
     settings.update((source.verify, None) for source in config.auth.values()
                     if source.kind == "oauth2" and source.token_url[:6].lower() == "https:")
     return settings
+
+
+def proxy_urls(config: Config) -> set[str]:
+    """The proxies the config's requests go through (``proxy``, or ``proxy_env``'s for their
+    URLs): their pool managers are set up before checks start, as the trust stores are."""
+    return {proxy for r in _requests_of(config)
+            for proxy in (proxies_for(r, config.monitor) or {}).values()}
 
 
 class AttemptFailed(Exception):

@@ -18,7 +18,7 @@ import gevent.pool
 
 from greenmon import resolver, statefile
 from greenmon.breaker import HALF_OPEN, BreakerState, Gate, gate, record
-from greenmon.check import Checker, trust_settings
+from greenmon.check import Checker, proxy_urls, trust_settings
 from greenmon.config import Config
 from greenmon.flows import uses
 from greenmon.limits import fit_concurrency
@@ -60,6 +60,7 @@ class Engine:
         if transport is None:
             transport = transport_for(config, self.concurrency)
             transport.load_trust(trust_settings(config))
+            transport.load_proxies(proxy_urls(config))
         self.transport = transport
         self.checker = Checker(self.transport, config, clock=clock)
         self.clock = clock

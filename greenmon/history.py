@@ -4,9 +4,9 @@ The last ``size`` results of a target, in a ring of plain arrays: when each
 check started (8 bytes), its latency (4 bytes, NaN when the target was not
 contacted), one byte for its outcome (0 good, DEGRADED up but slow; else the
 error class's number, with SKIPPED added when an open breaker kept the target
-from being contacted)
-and a reference to its detail (a short string shared by every result with
-that detail). At the default 60 outcomes that is about 1.3 KB per target.
+from being contacted), and the details of those that have one, by place in
+the ring (a short string shared by every result with that detail; a healthy
+target has none). At the default 60 outcomes that is about 1 KB per target.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class History:
         self.started = array("d")
         self.latency = array("f")
         self.code = bytearray()
-        self.detail: list[str | None] = []
+        self.detail: dict[int, str] | None = None   # by place in the ring; None: no detail yet
         self.next = 0   # where the next outcome goes once the ring is full
 
     def __len__(self) -> int:
@@ -55,23 +55,34 @@ class History:
             code |= SKIPPED
         latency = math.nan if result.latency_s is None else result.latency_s
         if len(self.code) < self.size:
+            index = len(self.code)
             self.started.append(result.checked_at)
             self.latency.append(latency)
             self.code.append(code)
-            self.detail.append(_shared(result.detail))
-            return
-        index = self.next
-        self.started[index], self.latency[index], self.code[index] = result.checked_at, latency, code
-        self.detail[index] = _shared(result.detail)
-        self.next = (index + 1) % self.size
+        else:
+            index = self.next
+            self.started[index], self.latency[index], self.code[index] = result.checked_at, latency, code
+            self.next = (index + 1) % self.size
+        if result.detail is not None:
+            if self.detail is None:
+                self.detail = {}
+            self.detail[index] = _shared(result.detail)
+        elif self.detail:
+            self.detail.pop(index, None)
+
+    def _details(self) -> list[str | None]:
+        """The detail of each place in the ring (None where there is none)."""
+        found = self.detail or {}
+        return [found.get(index) for index in range(len(self.code))]
 
     def resize(self, size: int) -> None:
         """Keep the newest ``size`` outcomes (a reload changed ``history``)."""
         if size == self.size:
             return
-        self.started, self.latency, self.code, self.detail = (
+        self.started, self.latency, self.code, details = (
             self._oldest_first(values)[max(0, len(values) - size):]
-            for values in (self.started, self.latency, self.code, self.detail))
+            for values in (self.started, self.latency, self.code, self._details()))
+        self.detail = {index: detail for index, detail in enumerate(details) if detail is not None} or None
         self.size = size
         self.next = 0   # oldest first now: a full ring overwrites from the start
 
@@ -88,7 +99,7 @@ class History:
                  "error_class": None if code in _UP else ERROR_CLASSES[(code & ~SKIPPED) - 1],
                  "detail": detail, "degraded": code == DEGRADED}
                 for started, latency, code, detail in zip(*map(self._oldest_first, (
-                    self.started, self.latency, self.code, self.detail)))]
+                    self.started, self.latency, self.code, self._details())))]
 
     def codes(self) -> bytes:
         """Outcome codes, oldest first (the status page's strip)."""

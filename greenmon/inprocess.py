@@ -16,7 +16,7 @@ from typing import Callable
 import gevent
 
 from greenmon.breaker import BreakerState
-from greenmon.check import trust_settings
+from greenmon.check import proxy_urls, trust_settings
 from greenmon.config import Config
 from greenmon.cooperative import Slices
 from greenmon.engine import (STOP_GRACE_S, BreakerListener, Engine, Listener, secret_headers,
@@ -78,6 +78,7 @@ class InProcessChecks:
             transport = transport_for(config, fit_concurrency(config.monitor.concurrency,
                                                               len(config.enabled_targets)))
         transport.load_trust(trust_settings(config))
+        transport.load_proxies(proxy_urls(config))
         slots = slots_for(config.enabled_targets, config.monitor.interval)
         return transport, slots, seldom_contacted(config, slots)
 

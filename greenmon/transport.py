@@ -30,7 +30,7 @@ import urllib3.util
 from requests.adapters import HTTPAdapter
 from requests.cookies import extract_cookies_to_jar
 from requests.structures import CaseInsensitiveDict
-from requests.utils import select_proxy
+from requests.utils import prepend_scheme_if_needed, select_proxy
 
 from greenmon import trace
 from greenmon.classify import classify_exception
@@ -476,6 +476,13 @@ class Transport:
             load_parser()   # what reads the certificates, before any of them is timed
             if self.adapter.trust.load(verify, cert):
                 self.adapter.forget_pools(verify, cert)
+
+    def load_proxies(self, proxies: Iterable[str]) -> None:
+        """Set up the pool manager of each proxy now (requests makes it at the first request
+        through it, an HTTPS proxy's with its TLS context: in a check, while others are
+        timed)."""
+        for proxy in proxies:
+            self.adapter.proxy_manager_for(prepend_scheme_if_needed(proxy, "http"))
 
     def close(self) -> None:
         self.session.close()

@@ -14,7 +14,12 @@ import json
 import subprocess
 import sys
 
+from greenmon.config import parse_config
+from greenmon.engine import Engine
+from greenmon.inprocess import InProcessChecks
+from greenmon.timing import Timing
 from support.configs import config_text
+from support.proxy_server import ForwardProxy
 from support.servers import HTTPFarm, reply, tls_server_context
 
 CHILD = """
@@ -43,3 +48,30 @@ def test_no_module_is_imported_while_the_first_sweep_with_https_is_timed(ca, ca_
     seen = json.loads(run.stdout.strip().splitlines()[-1])
     assert seen["ok"] == [True] * 6 and seen["tls"] == [False] * 5 + [True], seen
     assert seen["imported"] == [], seen["imported"]
+
+
+def test_every_proxy_is_set_up_before_the_first_check_and_after_a_reload():
+    """requests makes a proxy's pool manager at the first request through it (an HTTPS
+    proxy's with a TLS context): greenmon makes it when the engine is made, and when a
+    reload is prepared (off the loop), and the checks then use that one."""
+    with HTTPFarm({"/": reply()}) as farm, ForwardProxy() as first, ForwardProxy() as second:
+        config = parse_config(config_text([{"name": "a", "url": farm.url("/"), "proxy": first.url},
+                                           {"name": "b", "url": farm.url("/")}]), "<test>")
+        engine = Engine(config)
+        try:
+            managers = dict(engine.transport.adapter.proxy_manager)
+            assert list(managers) == [first.url]
+            assert all(result.ok for result in engine.sweep())
+            assert first.requests == 1
+            assert engine.transport.adapter.proxy_manager == managers   # none made by the check
+        finally:
+            engine.close()
+
+        checks = InProcessChecks(config, timing=Timing(), on_result=lambda result: None,
+                                 on_breaker=lambda name, state: None, on_pass=lambda seconds: None)
+        try:
+            reloaded = config.replace("monitor", proxy=second.url)
+            transport, _, _ = checks.prepare(reloaded)
+            assert set(transport.adapter.proxy_manager) == {first.url, second.url}
+        finally:
+            checks.close()

@@ -111,6 +111,22 @@ def test_history_memory_per_target_is_bounded():
     assert size < 2_000   # bytes, for 60 outcomes (a detail string is shared, not counted)
 
 
+def test_history_keeps_a_detail_only_where_an_outcome_has_one():
+    """A healthy target's ring holds no detail at all; a failure's detail leaves the ring with
+    the failure (overwritten by later outcomes), and a resize keeps it in its place."""
+    history = History(4)
+    for i in range(4):
+        history.add(outcome(i))
+    assert history.detail is None
+    history.add(outcome(4, ok=False))
+    assert [item["detail"] for item in history.outcomes()] == [None, None, None, "503"]
+    history.resize(2)
+    assert [item["detail"] for item in history.outcomes()] == [None, "503"]
+    history.add(outcome(5))
+    history.add(outcome(6))
+    assert [item["detail"] for item in history.outcomes()] == [None, None] and not history.detail
+
+
 def test_history_shrinks_on_a_reload_that_lowers_it():
     history = History(10)
     for i in range(10):
