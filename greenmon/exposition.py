@@ -32,7 +32,6 @@ here some other way into U+FFFD, as set_targets does, instead of raising
 from __future__ import annotations
 
 import codecs
-import math
 import time
 import zlib
 from array import array
@@ -57,7 +56,7 @@ BLOCK = 256        # targets per joined piece: about 50 KB of text
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"   # the text format written here
 GZIP_LEVEL = 1
 FRESH_EVERY_S = 1.0      # between scrapes, what changed is formatted this often ...
-FRESH_WHILE_S = 300.0    # ... for this long after the last scrape
+FRESH_WHILE_S = 300.0    # ... for this long after the last scrape (or the start)
 
 
 def _as_replacement(error: UnicodeError) -> tuple[bytes, int]:
@@ -116,7 +115,6 @@ def gzip_pieces(pieces: Iterable[bytes], level: int = GZIP_LEVEL) -> bytes:
     out = [compressor.compress(piece) for piece in pieces]
     out.append(compressor.flush())
     return b"".join(out)
-
 
 
 def global_text(store: MetricsStore) -> bytes:
@@ -191,7 +189,7 @@ class Exposition:
         self._layout: int | None = None
         self._headers = [family_header(row) for row in TARGET_METRICS]
         self._lock = gevent.lock.Semaphore()   # one render at a time; the next finds little to do
-        self._scraped_at = -math.inf
+        self._scraped_at = time.monotonic()   # a daemon is scraped soon after it starts
         # Per family: bumped whenever a target's lines of it are formatted again; a compressed
         # share of the family (Text.share) is kept as long as its version stays.
         self._versions = [0] * len(TARGET_METRICS)
@@ -215,8 +213,8 @@ class Exposition:
         """Between scrapes, format what changed every FRESH_EVERY_S (run it in a greenlet of its
         own), so that a scrape finds little left to format: at 50,000 targets checked every
         minute and scraped every 15 s, a worker's share had 6,000 targets to format per scrape
-        (0.6 s), and after a reload all of them. Only while scrapes come: a daemon nobody
-        scrapes formats nothing."""
+        (0.6 s), and after a reload all of them. From the start, and then only while scrapes
+        come: a daemon nobody scrapes stops formatting after FRESH_WHILE_S."""
         while True:
             gevent.sleep(FRESH_EVERY_S)
             if time.monotonic() - self._scraped_at <= FRESH_WHILE_S:

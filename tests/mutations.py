@@ -268,6 +268,23 @@ MUTANTS = [
            '("target", "class"), _retries),',
            "a retry does not mark greenmon_check_retries_total changed: /metrics shows a stale "
            "count until the target's layout changes", EXPORTER),
+    # --- workers render their shares of /metrics; the parent joins them ---
+    Mutant("W1", "greenmon/gzipjoin.py", "return _multiply(_x_to_8n(size2), crc1) ^ crc2", "return crc1 ^ crc2",
+           "the joined gzip stream's CRC-32 is wrong: every client refuses the scrape",
+           ("tests/test_gzipjoin.py", "tests/test_shared_exposition.py")),
+    Mutant("W2", "greenmon/store.py", "labels = {name for name in label_names if is_target_label(name)}",
+           "pass", "a worker's greenmon_target_info carries only its share's label names: the joined "
+           "series differ from one process's", ("tests/test_shared_exposition.py",)),
+    Mutant("W3", "greenmon/exposition.py", "if kept is not None and version is not None and kept[0] == version:",
+           "if kept is not None:", "a family's compressed part is kept after its lines changed: "
+           "/metrics serves stale counts", ("tests/test_shared_exposition.py",)),
+    Mutant("W4", "greenmon/workerprocess.py", "        store.series = dict(setup.seed)\n", "",
+           "a replaced worker's counters restart from zero",
+           ("tests/test_workers.py::test_daemon_replaces_a_worker_that_died",)),
+    Mutant("W5", "greenmon/transport.py",
+           '            self.adapter.proxy_manager_for(prepend_scheme_if_needed(proxy, "http"))\n',
+           "            pass\n", "a proxy's pool manager is made by the first check through it, while "
+           "others are timed", ("tests/test_first_check.py",)),
     # --- oauth2 and discovery: tokens, and what sources yield ---
     Mutant("O1", "greenmon/tokens.py", "min(MAX_MARGIN_S, expires_in * MARGIN_FRACTION)", "MAX_MARGIN_S",
            "a one-minute margin on a 10 s token: a token request for every check", OAUTH2),
