@@ -35,14 +35,13 @@ T = TypeVar("T")
 class Slices:
     """A time budget: ``tick()`` after each piece of work yields once a slice is used up."""
 
-    def __init__(self, budget_s: float = SLICE_S, wait_s: float = IDLE_WAIT_S):
+    def __init__(self, budget_s: float = SLICE_S):
         self.budget_s = budget_s
-        self.wait_s = wait_s   # the longest wait for an idle loop at a yield
         self._until = time.perf_counter() + budget_s
 
     def tick(self) -> None:
         if time.perf_counter() >= self._until:
-            yield_to_loop(self.wait_s)
+            yield_to_loop()
             self._until = time.perf_counter() + self.budget_s
 
     def each(self, items: Iterable[T]) -> Iterator[T]:

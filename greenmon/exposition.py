@@ -130,14 +130,14 @@ class Text:
     iterating it in a thread is safe while the loop goes on."""
 
     def __init__(self, headers: list[bytes | None], targets: list[tuple[bytes, array]],
-                 tail: bytes, size: int, versions: tuple[int, ...] = (),
-                 parts: dict[int, tuple[int, Part]] | None = None):
+                 tail: bytes, size: int, versions: tuple[int, ...],
+                 parts: dict[int, tuple[int, Part]]):
         self._headers = headers       # None: a per-target family that is not exported
         self._targets = targets
         self._tail = tail
         self.size = size
         self._versions = versions     # of each family's lines (Exposition._versions) ...
-        self._parts = {} if parts is None else parts   # ... and the parts compressed of them
+        self._parts = parts           # ... and the parts compressed of them, by family
 
     def __len__(self) -> int:
         return self.size
@@ -168,13 +168,11 @@ class Text:
         """The family compressed, or the part compressed of the same lines before: in steady
         state a third of the text (error and retry counters, target_info, the objectives)
         changes only when something happens."""
-        version = self._versions[index] if self._versions else None
-        kept = self._parts.get(index)
-        if kept is not None and version is not None and kept[0] == version:
+        version, kept = self._versions[index], self._parts.get(index)
+        if kept is not None and kept[0] == version:
             return kept[1]
         part = deflate_part(self.family(index), GZIP_LEVEL)
-        if version is not None:
-            self._parts[index] = (version, part)
+        self._parts[index] = (version, part)
         return part
 
 

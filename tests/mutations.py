@@ -275,7 +275,7 @@ MUTANTS = [
     Mutant("W2", "greenmon/store.py", "labels = {name for name in label_names if is_target_label(name)}",
            "pass", "a worker's greenmon_target_info carries only its share's label names: the joined "
            "series differ from one process's", ("tests/test_shared_exposition.py",)),
-    Mutant("W3", "greenmon/exposition.py", "if kept is not None and version is not None and kept[0] == version:",
+    Mutant("W3", "greenmon/exposition.py", "if kept is not None and kept[0] == version:",
            "if kept is not None:", "a family's compressed part is kept after its lines changed: "
            "/metrics serves stale counts", ("tests/test_shared_exposition.py",)),
     Mutant("W4", "greenmon/workerprocess.py", "        store.series = dict(setup.seed)\n", "",
