@@ -130,6 +130,11 @@ class CachingResolver:
 
     def getaddrinfo(self, host, port, family=0, type=0, proto=0, flags=0):
         record = trace.current()
+        literal = _literal(host)
+        if literal is not None and family in (0, literal[0]):
+            if record is not None:
+                record.relabel(trace.CONNECT)   # no name to resolve: dns 0
+            return _addrinfo([literal], port, type, proto)   # every new connection to an IP asks
         if not isinstance(host, str) or _is_ip(host) or flags & socket.AI_NUMERICHOST:
             if record is not None:
                 record.relabel(trace.CONNECT)   # no name to resolve: dns 0
@@ -207,6 +212,20 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _literal(host) -> tuple[int, str] | None:
+    """(family, address) of an IP address written as one, without a zone: its own answer
+    (c-ares' for it costs more than the connection's other set-up). A zone (fe80::1%eth0),
+    a family that does not match and anything else go to the resolver."""
+    if not isinstance(host, str) or "%" in host:
+        return None
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:   # the C library's reading and writing: the resolver's canonical form
+            return family, socket.inet_ntop(family, socket.inet_pton(family, host))
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def _text(address) -> str:

@@ -306,13 +306,19 @@ class _CachingAdapter(HTTPAdapter):
                 self._pools.pop(key, None)
 
     def request_url(self, request, proxies):
+        """The request line's target. Without a proxy, HTTPAdapter.request_url is the
+        request's path_url (with a leading "//" made "/"), found after two more parses of
+        the URL, for its proxy and its scheme: a URL's first check pays for one."""
         if proxies:   # an absolute URL for a plain-HTTP proxy: not cached
             return super().request_url(request, proxies)
         path = self._paths.get(request.url)
         if path is None:
             if len(self._paths) > CACHE_LIMIT:
                 self._paths.clear()
-            path = self._paths[request.url] = super().request_url(request, proxies)
+            path = request.path_url
+            if path.startswith("//"):   # as requests does: not to confuse urllib3
+                path = f"/{path.lstrip('/')}"
+            self._paths[request.url] = path
         return path
 
     def close(self) -> None:

@@ -50,6 +50,76 @@ def test_no_module_is_imported_while_the_first_sweep_with_https_is_timed(ca, ca_
     assert seen["imported"] == [], seen["imported"]
 
 
+TICKING = """
+import gevent.monkey; gevent.monkey.patch_all()
+import json, sys
+import gevent
+from greenmon.config import load_config
+from greenmon.engine import Engine
+engine = Engine(load_config(sys.argv[1]))   # what a check needs is made ready here
+LOADERS = {"load_verify_locations", "load_default_certs", "set_default_verify_paths", "load_cert_chain"}
+state = {"events": 0, "tls": "waiting"}
+turns, loaded = [], []
+
+def profile(frame, event, arg):
+    state["events"] += 1
+    if event == "c_call" and getattr(arg, "__name__", "") in LOADERS:
+        loaded.append(arg.__name__)
+
+def ticker():
+    while True:   # a turn: what the loop ran between two of its ticks, counted in calls
+        turns.append((state["events"], state["tls"]))
+        state["events"] = 0
+        gevent.sleep(0)
+
+check = engine.check
+def watched(target):
+    if target.name == "tls":
+        state["tls"] = "running"
+    try:
+        return check(target)
+    finally:
+        if target.name == "tls":
+            state["tls"] = "done"
+engine.check = watched
+before = set(sys.modules)
+ticking = gevent.spawn(ticker)
+gevent.sleep(0)
+sys.setprofile(profile)
+results = engine.sweep()
+sys.setprofile(None)
+ticking.kill()
+engine.close()
+print(json.dumps({"ok": [r.ok for r in results], "tls": [r.tls is not None for r in results],
+                  "turns": turns, "loaded": loaded, "imported": sorted(set(sys.modules) - before)}))
+"""
+LONGEST_TURN = 40_000   # calls; importing cryptography.x509 is about 90,000
+
+
+def test_a_ticking_greenlet_keeps_ticking_through_the_first_https_check(ca, ca_pem, write_config):
+    """A greenlet ticks on the loop through a fresh interpreter's first sweep, 20 plain
+    targets and one HTTPS target. It ticks while the HTTPS check is in flight; no trust store
+    or certificate is loaded and no module imported in the sweep (those are the stalls the
+    first HTTPS check had); and no turn of the loop between two ticks runs more than
+    LONGEST_TURN Python calls. The stall is counted in calls, not timed: a loaded machine
+    cannot fail it."""
+    with HTTPFarm({"/": reply()}) as plain, \
+            HTTPFarm({"/": reply()}, ssl_context=tls_server_context(ca, "127.0.0.1")) as tls:
+        targets = [{"name": f"plain{i}", "url": plain.url("/")} for i in range(20)]
+        targets.append({"name": "tls", "url": tls.url("/"), "ca_file": ca_pem})
+        path = write_config(config_text(targets))
+        run = subprocess.run([sys.executable, "-c", TICKING, str(path)], capture_output=True, text=True,
+                             timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert seen["ok"] == [True] * 21 and seen["tls"] == [False] * 20 + [True], seen["ok"]
+    during = [calls for calls, tls_check in seen["turns"] if tls_check == "running"]
+    assert len(during) >= 2, seen["turns"]   # it ticked, more than once, through the check
+    assert seen["loaded"] == [] and seen["imported"] == [], (seen["loaded"], seen["imported"])
+    longest = max(calls for calls, _ in seen["turns"])
+    assert longest < LONGEST_TURN, seen["turns"]
+
+
 def test_every_proxy_is_set_up_before_the_first_check_and_after_a_reload():
     """requests makes a proxy's pool manager at the first request through it (an HTTPS
     proxy's with a TLS context): greenmon makes it when the engine is made, and when a

@@ -8,6 +8,7 @@ restores the process's resolver afterwards.
 
 from __future__ import annotations
 
+import socket
 import time
 
 import gevent
@@ -51,6 +52,40 @@ def test_localhost_is_the_loopback_and_no_name_server_is_asked(fresh_resolver):
     assert all(r.ok for r in results), results
     assert all(r.timings["dns"] == 0 for r in results)
     assert (fresh_resolver.lookups, dns.asked("localhost"), dns.asked("api.localhost")) == (0, 0, 0)
+
+
+def test_an_ip_address_is_its_own_answer_the_resolver_would_give(fresh_resolver):
+    """An address written as one is answered without the resolver underneath, exactly as it
+    answers: the family it belongs to, the address in its canonical form, the refusal of a
+    family it does not belong to. A zone (fe80::1%lo) and a name still go to it."""
+    asked = []
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def getaddrinfo(self, *args):
+            asked.append(args[0])
+            return self.inner.getaddrinfo(*args)
+
+    underneath = fresh_resolver.fallback
+    fresh_resolver.fallback = Counting(underneath)
+    v4, v6 = socket.AF_INET, socket.AF_INET6
+    for host, family in [("127.0.0.5", 0), ("127.0.0.5", v4), ("::1", 0), ("0:0::1", v6),
+                         ("127.0.0.1", v6), ("::1", v4), ("::ffff:127.0.0.1", 0)]:
+        ours = _answer_or_error(fresh_resolver, host, family)
+        theirs = _answer_or_error(underneath, host, family)
+        assert ours == theirs, (host, family)
+    assert asked == ["127.0.0.1", "::1"]   # the refusals: the resolver's own errors
+    _answer_or_error(fresh_resolver, "fe80::1%lo", v6)
+    assert asked[-1] == "fe80::1%lo"
+
+
+def _answer_or_error(resolver_, host, family):
+    try:
+        return [tuple(info) for info in resolver_.getaddrinfo(host, 80, family, socket.SOCK_STREAM)]
+    except OSError as error:
+        return type(error), error.args
 
 
 def test_an_answer_is_kept_for_its_ttl_and_asked_again_after(fresh_resolver):

@@ -10,7 +10,7 @@ import greenmon
 from greenmon.config import parse_config
 from greenmon.engine import Engine
 from support.configs import config_text
-from support.servers import HTTPFarm, redirect, reply
+from support.servers import HTTPFarm, RawServer, read_request_head, redirect, reply
 
 
 def sweep(config):
@@ -42,6 +42,28 @@ def test_a_post_body_does_not_leave_its_content_length_on_other_targets_requests
         assert farm.hits("/post") == 2
     assert len(lengths) == 6
     assert all(length in (None, "") for length in lengths), lengths
+
+
+def test_the_request_line_carries_the_path_and_query_as_requests_sends_them():
+    """The request line's target is requests' own (path_url, a leading "//" made one "/"),
+    for every form of path: none, a query without a path, a doubled slash, a fragment (never
+    sent), characters requests quotes."""
+    lines = []
+
+    def record(sock):
+        lines.append(read_request_head(sock).split(b"\r\n", 1)[0].decode())
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    paths = {"none": "", "query": "?q=1", "double": "//a//b?x=1", "fragment": "/f?k=v#part",
+             "quoted": "/caf\u00e9|x"}
+    with RawServer(record) as server:
+        base = server.url("")
+        config = parse_config(config_text([{"name": name, "url": base + path} for name, path in paths.items()],
+                                          timeout=5.0, monitor={"concurrency": 1}), "<test>")
+        results = sweep(config)
+    assert all(result.ok for result in results.values()), results
+    assert lines == ["GET / HTTP/1.1", "GET /?q=1 HTTP/1.1", "GET /a//b?x=1 HTTP/1.1",
+                     "GET /f?k=v HTTP/1.1", "GET /caf%C3%A9%7Cx HTTP/1.1"]
 
 
 def test_a_post_sends_its_body_with_its_own_length():

@@ -9,6 +9,8 @@ in /proc as children of the greenmon process whose command line names
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import hashlib
 import json
 import os
@@ -21,9 +23,14 @@ from pathlib import Path
 from typing import Iterator
 
 import gevent
+import gevent.event
+import gevent.queue
 import pytest
 import requests
 
+from greenmon.config import parse_config
+from greenmon.workers.child import Worker
+from greenmon.workers.messages import Render, Setup, send_message
 from support.configs import config_text
 from support.daemon_helpers import DaemonProcess, samples, select, targets_in, value
 from support.helpers import run_cli, start_cli, wait_until
@@ -539,28 +546,85 @@ def test_workers_serve_the_one_process_metrics_series_for_series(farm, write_con
     assert info["svc-00"]["tier"] == "" and info["failing"]["tier"] == "gold"
 
 
-def test_a_worker_slow_to_render_leaves_the_scrape_to_fail_not_hang(farm, write_config, tmp_path, workers):
-    """A worker stopped (SIGSTOP) cannot render its share: /metrics answers 503 within the wait,
-    naming the reason; once it runs again, /metrics is whole again."""
+def test_a_late_worker_is_served_by_its_last_share_and_one_without_any_fails_the_scrape(
+        farm, write_config, tmp_path, workers):
+    """A worker stopped (SIGSTOP) cannot render its share (as a loop saturated with checks
+    renders late). Before it ever rendered one, /metrics answers 503 within the wait, naming
+    why; once it has, the scrape is served whole with that last share (the same series) and
+    the log says how old it is. Neither hangs, and the worker's share is fresh again after."""
     targets = healthy_targets(farm, 4)
+    names = {t["name"] for t in targets}
     path = write_config(config_text(targets, timeout=0.5, interval=0.5))
+
+    def up() -> bool:
+        try:
+            return daemon.get("/healthz").status_code in (200, 503)
+        except requests.ConnectionError:
+            return False
+
     with DaemonProcess(path, tmp_path, "--workers", "2") as daemon:
-        daemon.wait_ready()
         stopped = min(workers.wait_for(daemon.process.pid, 2))
-        settled(daemon, [t["name"] for t in targets])
+        wait_until(up, 30, interval=0.1, message="the daemon's web server up")
         os.kill(stopped, signal.SIGSTOP)
         try:
-            response = requests.get(daemon.url("/metrics"), timeout=60)
+            first = requests.get(daemon.url("/metrics"), timeout=60)
         finally:
             os.kill(stopped, signal.SIGCONT)
-        assert response.status_code == 503, response.status_code
-        assert "did not render its share" in response.text
-        text = daemon.wait_metric(lambda now: targets_in(now) == {t["name"] for t in targets},
-                                  message="every target in /metrics again")
-        assert value(text, "greenmon_targets") == 4
+        assert first.status_code == 503, first.status_code
+        assert "did not render its share" in first.text and "has none from the last" in first.text
+        whole = daemon.wait_metric(lambda now: targets_in(now) == names,
+                                   message="every target in /metrics")
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            late = requests.get(daemon.url("/metrics"), timeout=60)
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+        assert late.status_code == 200, late.text
+        assert targets_in(late.text) == names
+        assert {(s.name, frozenset(s.labels.items())) for s in samples(late.text)} == \
+               {(s.name, frozenset(s.labels.items())) for s in samples(whole)}
+        assert re.search(r"worker \d did not render its share of /metrics in 3 s: its share of \d+ s ago",
+                         daemon.stderr())
+        before = {name: value(late.text, "greenmon_checks_total", target=name) or 0 for name in names}
+        daemon.wait_metric(lambda now: all((value(now, "greenmon_checks_total", target=name) or 0) > count
+                                           for name, count in before.items()),
+                           message="both workers' shares fresh again")
         daemon.send(signal.SIGTERM)
         assert daemon.wait_exit(30) == 0, daemon.stderr()
     workers.wait_all_gone()
+
+
+def test_renders_asked_while_one_runs_are_answered_by_one_more_not_one_each():
+    """A worker whose loop is saturated renders slower than scrapes come: the Renders asked
+    meanwhile wait for the next render, one for all of them (a render per scrape would pile
+    up). Each gets its answer, in the order asked."""
+    config = parse_config(config_text([{"name": "a", "url": "http://127.0.0.1:9/"}]), "<test>")
+    outbox = gevent.queue.Queue()
+    worker = Worker(Setup(config, {}, logging.WARNING, {}), outbox)
+    go = gevent.event.Event()
+    rendered = []
+
+    def render():
+        rendered.append(len(rendered))
+        go.wait()   # the first render runs until all the Renders below are asked
+        return [f"share {len(rendered)}"]
+
+    def asked(*numbers: int) -> io.BytesIO:
+        commands = io.BytesIO()
+        for number in numbers:
+            send_message(commands, Render(number))
+        commands.seek(0)
+        return commands
+
+    worker.render = render
+    worker.serve(asked(1))
+    wait_until(lambda: rendered == [0], 30, interval=0.01, message="the first render running")
+    worker.serve(asked(2, 3, 4))
+    go.set()
+    answers = [outbox.get(timeout=30) for _ in range(4)]
+    assert [(a.id, a.share) for a in answers] == [
+        (1, ["share 1"]), (2, ["share 2"]), (3, ["share 2"]), (4, ["share 2"])]
+    assert rendered == [0, 1] and outbox.empty()
 
 
 # --- The state file with workers -------------------------------------------------------------

@@ -57,6 +57,8 @@ class Worker:
         self.breaker_listeners: list[Callable] = []
         self.reload_listeners: list[Callable[[Reload], None]] = []
         self.render: Callable[[], list] | None = None
+        self._render_ids: list[int] = []   # Renders asked and not answered yet
+        self._rendering: gevent.Greenlet | None = None
 
     # --- what the parent asks ----------------------------------------------------------------
 
@@ -72,7 +74,9 @@ class Worker:
             elif isinstance(command, Reload):
                 self.reload(command)
             elif isinstance(command, Render):
-                gevent.spawn(self._render, command)   # commands keep being read meanwhile
+                self._render_ids.append(command.id)
+                if self._rendering is None or self._rendering.dead:   # else it is answered next
+                    self._rendering = gevent.spawn(self._render)   # commands are read meanwhile
 
     def sweep(self) -> None:
         if self.engine is None:
@@ -99,16 +103,21 @@ class Worker:
         for listener in self.reload_listeners:
             listener(command)
 
-    def _render(self, command: Render) -> None:
-        """The share of /metrics, or an empty answer (the parent then answers the scrape 503,
-        and this worker's error is in the log)."""
-        share = None
-        try:
-            if self.render is not None:
-                share = self.render()
-        except Exception:
-            log.exception("rendering this worker's share of /metrics failed")
-        self.outbox.put(Rendered(command.id, share))
+    def _render(self) -> None:
+        """The share of /metrics for every Render asked, or an empty answer (the parent then
+        answers the scrape 503, and this worker's error is in the log). One render at a time:
+        the Renders that came while one ran get the next one. On a loop saturated with checks
+        a render outlasts a scrape interval; a render per scrape would pile up without end."""
+        while self._render_ids:
+            ids, self._render_ids = self._render_ids, []
+            share = None
+            try:
+                if self.render is not None:
+                    share = self.render()
+            except Exception:
+                log.exception("rendering this worker's share of /metrics failed")
+            for render_id in ids:
+                self.outbox.put(Rendered(render_id, share))
 
     def stop(self) -> None:
         """SIGTERM: stop what runs; in the daemon, this worker's work is then done."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import itertools
 import logging
 import os
 import signal
@@ -45,6 +44,8 @@ log = logging.getLogger(__name__)
 STATUS_STALE_S = 5.0     # a running worker silent this long is not checking on schedule
 RESTART_PAUSE_S = 1.0    # between a daemon worker's death and its replacement
 RENDER_WAIT_S = 9.0      # for a worker's share of /metrics: within Prometheus' default scrape_timeout
+LATE_SHARE_S = 60.0      # a worker's last share stands in for a late one this long at most ...
+LATE_SHARE_WAIT_S = 3.0  # ... after this wait for a fresh one (a share takes under 1 s at 50,000)
 
 
 def resolve_workers(value: str) -> int:
@@ -86,6 +87,8 @@ class _Worker:
         self.passes: list[float] = []
         self.process: subprocess.Popen | None = None
         self.renders: dict[int, gevent.event.AsyncResult] = {}   # Render sent, Rendered awaited
+        self.last_share: tuple[float, list] | None = None   # (when it came, the share)
+        self.shares_from = 0   # the first Render whose share is of its present targets
         # One message at a time on its stdin: a Render may come while the Setup of a large
         # share is still being written (a pipe write yields to the loop when the pipe is full).
         self._writing = gevent.lock.Semaphore()
@@ -101,6 +104,7 @@ class _Worker:
             [sys.executable, "-m", "greenmon.workerprocess"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE)
         self.inflight, self.healthy, self.heard_at = 0, True, time.monotonic()
+        self.last_share = None   # the process before this one rendered it
         urls = prepared_urls(t.url for t in self.config.enabled_targets)
         self.send(Setup(self.config, table, logging.getLogger().level, urls, pass_s,
                         metrics=label_names is not None, label_names=label_names or (),
@@ -266,6 +270,24 @@ class WorkerEngine(_WorkerSet):
         self._end_all(killed=self._sweeping)
 
 
+def _recent_share(worker: _Worker) -> list | None:
+    """The last share the worker rendered, if it came in the last LATE_SHARE_S."""
+    kept = worker.last_share
+    if kept is None or time.monotonic() - kept[0] > LATE_SHARE_S:
+        return None
+    return kept[1]
+
+
+def _late_share(worker: _Worker, waited_s: float) -> list:
+    share = _recent_share(worker)   # perhaps one that came while this scrape waited
+    if share is None:
+        raise ShareUnavailable(f"worker {worker.index} did not render its share in {waited_s:g} s, "
+                               f"and has none from the last {LATE_SHARE_S:g} s")
+    log.warning("worker %d did not render its share of /metrics in %g s: its share of %.0f s ago "
+                "is served", worker.index, waited_s, time.monotonic() - worker.last_share[0])
+    return share
+
+
 class WorkerChecks(_WorkerSet):
     """The InProcessChecks interface over worker processes, for the daemon."""
 
@@ -285,7 +307,7 @@ class WorkerChecks(_WorkerSet):
         self._stopping = False
         self._stopped = gevent.event.Event()
         self._readers: list[gevent.Greenlet] = []
-        self._render_ids = itertools.count()
+        self._renders_asked = 0   # the id of the last Render sent
         count = min(workers, config.monitor.concurrency)
         self._assigned = assign(config.enabled_targets, {}, count)
         for index, concurrency in enumerate(split_concurrency(config.monitor.concurrency, count)):
@@ -317,6 +339,8 @@ class WorkerChecks(_WorkerSet):
             if message == DONE:
                 return
             if isinstance(message, Rendered):
+                if message.share is not None and message.id >= worker.shares_from:
+                    worker.last_share = (time.monotonic(), message.share)   # even a late one
                 waiting = worker.renders.pop(message.id, None)
                 if waiting is not None:
                     waiting.set(message.share)
@@ -346,11 +370,15 @@ class WorkerChecks(_WorkerSet):
 
     def render_shares(self) -> list:
         """Each worker's share of /metrics, rendered there at once (exposition.Text.share), in
-        worker order. ShareUnavailable when a worker is gone or has not answered in
-        RENDER_WAIT_S: a scrape with part of the targets missing would read as those series
-        ending."""
-        request = next(self._render_ids)
-        deadline = time.monotonic() + RENDER_WAIT_S
+        worker order. A worker that has not answered in LATE_SHARE_WAIT_S (its loop saturated
+        with checks) is represented by the last share it rendered, if that came in the last
+        LATE_SHARE_S: the same series, some seconds older, rather than a failed or a 9 s
+        scrape. ShareUnavailable when a worker is gone, failed, or has no recent share and
+        has not answered in RENDER_WAIT_S: a scrape with part of the targets missing would
+        read as those series ending."""
+        self._renders_asked += 1
+        request = self._renders_asked
+        started = time.monotonic()
         waits, shares = [], []
         try:
             for worker in self._workers:
@@ -360,13 +388,15 @@ class WorkerChecks(_WorkerSet):
                 worker.send(Render(request))
                 waits.append(waiting)
             for worker, waiting in zip(self._workers, waits):
-                share = waiting.get(timeout=max(0.0, deadline - time.monotonic()))
+                wait_s = RENDER_WAIT_S if _recent_share(worker) is None else LATE_SHARE_WAIT_S
+                try:
+                    share = waiting.get(timeout=max(0.0, started + wait_s - time.monotonic()))
+                except gevent.Timeout:
+                    share = _late_share(worker, wait_s)
                 if share is None:
                     raise ShareUnavailable(f"worker {worker.index} could not render its share "
                                            "(its error is in the log)")
                 shares.append(share)
-        except gevent.Timeout:
-            raise ShareUnavailable(f"a worker did not render its share in {RENDER_WAIT_S:g} s") from None
         finally:
             for worker in self._workers:
                 worker.renders.pop(request, None)
@@ -402,6 +432,9 @@ class WorkerChecks(_WorkerSet):
         self.breaker_changes += 1
         for worker, reload in zip(self._workers, reloads):
             worker.config = reload.config
+            # Its targets may have moved: no series twice, or lost. A Render sent from here on
+            # is read after the reload.
+            worker.last_share, worker.shares_from = None, self._renders_asked + 1
             worker.send(reload)
 
     def stop(self) -> None:
