@@ -13,11 +13,14 @@ timers that were pending, where ``gevent.sleep(0)`` would come back before
 the loop even polled its sockets. But not for ever: a loop saturated with
 checks is almost never idle, and a worker of a 50,000-target daemon checking
 2,500 targets a second, waiting for it with ``gevent.idle()``, never finished
-formatting its share of /metrics. A job waits IDLE_WAIT_S at most: a loop
-that is only busy, not saturated, goes idle well before (the checks keep the
-loop to themselves), and on a saturated one a job still gets a slice in six
-(with 0.1 s, one in fifty: formatting a share took minutes, and every scrape
-failed).
+formatting its share of /metrics. A job waits IDLE_WAIT_S at most: long
+enough that a loop that is only busy, not saturated, goes idle first (the
+checks keep the loop to themselves). On a saturated loop that leaves a job
+one slice in fifty: a worker's share of /metrics then took minutes, and
+every scrape failed. So a job that has run AGED_S waits AGED_WAIT_S at most
+(a slice in six), as a scheduler ages a starving task: a short job on a busy
+loop never gets there (a 10,000-target scrape measured slower with the short
+wait from its start), a long one on a saturated loop ends.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ import gevent
 from gevent.hub import Waiter
 
 SLICE_S = 0.002   # the longest stretch of greenmon's own work between two yields
-IDLE_WAIT_S = 0.01   # a yield waits for an idle loop this long at most (5 slices)
+IDLE_WAIT_S = 0.1    # a yield waits for an idle loop this long at most ...
+AGED_S = 1.0         # ... until its job has run this long,
+AGED_WAIT_S = 0.01   # ... then this long (5 slices)
 
 T = TypeVar("T")
 
@@ -39,11 +44,13 @@ class Slices:
 
     def __init__(self, budget_s: float = SLICE_S):
         self.budget_s = budget_s
+        self._aged = time.perf_counter() + AGED_S
         self._until = time.perf_counter() + budget_s
 
     def tick(self) -> None:
-        if time.perf_counter() >= self._until:
-            yield_to_loop()
+        now = time.perf_counter()
+        if now >= self._until:
+            yield_to_loop(IDLE_WAIT_S if now < self._aged else AGED_WAIT_S)
             self._until = time.perf_counter() + self.budget_s
 
     def each(self, items: Iterable[T]) -> Iterator[T]:

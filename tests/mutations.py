@@ -285,6 +285,20 @@ MUTANTS = [
            '            self.adapter.proxy_manager_for(prepend_scheme_if_needed(proxy, "http"))\n',
            "            pass\n", "a proxy's pool manager is made by the first check through it, while "
            "others are timed", ("tests/test_first_check.py",)),
+    Mutant("W6", "greenmon/cooperative.py", "yield_to_loop(IDLE_WAIT_S if now < self._aged else AGED_WAIT_S)",
+           "yield_to_loop(IDLE_WAIT_S)", "a job on a saturated loop never ages: a worker's share of "
+           "/metrics takes minutes", ("tests/test_cooperative.py",)),
+    Mutant("W7", "greenmon/workers/child.py",
+           "                if self._rendering is None or self._rendering.dead:   # else it is answered next\n",
+           "                if True:\n", "a worker renders once per Render asked: on a saturated loop "
+           "the renders pile up", ("tests/test_workers.py::test_renders_asked_while_one_runs_are_answered_by_one_more_not_one_each",)),
+    Mutant("W8", "greenmon/workers/parent.py",
+           "                    share = _late_share(worker, wait_s)\n",
+           "                    raise ShareUnavailable('late')\n", "a worker's late share fails the scrape "
+           "though its last share is recent", ("tests/test_workers.py::test_a_late_worker_is_served_by_its_last_share_and_one_without_any_fails_the_scrape",)),
+    Mutant("W9", "greenmon/resolver.py", "        literal = _literal(host)\n", "        literal = None\n",
+           "a connection to an IP address asks c-ares (it answers the same, slower)",
+           ("tests/test_resolver.py::test_an_ip_address_is_its_own_answer_the_resolver_would_give",)),
     # --- oauth2 and discovery: tokens, and what sources yield ---
     Mutant("O1", "greenmon/tokens.py", "min(MAX_MARGIN_S, expires_in * MARGIN_FRACTION)", "MAX_MARGIN_S",
            "a one-minute margin on a 10 s token: a token request for every check", OAUTH2),

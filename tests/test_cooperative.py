@@ -13,7 +13,8 @@ from __future__ import annotations
 import gevent
 import gevent.event
 
-from greenmon.cooperative import Slices
+from greenmon import cooperative
+from greenmon.cooperative import AGED_WAIT_S, IDLE_WAIT_S, Slices
 
 
 def busy_loop(greenlets: int = 3):
@@ -57,3 +58,30 @@ def test_a_job_yields_to_others_between_its_slices():
     slices.tick()
     order.append("second slice")
     assert order == ["first slice", "other", "second slice"]
+
+
+def test_a_job_that_has_run_long_on_a_never_idle_loop_waits_less_for_it(monkeypatch):
+    """A job yields waiting up to IDLE_WAIT_S for an idle loop; once it has run AGED_S, up to
+    AGED_WAIT_S, and so it ends in time on a saturated loop (a worker's share of /metrics)."""
+    waits = []
+
+    def recorded(longest_s):
+        waits.append(longest_s)
+        real(longest_s)
+
+    real = cooperative.yield_to_loop
+    monkeypatch.setattr(cooperative, "yield_to_loop", recorded)
+    stop, turns, spinners = busy_loop()
+    try:
+        def job():
+            slices = Slices(budget_s=0.0)
+            while waits[-3:] != [AGED_WAIT_S] * 3:   # until it has waited the short wait thrice
+                slices.tick()
+        worker = gevent.spawn(job)
+        worker.join(timeout=60)
+        assert worker.dead
+    finally:
+        stop.set()
+        gevent.joinall(spinners, timeout=5)
+    aged = waits.index(AGED_WAIT_S)
+    assert aged > 0 and set(waits[:aged]) == {IDLE_WAIT_S} and set(waits[aged:]) == {AGED_WAIT_S}, waits

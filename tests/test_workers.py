@@ -620,6 +620,8 @@ def test_renders_asked_while_one_runs_are_answered_by_one_more_not_one_each():
     worker.serve(asked(1))
     wait_until(lambda: rendered == [0], 30, interval=0.01, message="the first render running")
     worker.serve(asked(2, 3, 4))
+    gevent.sleep(0.1)
+    assert rendered == [0]   # no second render started while the first runs
     go.set()
     answers = [outbox.get(timeout=30) for _ in range(4)]
     assert [(a.id, a.share) for a in answers] == [
