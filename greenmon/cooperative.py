@@ -18,9 +18,9 @@ enough that a loop that is only busy, not saturated, goes idle first (the
 checks keep the loop to themselves). On a saturated loop that leaves a job
 one slice in fifty: a worker's share of /metrics then took minutes, and
 every scrape failed. So a job that has run AGED_S waits AGED_WAIT_S at most
-(a slice in six), as a scheduler ages a starving task: a short job on a busy
-loop never gets there (a 10,000-target scrape measured slower with the short
-wait from its start), a long one on a saturated loop ends.
+(a slice in six), as a scheduler ages a starving task: a job on a loop that
+is only busy ends well before (a 10,000-target scrape, the status page's
+results) and keeps all its patience; a long one on a saturated loop ends.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from gevent.hub import Waiter
 
 SLICE_S = 0.002   # the longest stretch of greenmon's own work between two yields
 IDLE_WAIT_S = 0.1    # a yield waits for an idle loop this long at most ...
-AGED_S = 1.0         # ... until its job has run this long,
+AGED_S = 5.0         # ... until its job has run this long,
 AGED_WAIT_S = 0.01   # ... then this long (5 slices)
 
 T = TypeVar("T")
