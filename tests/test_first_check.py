@@ -36,16 +36,22 @@ print(json.dumps({"ok": [r.ok for r in results], "tls": [r.tls is not None for r
 """
 
 
-def test_no_module_is_imported_while_the_first_sweep_with_https_is_timed(ca, ca_pem, write_config):
+def first_sweep(script: str, plain_targets: int, ca, ca_pem, write_config) -> dict:
+    """What ``script`` printed, run in a fresh interpreter on a config of ``plain_targets``
+    plain targets, then one HTTPS target (named "tls")."""
     with HTTPFarm({"/": reply()}) as plain, \
             HTTPFarm({"/": reply()}, ssl_context=tls_server_context(ca, "127.0.0.1")) as tls:
-        targets = [{"name": f"plain{i}", "url": plain.url("/")} for i in range(5)]
+        targets = [{"name": f"plain{i}", "url": plain.url("/")} for i in range(plain_targets)]
         targets.append({"name": "tls", "url": tls.url("/"), "ca_file": ca_pem})
         path = write_config(config_text(targets))
-        run = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True,
+        run = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
                              timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
-    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_no_module_is_imported_while_the_first_sweep_with_https_is_timed(ca, ca_pem, write_config):
+    seen = first_sweep(CHILD, 5, ca, ca_pem, write_config)
     assert seen["ok"] == [True] * 6 and seen["tls"] == [False] * 5 + [True], seen
     assert seen["imported"] == [], seen["imported"]
 
@@ -103,15 +109,7 @@ def test_a_ticking_greenlet_keeps_ticking_through_the_first_https_check(ca, ca_p
     first HTTPS check had); and no turn of the loop between two ticks runs more than
     LONGEST_TURN Python calls. The stall is counted in calls, not timed: a loaded machine
     cannot fail it."""
-    with HTTPFarm({"/": reply()}) as plain, \
-            HTTPFarm({"/": reply()}, ssl_context=tls_server_context(ca, "127.0.0.1")) as tls:
-        targets = [{"name": f"plain{i}", "url": plain.url("/")} for i in range(20)]
-        targets.append({"name": "tls", "url": tls.url("/"), "ca_file": ca_pem})
-        path = write_config(config_text(targets))
-        run = subprocess.run([sys.executable, "-c", TICKING, str(path)], capture_output=True, text=True,
-                             timeout=120)
-    assert run.returncode == 0, run.stderr[-2000:]
-    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    seen = first_sweep(TICKING, 20, ca, ca_pem, write_config)
     assert seen["ok"] == [True] * 21 and seen["tls"] == [False] * 20 + [True], seen["ok"]
     during = [calls for calls, tls_check in seen["turns"] if tls_check == "running"]
     assert len(during) >= 2, seen["turns"]   # it ticked, more than once, through the check

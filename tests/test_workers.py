@@ -546,6 +546,15 @@ def test_workers_serve_the_one_process_metrics_series_for_series(farm, write_con
     assert info["svc-00"]["tier"] == "" and info["failing"]["tier"] == "gold"
 
 
+def scrape_while_stopped(daemon: DaemonProcess, pid: int) -> requests.Response:
+    """/metrics while the worker ``pid`` is stopped (it cannot render), then it runs again."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        return requests.get(daemon.url("/metrics"), timeout=60)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def test_a_late_worker_is_served_by_its_last_share_and_one_without_any_fails_the_scrape(
         farm, write_config, tmp_path, workers):
     """A worker stopped (SIGSTOP) cannot render its share (as a loop saturated with checks
@@ -565,20 +574,12 @@ def test_a_late_worker_is_served_by_its_last_share_and_one_without_any_fails_the
     with DaemonProcess(path, tmp_path, "--workers", "2") as daemon:
         stopped = min(workers.wait_for(daemon.process.pid, 2))
         wait_until(up, 30, interval=0.1, message="the daemon's web server up")
-        os.kill(stopped, signal.SIGSTOP)
-        try:
-            first = requests.get(daemon.url("/metrics"), timeout=60)
-        finally:
-            os.kill(stopped, signal.SIGCONT)
+        first = scrape_while_stopped(daemon, stopped)
         assert first.status_code == 503, first.status_code
         assert "did not render its share" in first.text and "has none from the last" in first.text
         whole = daemon.wait_metric(lambda now: targets_in(now) == names,
                                    message="every target in /metrics")
-        os.kill(stopped, signal.SIGSTOP)
-        try:
-            late = requests.get(daemon.url("/metrics"), timeout=60)
-        finally:
-            os.kill(stopped, signal.SIGCONT)
+        late = scrape_while_stopped(daemon, stopped)
         assert late.status_code == 200, late.text
         assert targets_in(late.text) == names
         assert {(s.name, frozenset(s.labels.items())) for s in samples(late.text)} == \
