@@ -180,7 +180,9 @@ def test_results_logs_and_exception_messages_hold_no_secret(monkeypatch, caplog)
         echoed = farm.farm.hits("/echo")
 
     assert_checks_really_ran({r.target: r.to_dict() for r in results})
-    assert echoed == 4, "the echoing 500 was not reached by every kind"
+    # Each kind reached it (a 500 is not retried; on a loaded machine an attempt that timed
+    # out before the echo answered is, and reaches it again).
+    assert echoed >= 4, "the echoing 500 was not reached by every kind"
     for result in results:
         for field in dataclasses.fields(result):
             assert_no_secret(repr(getattr(result, field.name)), f"{result.target}.{field.name}")
