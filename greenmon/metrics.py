@@ -82,19 +82,20 @@ def _checks(store, series, by_target):
     return [("greenmon_checks_total", by_target, series.checks)]
 
 
-def _errors(store, series, by_target):
-    """Every class from 0 (a rate() sees the first failure), or with all_error_classes = false
-    only those that happened: 5 series of zeros fewer per healthy target, and as many for
-    retries."""
-    name, every = series.target.name, store.all_error_classes
-    return [("greenmon_check_errors_total", (("class", c), ("target", name)), n)
-            for c, n in zip(ERROR_CLASSES, series.errors) if n or every]
+def _per_class(metric: str, counts: str) -> Callable:
+    """The samples of ``metric``, one per error class of the target's ``counts`` (failures or
+    retries): every class from 0 (a rate() sees the first failure), or with
+    all_error_classes = false only those that happened: 5 series of zeros fewer per healthy
+    target, for each of the two."""
+    def samples(store, series, by_target):
+        name, every = series.target.name, store.all_error_classes
+        return [(metric, (("class", c), ("target", name)), n)
+                for c, n in zip(ERROR_CLASSES, getattr(series, counts)) if n or every]
+    return samples
 
 
-def _retries(store, series, by_target):
-    name, every = series.target.name, store.all_error_classes
-    return [("greenmon_check_retries_total", (("class", c), ("target", name)), n)
-            for c, n in zip(ERROR_CLASSES, series.retries) if n or every]
+_errors = _per_class("greenmon_check_errors_total", "errors")
+_retries = _per_class("greenmon_check_retries_total", "retries")
 
 
 def _info(store, series, by_target):
