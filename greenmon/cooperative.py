@@ -60,7 +60,7 @@ class Slices:
             self.tick()
 
 
-def yield_to_loop(longest_s: float = IDLE_WAIT_S) -> None:
+def yield_to_loop(longest_s: float) -> None:
     """Return when the loop is idle (nothing else ready to run), or after ``longest_s``,
     whichever comes first: ``gevent.idle()`` with a bound, from the loop's own idle and timer
     watchers."""

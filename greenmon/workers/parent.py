@@ -270,22 +270,22 @@ class WorkerEngine(_WorkerSet):
         self._end_all(killed=self._sweeping)
 
 
-def _recent_share(worker: _Worker) -> list | None:
-    """The last share the worker rendered, if it came in the last LATE_SHARE_S."""
-    kept = worker.last_share
-    if kept is None or time.monotonic() - kept[0] > LATE_SHARE_S:
+def _share_age(worker: _Worker) -> float | None:
+    """How old the last share the worker rendered is, if it came in the last LATE_SHARE_S."""
+    if worker.last_share is None:
         return None
-    return kept[1]
+    age = time.monotonic() - worker.last_share[0]
+    return age if age <= LATE_SHARE_S else None
 
 
 def _late_share(worker: _Worker, waited_s: float) -> list:
-    share = _recent_share(worker)   # perhaps one that came while this scrape waited
-    if share is None:
+    age = _share_age(worker)   # perhaps of one that came while this scrape waited
+    if age is None:
         raise ShareUnavailable(f"worker {worker.index} did not render its share in {waited_s:g} s, "
                                f"and has none from the last {LATE_SHARE_S:g} s")
     log.warning("worker %d did not render its share of /metrics in %g s: its share of %.0f s ago "
-                "is served", worker.index, waited_s, time.monotonic() - worker.last_share[0])
-    return share
+                "is served", worker.index, waited_s, age)
+    return worker.last_share[1]
 
 
 class WorkerChecks(_WorkerSet):
@@ -388,7 +388,7 @@ class WorkerChecks(_WorkerSet):
                 worker.send(Render(request))
                 waits.append(waiting)
             for worker, waiting in zip(self._workers, waits):
-                wait_s = RENDER_WAIT_S if _recent_share(worker) is None else LATE_SHARE_WAIT_S
+                wait_s = RENDER_WAIT_S if _share_age(worker) is None else LATE_SHARE_WAIT_S
                 try:
                     share = waiting.get(timeout=max(0.0, started + wait_s - time.monotonic()))
                 except gevent.Timeout:
