@@ -5,7 +5,10 @@ prometheus_client formats the whole exposition on every scrape (1.4 s for the
 level 9 (0.9 s more). Here each target's samples are formatted when they
 have changed and kept as bytes, one string per target with where each family
 ends in it (a bytes object per family would cost 4 MB of object headers at
-10,000 targets, a tenth of the text itself). A scrape formats only
+10,000 targets, a tenth of the text itself). Each line of a target repeats its
+``target="..."`` label, half of the text for a URL-named target: the kept text
+holds it as one byte (``MARK``), put back as the text is written or compressed
+(``Keep``). A scrape formats only
 the targets that changed since the last one (between scrapes, what changed
 is formatted every second: ``keep_fresh``), in slices that yield to the
 loop, and hands out the cached pieces, joined a block at a time as they are
@@ -36,7 +39,7 @@ import time
 import zlib
 from array import array
 from itertools import accumulate
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import gevent.lock
 from prometheus_client.utils import floatToGoString
@@ -45,7 +48,7 @@ from greenmon.cooperative import Slices
 from greenmon.gzipjoin import Part, deflate_part, gzip_stream
 from greenmon.metrics import (ALL_TARGET_METRICS, TARGET_METRICS, MetricRow, changed_metrics,
                               global_samples, target_samples)
-from greenmon.store import MetricsStore, Sample
+from greenmon.store import MetricsStore, Sample, TargetSeries
 
 # A worker's share of the per-target families, as Text.share gives it: per family, None (not
 # exported) or its text compressed as a part of a gzip stream.
@@ -53,6 +56,7 @@ Share = Sequence[Part | None]
 INFLATE_CHUNK = 256 * 1024   # of text at a time, for a client that does not take gzip
 
 BLOCK = 256        # targets per joined piece: about 50 KB of text
+MARK = b"\x00"     # a target's label in its kept text (Keep); in a text only from its own strings
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"   # the text format written here
 GZIP_LEVEL = 1
 FRESH_EVERY_S = 1.0      # between scrapes, what changed is formatted this often ...
@@ -129,7 +133,7 @@ class Text:
     (tens of MB at 10,000 targets) is ever built. It holds references to immutable bytes:
     iterating it in a thread is safe while the loop goes on."""
 
-    def __init__(self, headers: list[bytes | None], targets: list[tuple[bytes, array]],
+    def __init__(self, headers: list[bytes | None], targets: list[Keep],
                  tail: bytes, size: int, versions: tuple[int, ...],
                  parts: dict[int, tuple[int, Part]]):
         self._headers = headers       # None: a per-target family that is not exported
@@ -153,7 +157,8 @@ class Text:
         """The lines of TARGET_METRICS[index] of every target, a block of targets at a time."""
         targets, end = self._targets, index + 1
         for start in range(0, len(targets), BLOCK):
-            yield b"".join([text[ends[index]:ends[end]] for text, ends in targets[start:start + BLOCK]])
+            yield b"".join([text[ends[index]:ends[end]].replace(MARK, label)
+                            for text, ends, label, _ in targets[start:start + BLOCK]])
 
     def share(self) -> Share:
         """These targets' lines of each per-target family, without its header, compressed as a
@@ -176,6 +181,50 @@ class Text:
         return part
 
 
+class Keep(NamedTuple):
+    """A target's formatted lines as kept between scrapes: ``text`` with each occurrence of
+    ``label`` (its ``target="..."``) as MARK, where each family's part starts and ends in
+    it, and the size of the lines written out. A target whose lines hold MARK themselves
+    (only its own strings can) keeps them whole: its ``label`` is MARK, and putting it
+    back changes nothing."""
+
+    text: bytes
+    ends: array
+    label: bytes
+    size: int
+
+    @classmethod
+    def of(cls, pieces: list[bytes], label: bytes) -> Keep:
+        """Kept from a target's lines as written out, a piece per family."""
+        if any(MARK in piece for piece in pieces):
+            return cls._joined(pieces, MARK)
+        return cls._joined([piece.replace(label, MARK) for piece in pieces], label)
+
+    @classmethod
+    def _joined(cls, kept: list[bytes], label: bytes) -> Keep:
+        text = b"".join(kept)
+        size = len(text) + text.count(MARK) * (len(label) - 1)
+        return cls(text, array("I", accumulate(map(len, kept), initial=0)), label, size)
+
+    def piece(self, index: int) -> bytes:
+        """The lines of family ``index``, as written out."""
+        return self.text[self.ends[index]:self.ends[index + 1]].replace(MARK, self.label)
+
+    def updated(self, fresh: list[bytes | None]) -> Keep:
+        """Kept with the families of ``fresh`` formatted anew (None: as kept)."""
+        text, ends, label = self.text, self.ends, self.label
+        if label != MARK and any(piece is not None and MARK in piece for piece in fresh):
+            return Keep.of([self.piece(index) if piece is None else piece
+                            for index, piece in enumerate(fresh)], MARK)
+        return Keep._joined([text[ends[index]:ends[index + 1]] if piece is None
+                             else piece.replace(label, MARK) for index, piece in enumerate(fresh)], label)
+
+
+def target_label(series: TargetSeries) -> bytes:
+    """The ``target="..."`` a target's every line holds, as sample_line writes it."""
+    return utf8('target="' + _escape(series.target.name) + '"')
+
+
 class Exposition:
     """The store's exposition text, cached per target and family, brought up to date per scrape
     (and between scrapes: ``keep_fresh``)."""
@@ -183,7 +232,7 @@ class Exposition:
     def __init__(self, store: MetricsStore):
         self.store = store
         # target -> its text, and where each family's part of it starts and ends
-        self._texts: dict[str, tuple[bytes, array]] = {}
+        self._texts: dict[str, Keep] = {}
         self._layout: int | None = None
         self._headers = [family_header(row) for row in TARGET_METRICS]
         self._lock = gevent.lock.Semaphore()   # one render at a time; the next finds little to do
@@ -204,7 +253,7 @@ class Exposition:
                        for header, row in zip(self._headers, TARGET_METRICS)]
             tail = global_text(store)
             size = (sum(len(h) for h in headers if h is not None) + len(tail)
-                    + sum([len(text) for text, _ in texts]))
+                    + sum([kept.size for kept in texts]))
             return Text(headers, texts, tail, size, tuple(self._versions), self._parts)
 
     def keep_fresh(self) -> None:
@@ -237,14 +286,14 @@ class Exposition:
             series = store.series.get(name)
             if series is None:
                 continue
-            old, ends = self._texts.get(name, (None, None))
+            old = self._texts.get(name)
             metrics = ALL_TARGET_METRICS if old is None else changed_metrics(events)
             touched |= metrics
             found = target_samples(store, series, metrics)
-            pieces = [old[ends[index]:ends[index + 1]] if samples is None else
-                      utf8("".join(map(sample_line, samples)))
-                      for index, samples in enumerate(found)]
-            self._texts[name] = (b"".join(pieces), array("I", accumulate(map(len, pieces), initial=0)))
+            fresh = [None if samples is None else utf8("".join(map(sample_line, samples)))
+                     for samples in found]
+            self._texts[name] = (Keep.of(fresh, target_label(series)) if old is None
+                                 else old.updated(fresh))
         for index in range(len(self._versions)):
             if touched >> index & 1:
                 self._versions[index] += 1

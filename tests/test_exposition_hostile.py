@@ -37,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from greenmon.settings import DEFAULT_BUCKETS, MonitorSettings
 from greenmon.metrics import build_registry
 from greenmon.store import MetricsStore
-from greenmon.exposition import Exposition
+from greenmon.exposition import MARK, Exposition, Keep
 from greenmon.result import MonitorResult
 from greenmon.targets import RESERVED_LABELS, Target
 from greenmon.result import TLSFacts
@@ -412,3 +412,34 @@ def test_promtool_takes_what_the_command_writes_and_pushes(cli_outputs):
     names = sorted({name for given in labels.values() for name in given})
     assert_promtool_takes(promtool, written, names, "--textfile")
     assert_promtool_takes(promtool, pushed, names, "--pushgateway")
+
+
+# --- The kept text: each target's label once (exposition.Keep) -------------------------------
+
+LABEL = b'target="GET http://127.0.0.1:9/x"'
+LINES = [LABEL.join([b"greenmon_up{", b"} 1.0\n"]), b"",
+         LABEL.join([b'greenmon_check_errors_total{class="http",', b"} 0.0\n"]) * 2]
+
+
+def test_a_targets_label_is_kept_as_one_byte_and_written_out_whole():
+    kept = Keep.of(LINES, LABEL)
+    assert LABEL not in kept.text and kept.text.count(MARK) == 3
+    assert [kept.piece(index) for index in range(3)] == LINES
+    assert kept.size == len(b"".join(LINES))
+    fresh = [None, LABEL.join([b"greenmon_degraded{", b"} 0.0\n"]), None]
+    again = kept.updated(fresh)
+    assert [again.piece(index) for index in range(3)] == [LINES[0], fresh[1], LINES[2]]
+    assert LABEL not in again.text and again.size == len(b"".join([LINES[0], fresh[1], LINES[2]]))
+
+
+def test_lines_that_hold_the_mark_themselves_are_kept_whole():
+    """Only a target's own strings can put a NUL in its lines: in its name (so in every line),
+    or in a later result's (a TLS version): the lines are then kept as written."""
+    named = b'target="nul\x00name"'
+    kept = Keep.of([named.join([b"greenmon_up{", b"} 1.0\n"])], named)
+    assert kept.label == MARK and kept.piece(0) == named.join([b"greenmon_up{", b"} 1.0\n"])
+    later = [None, None, LABEL.join([b'greenmon_tls_version_info{', b',version="TLS\x00"} 1.0\n'])]
+    again = Keep.of(LINES, LABEL).updated(later)
+    assert again.label == MARK
+    assert [again.piece(index) for index in range(3)] == [LINES[0], LINES[1], later[2]]
+    assert again.size == len(b"".join([LINES[0], LINES[1], later[2]]))
