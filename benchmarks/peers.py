@@ -16,6 +16,8 @@ requests, tuned only where a default would be plainly wrong for the job
 
 - ``seed``: the design greenmon replaced: ThreadPoolExecutor(5) + requests.get per URL.
 - ``gevent_requests``: gevent monkey-patched, one requests.Session, a gevent Pool.
+- ``gevent_urllib3``: gevent monkey-patched, one urllib3 PoolManager, a gevent Pool: the
+  floor of the layers greenmon is built on (no requests, no deadline, no result).
 - ``grequests``: grequests.map(size=concurrency) with one shared Session.
 - ``aiohttp``: one ClientSession, TCPConnector(limit=concurrency, limit_per_host=0),
   asyncio.gather under a semaphore.
@@ -111,6 +113,27 @@ def gevent_requests(urls: list[str], concurrency: int, ca_file: str | None, time
         return sum(gevent.pool.Pool(concurrency).imap_unordered(check, urls))
     finally:
         session.close()
+
+
+def gevent_urllib3(urls: list[str], concurrency: int, ca_file: str | None, timeout: float) -> int:
+    """Plain gevent + one urllib3 PoolManager on a gevent Pool (patched in main, before the import)."""
+    import gevent.pool
+    import urllib3
+
+    tls = {"ca_certs": ca_file} if ca_file else {}
+    manager = urllib3.PoolManager(num_pools=max(_hosts(urls), 10),
+                                  maxsize=max(min(concurrency, len(urls)), 10), retries=False, **tls)
+
+    def check(url: str) -> bool:
+        try:
+            return 200 <= manager.request("GET", url, timeout=timeout).status < 300
+        except urllib3.exceptions.HTTPError:
+            return False
+
+    try:
+        return sum(gevent.pool.Pool(concurrency).imap_unordered(check, urls))
+    finally:
+        manager.clear()
 
 
 def grequests_peer(urls: list[str], concurrency: int, ca_file: str | None, timeout: float) -> int:
@@ -221,6 +244,7 @@ def raw_asyncio(urls: list[str], concurrency: int, ca_file: str | None, timeout:
 PEERS: dict[str, Callable[[list[str], int, "str | None", float], int]] = {
     "seed": seed,
     "gevent_requests": gevent_requests,
+    "gevent_urllib3": gevent_urllib3,
     "grequests": grequests_peer,
     "aiohttp": aiohttp_peer,
     "raw_asyncio": raw_asyncio,
@@ -250,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.peer == "gevent_requests":
+    if args.peer in ("gevent_requests", "gevent_urllib3"):
         from gevent import monkey
         monkey.patch_all()
     if not installed(args.peer):
@@ -263,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         import grequests  # noqa: F401  (its import patches; keep that out of the timed sweep)
     elif args.peer in ("seed", "gevent_requests"):
         import requests  # noqa: F401
+    elif args.peer == "gevent_urllib3":
+        import urllib3  # noqa: F401
     elif args.peer == "aiohttp":
         import aiohttp  # noqa: F401
     started_cpu = _cpu_s()

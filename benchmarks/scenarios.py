@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 MAX_CONCURRENCY = 10_000
 SEED_BUDGET_S = 5.0            # the seed (5 threads) sweeps about this long, then is extrapolated
-PEERS = ("seed", "gevent_requests", "grequests", "aiohttp", "raw_asyncio")
+PEERS = ("seed", "gevent_requests", "gevent_urllib3", "grequests", "aiohttp", "raw_asyncio")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:       # `pytest` (not `python -m pytest`): benchmarks/ is importable too
     sys.path.insert(0, str(REPO))
-PEERS = ["seed", "gevent_requests", "grequests", "aiohttp", "raw_asyncio"]
+PEERS = ["seed", "gevent_requests", "gevent_urllib3", "grequests", "aiohttp", "raw_asyncio"]
 OPTIONAL_PEERS = {"grequests", "aiohttp"}          # reported "not installed" when missing
 EXPECTED = {
     "quick": ["greenmon", "greenmon --workers 2", "greenmon steady (daemon sweeps)", *PEERS],
