@@ -231,7 +231,7 @@ class Exposition:
 
     def __init__(self, store: MetricsStore):
         self.store = store
-        # target -> its text, and where each family's part of it starts and ends
+        # target -> its lines, and where each family's part of them starts and ends
         self._texts: dict[str, Keep] = {}
         self._layout: int | None = None
         self._headers = [family_header(row) for row in TARGET_METRICS]
