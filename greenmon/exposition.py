@@ -155,10 +155,9 @@ class Text:
 
     def family(self, index: int) -> Iterator[bytes]:
         """The lines of TARGET_METRICS[index] of every target, a block of targets at a time."""
-        targets, end = self._targets, index + 1
+        targets = self._targets
         for start in range(0, len(targets), BLOCK):
-            yield b"".join([text[ends[index]:ends[end]].replace(MARK, label)
-                            for text, ends, label, _ in targets[start:start + BLOCK]])
+            yield b"".join([kept.piece(index) for kept in targets[start:start + BLOCK]])
 
     def share(self) -> Share:
         """These targets' lines of each per-target family, without its header, compressed as a

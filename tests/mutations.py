@@ -304,8 +304,9 @@ MUTANTS = [
            "        if False:\n",
            "a NUL that comes in a later result is written out as the target's label",
            ("tests/test_exposition_hostile.py::test_lines_that_hold_the_mark_themselves_are_kept_whole",)),
-    Mutant("W11", "greenmon/exposition.py", "            yield b\"\".join([text[ends[index]:ends[end]].replace(MARK, label)\n",
-           "            yield b\"\".join([text[ends[index]:ends[end]]\n",
+    Mutant("W11", "greenmon/exposition.py",
+           "        return self.text[self.ends[index]:self.ends[index + 1]].replace(MARK, self.label)\n",
+           "        return self.text[self.ends[index]:self.ends[index + 1]]\n",
            "/metrics writes the kept text without each target's label",
            ("tests/test_metrics.py::test_the_cached_exposition_follows_every_kind_of_change",)),
     # --- oauth2 and discovery: tokens, and what sources yield ---
