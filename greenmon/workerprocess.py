@@ -37,7 +37,7 @@ def share_metrics(worker: child.Worker, setup: Setup) -> None:
         store.series = dict(setup.seed)
         store.set_monitor(config.monitor)   # and their history goes
     store.set_targets(config.enabled_targets, label_names=setup.label_names)
-    exposition = Exposition(store)
+    exposition = Exposition(store, labels_once=True)   # memory per process: see exposition
     worker.result_listeners.append(store.observe)
     worker.breaker_listeners.append(store.breaker_changed)
 

@@ -37,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from greenmon.settings import DEFAULT_BUCKETS, MonitorSettings
 from greenmon.metrics import build_registry
 from greenmon.store import MetricsStore
-from greenmon.exposition import MARK, Exposition, Keep
+from greenmon.exposition import MARK, Exposition, keep, kept_piece, kept_updated
 from greenmon.result import MonitorResult
 from greenmon.targets import RESERVED_LABELS, Target
 from greenmon.result import TLSFacts
@@ -229,12 +229,13 @@ def check_store(store: MetricsStore, exposition: Exposition, textfile) -> tuple[
 
 
 def check_example(example: Example, textfile) -> bytes:
-    store = store_of(example)
-    exposition = Exposition(store)
-    check_store(store, exposition, textfile)   # before any result
-    for result in example.results:
-        store.observe(result)
-    data, found = check_store(store, exposition, textfile)   # only the changed families anew
+    for labels_once in (False, True):   # one process's text; a worker's share (exposition.Keep)
+        store = store_of(example)
+        exposition = Exposition(store, labels_once=labels_once)
+        check_store(store, exposition, textfile)   # before any result
+        for result in example.results:
+            store.observe(result)
+        data, found = check_store(store, exposition, textfile)   # only the changed families anew
     assert PASSWORD.encode() not in data
 
     by_target = {shown(target.name): target for target in example.targets}
@@ -414,32 +415,36 @@ def test_promtool_takes_what_the_command_writes_and_pushes(cli_outputs):
     assert_promtool_takes(promtool, pushed, names, "--pushgateway")
 
 
-# --- The kept text: each target's label once (exposition.Keep) -------------------------------
+# --- The kept text: each target's label once (exposition.keep) -------------------------------
 
 LABEL = b'target="GET http://127.0.0.1:9/x"'
 LINES = [LABEL.join([b"greenmon_up{", b"} 1.0\n"]), b"",
          LABEL.join([b'greenmon_check_errors_total{class="http",', b"} 0.0\n"]) * 2]
 
 
+def pieces(kept, count: int) -> list[bytes]:
+    return [kept_piece(kept, index) for index in range(count)]
+
+
 def test_a_targets_label_is_kept_as_one_byte_and_written_out_whole():
-    kept = Keep.of(LINES, LABEL)
-    assert LABEL not in kept.text and kept.text.count(MARK) == 3
-    assert [kept.piece(index) for index in range(3)] == LINES
-    assert kept.size == len(b"".join(LINES))
+    kept = keep(LINES, LABEL)
+    text, _, _, size = kept
+    assert LABEL not in text and text.count(MARK) == 3
+    assert pieces(kept, 3) == LINES and size == len(b"".join(LINES))
     fresh = [None, LABEL.join([b"greenmon_degraded{", b"} 0.0\n"]), None]
-    again = kept.updated(fresh)
-    assert [again.piece(index) for index in range(3)] == [LINES[0], fresh[1], LINES[2]]
-    assert LABEL not in again.text and again.size == len(b"".join([LINES[0], fresh[1], LINES[2]]))
+    again = kept_updated(kept, fresh)
+    assert pieces(again, 3) == [LINES[0], fresh[1], LINES[2]]
+    assert LABEL not in again[0] and again[3] == len(b"".join([LINES[0], fresh[1], LINES[2]]))
 
 
 def test_lines_that_hold_the_mark_themselves_are_kept_whole():
     """Only a target's own strings can put a NUL in its lines: in its name (so in every line),
     or in a later result's (a TLS version): the lines are then kept as written."""
     named = b'target="nul\x00name"'
-    kept = Keep.of([named.join([b"greenmon_up{", b"} 1.0\n"])], named)
-    assert kept.label == MARK and kept.piece(0) == named.join([b"greenmon_up{", b"} 1.0\n"])
+    kept = keep([named.join([b"greenmon_up{", b"} 1.0\n"])], named)
+    assert kept[2] == MARK and pieces(kept, 1) == [named.join([b"greenmon_up{", b"} 1.0\n"])]
     later = [None, None, LABEL.join([b'greenmon_tls_version_info{', b',version="TLS\x00"} 1.0\n'])]
-    again = Keep.of(LINES, LABEL).updated(later)
-    assert again.label == MARK
-    assert [again.piece(index) for index in range(3)] == [LINES[0], LINES[1], later[2]]
-    assert again.size == len(b"".join([LINES[0], LINES[1], later[2]]))
+    again = kept_updated(keep(LINES, LABEL), later)
+    assert again[2] == MARK
+    assert pieces(again, 3) == [LINES[0], LINES[1], later[2]]
+    assert again[3] == len(b"".join([LINES[0], LINES[1], later[2]]))
